@@ -1,0 +1,139 @@
+"""The alert: one JSON shape (`detect.alert/v1`) for the outbox, replay output and webhooks."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from engine.activity import Activity, format_timestamp, parse_timestamp
+
+SCHEMA = "detect.alert/v1"
+KINDS = ("detection", "rule_error", "source_health")
+MAX_SAMPLE_EVENTS = 10
+MAX_INDICATORS = 50
+
+
+def alert_id_for(rule_id: str, dedup_key: str, opened_at: datetime) -> str:
+    """Stable for (rule, key, opening time): a replay or a restart gets the same id."""
+    material = f"{rule_id}\x1f{dedup_key}\x1f{format_timestamp(opened_at)}"
+    return "al_" + hashlib.sha256(material.encode("utf-8")).hexdigest()[:24]
+
+
+def _merge(into: list[str], values: list[str]) -> None:
+    for value in values:
+        if value not in into and len(into) < MAX_INDICATORS:
+            into.append(value)
+
+
+@dataclass
+class Alert:
+    alert_id: str
+    kind: str
+    rule_id: str
+    rule_name: str
+    severity: str
+    title: str
+    dedup_key: str
+    opened_at: datetime
+    window_end: datetime
+    description: str = ""
+    runbook: str = ""
+    reference: str = ""
+    tags: list[str] = field(default_factory=list)
+    mitre: list[str] = field(default_factory=list)
+    event_count: int = 0
+    first_event_at: datetime | None = None
+    last_event_at: datetime | None = None
+    organization_ids: list[str] = field(default_factory=list)
+    indicators: dict[str, list[str]] = field(
+        default_factory=lambda: {"emails": [], "ip_addresses": [], "actor_ids": []}
+    )
+    context: dict[str, Any] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    destinations: list[str] | None = None
+
+    def add(self, activity: Activity) -> None:
+        """Count an activity into the alert, keeping the first ten verbatim."""
+        self.event_count += 1
+        moment = activity.created_at
+        if self.first_event_at is None or moment < self.first_event_at:
+            self.first_event_at = moment
+        if self.last_event_at is None or moment > self.last_event_at:
+            self.last_event_at = moment
+        if len(self.events) < MAX_SAMPLE_EVENTS:
+            self.events.append(activity.raw)
+        org = activity.organization_id
+        if org and org not in self.organization_ids:
+            self.organization_ids.append(org)
+        for kind, values in activity.indicators.items():
+            _merge(self.indicators.setdefault(kind, []), values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The public JSON form, keys in the documented order."""
+        return {
+            "schema": SCHEMA,
+            "alert_id": self.alert_id,
+            "kind": self.kind,
+            "rule_id": self.rule_id,
+            "rule_name": self.rule_name,
+            "severity": self.severity,
+            "title": self.title,
+            "description": self.description,
+            "runbook": self.runbook,
+            "reference": self.reference,
+            "tags": list(self.tags),
+            "mitre": list(self.mitre),
+            "dedup_key": self.dedup_key,
+            "event_count": self.event_count,
+            "first_event_at": _time(self.first_event_at),
+            "last_event_at": _time(self.last_event_at),
+            "organization_ids": list(self.organization_ids),
+            "indicators": {k: list(v) for k, v in self.indicators.items()},
+            "context": dict(self.context),
+            "events": list(self.events),
+        }
+
+    def to_state(self) -> dict[str, Any]:
+        """The public form plus what the correlator and router need to resume it."""
+        state = self.to_dict()
+        state["_opened_at"] = format_timestamp(self.opened_at)
+        state["_window_end"] = format_timestamp(self.window_end)
+        state["_destinations"] = self.destinations
+        return state
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Alert:
+        return cls(
+            alert_id=state["alert_id"],
+            kind=state["kind"],
+            rule_id=state["rule_id"],
+            rule_name=state["rule_name"],
+            severity=state["severity"],
+            title=state["title"],
+            dedup_key=state["dedup_key"],
+            opened_at=parse_timestamp(state["_opened_at"]),
+            window_end=parse_timestamp(state["_window_end"]),
+            description=state.get("description", ""),
+            runbook=state.get("runbook", ""),
+            reference=state.get("reference", ""),
+            tags=list(state.get("tags", [])),
+            mitre=list(state.get("mitre", [])),
+            event_count=state.get("event_count", 0),
+            first_event_at=_parse(state.get("first_event_at")),
+            last_event_at=_parse(state.get("last_event_at")),
+            organization_ids=list(state.get("organization_ids", [])),
+            indicators={k: list(v) for k, v in state.get("indicators", {}).items()},
+            context=dict(state.get("context", {})),
+            events=list(state.get("events", [])),
+            destinations=state.get("_destinations"),
+        )
+
+
+def _time(moment: datetime | None) -> str | None:
+    return format_timestamp(moment) if moment is not None else None
+
+
+def _parse(text: str | None) -> datetime | None:
+    return parse_timestamp(text) if text else None

@@ -1,0 +1,238 @@
+"""The `detect` command: parses arguments and calls the engine.
+
+Imports of the engine happen inside each command so `detect --help` stays instant.
+Exit codes: 0 success, 1 a test failed or an input could not be read, 2 invalid rules,
+configuration or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from engine.config import Config
+    from engine.detection.loader import RuleSet
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+
+def _config(path: str | None) -> Config | None:
+    """The configuration named by --config, or ./detect.yaml when it exists."""
+    from engine.config import DEFAULT_PATH, load_config
+
+    if path is not None:
+        return load_config(Path(path))
+    if DEFAULT_PATH.is_file():
+        return load_config(DEFAULT_PATH)
+    return None
+
+
+def _rule_dirs(given: list[str] | None, config: Config | None) -> list[Path]:
+    """Rules named on the command line, else the configuration's, else ./rules, else the
+    pack shipped with the engine."""
+    from engine.resources import bundled_rules_dir
+
+    if given:
+        return [Path(p) for p in given]
+    if config is not None:
+        return list(config.rules)
+    local = Path("rules")
+    return [local] if local.is_dir() else [bundled_rules_dir()]
+
+
+def _load(paths: list[Path]) -> RuleSet:
+    from engine.detection.loader import load_rules
+
+    return load_rules(paths)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    import json
+
+    from engine.detection.loader import check_rules
+    from engine.testing.report import print_problems, problems_json
+
+    paths = _rule_dirs(args.paths, None)
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        print(f"error: no such file or directory: {', '.join(map(str, missing))}", file=sys.stderr)
+        return EXIT_INVALID
+    ruleset, problems = check_rules(paths)
+    if args.format == "json":
+        print(
+            json.dumps(
+                {
+                    "rules": len(ruleset.rules) + len(ruleset.skipped),
+                    "problems": problems_json(problems),
+                },
+                indent=2,
+            )
+        )
+    elif problems:
+        print_problems(problems, sys.stderr)
+    else:
+        total = len(ruleset.rules) + len(ruleset.skipped)
+        note = f" ({len(ruleset.skipped)} inactive)" if ruleset.skipped else ""
+        print(f"{total} rules valid{note}, {len(ruleset.lists.lists)} named lists")
+    return EXIT_INVALID if problems else EXIT_OK
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    from engine.detection.loader import check_rules
+    from engine.testing.report import print_problems, print_results, results_json
+    from engine.testing.runner import collect, run_tests
+
+    ruleset, problems = check_rules(_rule_dirs(args.paths, None))
+    if problems:
+        print_problems(problems, sys.stderr)
+        return EXIT_INVALID
+    tests = collect(ruleset, args.k)
+    results = run_tests(tests, ruleset)
+    if args.format == "json":
+        print(results_json(results))
+    else:
+        print_results(results, sys.stdout)
+    if not results:
+        print("no tests matched" if args.k else "no tests found", file=sys.stderr)
+    return EXIT_OK if all(r.passed for r in results) else EXIT_FAILED
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from engine.replay import ReplayOptions, replay, summary
+    from engine.state.sqlite import SqliteStore
+
+    config = _config(args.config)
+    ruleset = _load(_rule_dirs(args.rules, config))
+    quarantine = (
+        Path(args.quarantine)
+        if args.quarantine
+        else (config.quarantine if config else Path(".detect/quarantine.jsonl"))
+    )
+    options = ReplayOptions(
+        format=args.format,
+        sort=args.sort,
+        reorder_capacity=args.reorder,
+        quarantine=None if args.no_quarantine else quarantine,
+    )
+    store = SqliteStore(args.state) if args.state else None
+    try:
+        stats = replay(args.paths, ruleset, options, store=store)
+    finally:
+        if store is not None:
+            store.close()
+    print(summary(stats, len(ruleset.rules)), file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from engine.replay import demo, summary
+    from engine.resources import demo_feed_path
+
+    if not args.demo:
+        print(
+            "error: polling the Compliance API is not part of this version yet; "
+            "use `detect run --demo`, or `detect replay FILE` for exported activity",
+            file=sys.stderr,
+        )
+        return EXIT_INVALID
+    ruleset = _load(_rule_dirs(args.rules, None))
+    feed = Path(args.events) if args.events else demo_feed_path()
+    print(f"demo: replaying {feed} through {len(ruleset.rules)} rules", file=sys.stderr)
+    stats = demo(feed, ruleset)
+    print(summary(stats, len(ruleset.rules)))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="detect",
+        description="Detection rules for Anthropic Compliance API activity.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = commands.add_parser("run", help="poll, evaluate and deliver (--demo: sample feed)")
+    run.add_argument(
+        "--demo",
+        action="store_true",
+        help="the built-in sample feed through the rules; no credentials",
+    )
+    run.add_argument("--rules", action="append", metavar="DIR", help="rules directory")
+    run.add_argument("--events", metavar="FILE", help="with --demo: another activity file")
+    run.set_defaults(handler=cmd_run)
+
+    rp = commands.add_parser("replay", help="evaluate JSON / JSONL / .gz files or - (stdin)")
+    rp.add_argument("paths", nargs="+", metavar="PATH")
+    rp.add_argument(
+        "--rules",
+        action="append",
+        metavar="DIR",
+        help="rules directory or file (repeatable; default ./rules)",
+    )
+    rp.add_argument("--config", help="configuration file (rules, quarantine)")
+    rp.add_argument("--format", choices=("text", "jsonl"), default="text")
+    rp.add_argument(
+        "--sort",
+        action="store_true",
+        help="sort each input wholly by created_at first (newest-first exports)",
+    )
+    rp.add_argument(
+        "--reorder",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="reorder buffer size in activities (default 10000)",
+    )
+    rp.add_argument(
+        "--quarantine",
+        metavar="FILE",
+        help="where rejected records go (default .detect/quarantine.jsonl)",
+    )
+    rp.add_argument("--no-quarantine", action="store_true", help="report rejects only")
+    rp.add_argument(
+        "--state",
+        metavar="FILE",
+        help="keep correlation state in this SQLite file (default: in memory)",
+    )
+    rp.set_defaults(handler=cmd_replay)
+
+    test = commands.add_parser("test", help="run the rules' inline tests")
+    test.add_argument("paths", nargs="*", metavar="PATH")
+    test.add_argument("-k", metavar="TEXT", help="only tests whose rule id or name has TEXT")
+    test.add_argument("--format", choices=("text", "json"), default="text")
+    test.set_defaults(handler=cmd_test)
+
+    validate = commands.add_parser("validate", help="check rule files against the schema")
+    validate.add_argument("paths", nargs="*", metavar="PATH")
+    validate.add_argument("--format", choices=("text", "json"), default="text")
+    validate.set_defaults(handler=cmd_validate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from engine.errors import ConfigError, InputError, RuleLoadError
+
+    try:
+        return args.handler(args)
+    except RuleLoadError as exc:
+        from engine.testing.report import print_problems
+
+        print_problems(exc.problems, sys.stderr)
+        return EXIT_INVALID
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

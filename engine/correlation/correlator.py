@@ -1,0 +1,237 @@
+"""Dedup windows and thresholds, on event time.
+
+Every window is measured on `created_at`, never on the wall clock, so a replay of last
+month's file raises the alerts the live stream raised. The correlator turns matches into
+alert changes (opened, joined, closed) and keeps everything it must remember in the state
+store, so a restart resumes open windows and counters where they were.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from engine.activity import Activity, parse_activity
+from engine.alerts import Alert, alert_id_for
+from engine.detection.rule import Match, Rule
+from engine.state.store import StateStore
+
+ALERTS = "alert"
+COUNTERS = "threshold"
+RULE_ERROR_WINDOW = timedelta(hours=1)
+RULE_ERROR_SEVERITY = "medium"
+
+
+@dataclass(frozen=True)
+class AlertChange:
+    """`opened` (owes a notification), `joined` (counted, silent) or `closed` (final)."""
+
+    change: str
+    alert: Alert
+
+
+def _epoch(moment: datetime) -> float:
+    return moment.timestamp()
+
+
+def _from_epoch(value: float) -> datetime:
+    return datetime.fromtimestamp(value, tz=UTC)
+
+
+class Correlator:
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+        self.watermark: datetime | None = None
+        # (window end, state key): open alerts to close when event time passes their end.
+        self._closing: list[tuple[float, str, str]] = []
+        for key, state in store.items(ALERTS):
+            alert = Alert.from_state(state)
+            heapq.heappush(self._closing, (_epoch(alert.window_end), key, alert.alert_id))
+
+    # -- event time -------------------------------------------------------------------
+
+    def advance(self, moment: datetime) -> Iterator[AlertChange]:
+        """Move event time forward to `moment`; yields the alerts whose window closed."""
+        if self.watermark is not None and moment <= self.watermark:
+            return
+        self.watermark = moment
+        now = _epoch(moment)
+        while self._closing and self._closing[0][0] <= now:
+            _, key, alert_id = heapq.heappop(self._closing)
+            state = self.store.get(ALERTS, key)
+            if state is None or state["alert_id"] != alert_id:
+                continue
+            self.store.delete(ALERTS, key)
+            yield AlertChange("closed", Alert.from_state(state))
+
+    def close_all(self) -> Iterator[AlertChange]:
+        """End of input: every open alert is final (used by replays and tests)."""
+        while self._closing:
+            _, key, alert_id = heapq.heappop(self._closing)
+            state = self.store.get(ALERTS, key)
+            if state is None or state["alert_id"] != alert_id:
+                continue
+            self.store.delete(ALERTS, key)
+            yield AlertChange("closed", Alert.from_state(state))
+
+    # -- matches ----------------------------------------------------------------------
+
+    def process(self, match: Match) -> list[AlertChange]:
+        rule = match.rule
+        key = f"detection\x1f{rule.id}\x1f{match.dedup_key}"
+        if rule.threshold is None:
+            return self._dedup(key, match, rule, [match.activity])
+        counted = self._count(key, match)
+        if counted is None:
+            return []
+        return self._dedup(key, match, rule, counted)
+
+    def rule_error(self, rule: Rule, activity: Activity, error: BaseException) -> list[AlertChange]:
+        """An exception in a rule: one `rule_error` alert per rule per hour of event time."""
+        frame = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
+        context: dict[str, Any] = {
+            "error_type": type(error).__name__,
+            "error": str(error)[:1000],
+            "rule_file": str(rule.path),
+        }
+        if frame is not None:
+            context["location"] = f"{frame.filename}:{frame.lineno}"
+        key = f"rule_error\x1f{rule.id}"
+        alert_key = f"{rule.id}#rule_error"
+        existing = self._open_alert(key, activity.created_at)
+        if existing is not None:
+            existing.add(activity)
+            return [self._save(key, existing, "joined")]
+        opened = activity.created_at
+        alert = Alert(
+            alert_id=alert_id_for(alert_key, "rule_error", opened),
+            kind="rule_error",
+            rule_id=rule.id,
+            rule_name=rule.name,
+            severity=RULE_ERROR_SEVERITY,
+            title=f"Rule {rule.id} raised {type(error).__name__}: {str(error)[:200]}",
+            dedup_key="rule_error",
+            opened_at=opened,
+            window_end=opened + RULE_ERROR_WINDOW,
+            description="The rule failed on an activity; it may be missing attacks until "
+            "it is fixed. The activity it failed on is attached.",
+            runbook="1. Open the rule file named in the context.\n"
+            "2. Reproduce with `detect test` using the attached activity as a test event.\n"
+            "3. Fix the rule to handle this shape of activity, then `detect validate`.",
+            context=context,
+        )
+        alert.add(activity)
+        return [self._new(key, alert)]
+
+    # -- internals --------------------------------------------------------------------
+
+    def _open_alert(self, key: str, moment: datetime) -> Alert | None:
+        state = self.store.get(ALERTS, key)
+        if state is None:
+            return None
+        alert = Alert.from_state(state)
+        if moment >= alert.window_end:
+            return None
+        return alert
+
+    def _save(self, key: str, alert: Alert, change: str) -> AlertChange:
+        state = alert.to_state()
+        self.store.put(ALERTS, key, state, expires=_epoch(alert.window_end))
+        self.store.save_alert(state, notify=change == "opened")
+        return AlertChange(change, alert)
+
+    def _new(self, key: str, alert: Alert) -> AlertChange:
+        heapq.heappush(self._closing, (_epoch(alert.window_end), key, alert.alert_id))
+        return self._save(key, alert, "opened")
+
+    def _dedup(
+        self, key: str, match: Match, rule: Rule, activities: list[Activity]
+    ) -> list[AlertChange]:
+        moment = match.activity.created_at
+        existing = self._open_alert(key, moment)
+        if existing is not None:
+            existing.add(match.activity)
+            return [self._save(key, existing, "joined")]
+        changes: list[AlertChange] = []
+        previous = self.store.get(ALERTS, key)
+        if previous is not None:
+            # Its window has passed but event time has not closed it yet (a late batch).
+            self.store.delete(ALERTS, key)
+            changes.append(AlertChange("closed", Alert.from_state(previous)))
+        alert = Alert(
+            alert_id=alert_id_for(rule.id, match.dedup_key, moment),
+            kind="detection",
+            rule_id=rule.id,
+            rule_name=rule.name,
+            severity=match.severity,
+            title=match.title,
+            dedup_key=match.dedup_key,
+            opened_at=moment,
+            window_end=moment + rule.dedup_window,
+            description=rule.description,
+            runbook=match.runbook,
+            reference=rule.reference,
+            tags=list(rule.tags),
+            mitre=list(rule.mitre),
+            context=match.context,
+            destinations=match.destinations,
+        )
+        for activity in activities:
+            alert.add(activity)
+        changes.append(self._new(key, alert))
+        return changes
+
+    def _count(self, key: str, match: Match) -> list[Activity] | None:
+        """Add the match to its sliding window; the counted activities when it completes
+        the threshold, else None."""
+        threshold = match.rule.threshold
+        assert threshold is not None
+        width = threshold.window.total_seconds()
+        now = _epoch(match.activity.created_at)
+        entries: list[list[Any]] = self.store.get(COUNTERS, key) or []
+        distinct = match.distinct_value
+        if distinct is not None and not isinstance(distinct, str | int | float | bool):
+            distinct = repr(distinct)
+        times = [e[0] for e in entries]
+        position = bisect.bisect_right(times, now)
+        entries.insert(position, [now, distinct, match.activity.raw])
+        times.insert(position, now)
+        newest = times[-1]
+        cut = bisect.bisect_right(times, newest - width)
+        if cut:
+            del entries[:cut], times[:cut]
+        self.store.put(COUNTERS, key, entries, expires=newest + width)
+        distinct_on = threshold.distinct is not None
+        window = self._full_window(entries, times, now, width, threshold.count, distinct_on)
+        if window is None:
+            return None
+        return [parse_activity(raw) for _, _, raw in window]
+
+    @staticmethod
+    def _full_window(
+        entries: list[list[Any]],
+        times: list[float],
+        now: float,
+        width: float,
+        count: int,
+        distinct_on: bool,
+    ) -> list[list[Any]] | None:
+        """Some window [s, s + width) that holds `now` and `count` entries (or values)."""
+        first = bisect.bisect_right(times, now - width)
+        last = bisect.bisect_right(times, now)
+        if last == len(times):
+            # In order (the usual case): the widest window ending at `now` is the only one
+            # that can hold more than the others.
+            last = first + 1
+        for start in range(first, last):
+            end = bisect.bisect_left(times, times[start] + width)
+            inside = entries[start:end]
+            size = len({e[1] for e in inside if e[1] is not None}) if distinct_on else len(inside)
+            if size >= count:
+                return inside
+        return None

@@ -1,0 +1,176 @@
+"""Named lists and the extra JMESPath functions rules may call.
+
+The functions are bound to one set of named lists, so `in_list(x, 'admins')` inside a
+`when` reads the same `lists/admins.yml` as the `in_list` operator of `match`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import re
+from collections.abc import Iterable
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jmespath
+from jmespath import functions
+
+from engine.detection.yaml_lines import YamlError, line_at, load_yaml
+from engine.errors import RuleProblem
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@lru_cache(maxsize=65536)
+def parse_ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An address, or None for anything that is not one (cached: feeds repeat IPs)."""
+    try:
+        return ipaddress.ip_address(value.strip())
+    except ValueError:
+        return None
+
+
+def parse_network(text: str) -> Network:
+    """A CIDR (a bare address is a one-address network); raises `ValueError`."""
+    return ipaddress.ip_network(text.strip(), strict=False)
+
+
+def in_networks(value: Any, networks: Iterable[Network]) -> bool:
+    if not isinstance(value, str):
+        return False
+    address = parse_ip(value)
+    if address is None:
+        return False
+    return any(address.version == net.version and address in net for net in networks)
+
+
+class NamedList:
+    """One `lists/NAME.yml`: strings compared without case, CIDR entries matched as ranges."""
+
+    def __init__(self, name: str, entries: list[str]) -> None:
+        self.name = name
+        self.strings = frozenset(e.strip().lower() for e in entries)
+        nets = []
+        for entry in entries:
+            if "/" in entry or parse_ip(entry) is not None:
+                with contextlib.suppress(ValueError):
+                    nets.append(parse_network(entry))
+        self.networks = tuple(nets)
+
+    def __contains__(self, value: Any) -> bool:
+        if not isinstance(value, str):
+            return False
+        if value.strip().lower() in self.strings:
+            return True
+        return bool(self.networks) and in_networks(value, self.networks)
+
+
+class NamedLists:
+    """Every named list the loaded rules directories define."""
+
+    def __init__(self, lists: dict[str, NamedList] | None = None) -> None:
+        self.lists: dict[str, NamedList] = dict(lists or {})
+
+    def get(self, name: str) -> NamedList:
+        try:
+            return self.lists[name]
+        except KeyError:
+            known = ", ".join(sorted(self.lists)) or "none"
+            raise KeyError(f"no named list {name!r} (known: {known})") from None
+
+    @classmethod
+    def load(cls, directories: Iterable[Path]) -> tuple[NamedLists, list[RuleProblem]]:
+        """Read `lists/*.yml|yaml` of each rules directory; problems are returned, not
+        raised, so one bad list does not hide the rules' own errors."""
+        found: dict[str, NamedList] = {}
+        origin: dict[str, Path] = {}
+        problems: list[RuleProblem] = []
+        for directory in directories:
+            folder = directory / "lists"
+            if not folder.is_dir():
+                continue
+            for path in sorted(folder.iterdir()):
+                if path.suffix not in (".yml", ".yaml"):
+                    continue
+                name = path.stem
+                try:
+                    data = load_yaml(path)
+                except YamlError as exc:
+                    problems.append(RuleProblem(path, exc.line, "", exc.message))
+                    continue
+                if data is None:
+                    data = []
+                if not isinstance(data, list) or not all(isinstance(e, str) for e in data):
+                    problems.append(
+                        RuleProblem(path, 1, "", "a named list must be a YAML list of strings")
+                    )
+                    continue
+                if name in found:
+                    problems.append(
+                        RuleProblem(path, 1, "", f"list {name!r} is also defined in {origin[name]}")
+                    )
+                    continue
+                for index, entry in enumerate(data):
+                    if "/" in entry:
+                        try:
+                            parse_network(entry)
+                        except ValueError:
+                            problems.append(
+                                RuleProblem(
+                                    path,
+                                    line_at(data, [index]),
+                                    "",
+                                    f"{entry!r} looks like a CIDR but is not one",
+                                )
+                            )
+                found[name] = NamedList(name, data)
+                origin[name] = path
+        return cls(found), problems
+
+
+def email_domain(value: Any) -> str | None:
+    """The lower-cased part after the last `@`, or None for anything that is not an email."""
+    if not isinstance(value, str):
+        return None
+    local, at, domain = value.strip().rpartition("@")
+    if not at or not local or not domain or "." not in domain:
+        return None
+    return domain.lower()
+
+
+@lru_cache(maxsize=1024)
+def compile_regex(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def make_options(lists: NamedLists) -> jmespath.Options:
+    """JMESPath options whose function table includes the engine's extras."""
+
+    class EngineFunctions(functions.Functions):
+        @functions.signature({"types": ["string", "null"]}, {"types": ["string"]})
+        def _func_cidr_match(self, ip: str | None, cidr: str) -> bool:
+            try:
+                network = parse_network(cidr)
+            except ValueError as exc:
+                raise ValueError(f"cidr_match: {cidr!r} is not a CIDR") from exc
+            return in_networks(ip, (network,))
+
+        @functions.signature({"types": ["string", "null"]}, {"types": ["string"]})
+        def _func_regex_match(self, value: str | None, pattern: str) -> bool:
+            return isinstance(value, str) and compile_regex(pattern).search(value) is not None
+
+        @functions.signature({"types": []}, {"types": ["string"]})
+        def _func_in_list(self, value: Any, name: str) -> bool:
+            return value in lists.get(name)
+
+        @functions.signature({"types": ["string", "null"]})
+        def _func_lower(self, value: str | None) -> str | None:
+            return value.lower() if isinstance(value, str) else None
+
+        @functions.signature({"types": []})
+        def _func_email_domain(self, value: Any) -> str | None:
+            return email_domain(value)
+
+    return jmespath.Options(custom_functions=EngineFunctions())

@@ -1,0 +1,222 @@
+"""Finding, checking and compiling rule files.
+
+Every problem in every file is collected before anything is reported, so `detect validate`
+shows a whole rules directory's mistakes at once; a rule set with any problem does not
+load at all, because a half-loaded pack silently misses attacks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jmespath
+
+from engine.detection.functions import NamedLists, make_options
+from engine.detection.operators import MatchError, compile_match, compile_path, pinned_values
+from engine.detection.python_rules import PythonRuleError, import_rule_module
+from engine.detection.rule import Rule, Threshold
+from engine.detection.schema import check_document
+from engine.detection.templates import compile_template
+from engine.detection.yaml_lines import YamlError, line_at, load_yaml
+from engine.durations import parse_duration
+from engine.errors import RuleLoadError, RuleProblem
+
+RULE_SUFFIXES = (".yml", ".yaml")
+LOG_TYPE = "Anthropic.Activity"
+NOT_YET = ("new_value", "sequence")
+
+
+@dataclass
+class RuleSet:
+    """The rules of one or more directories, and the lists and JMESPath options they share."""
+
+    rules: list[Rule]
+    lists: NamedLists
+    options: jmespath.Options
+    skipped: list[Rule] = field(default_factory=list)
+
+    def get(self, rule_id: str) -> Rule | None:
+        return next((r for r in self.rules + self.skipped if r.id == rule_id), None)
+
+
+def _truthy(value: Any) -> bool:
+    """JMESPath's truth: false, null, empty string, list and object are false; 0 is true."""
+    if value is None or value is False:
+        return False
+    return not (isinstance(value, str | list | dict | tuple) and len(value) == 0)
+
+
+def discover(paths: Iterable[Path]) -> tuple[list[Path], list[Path]]:
+    """Rule files under `paths` (files or directories, `lists/` folders excluded), and the
+    directories whose `lists/` folders hold their named lists (the nearest above each path
+    that has one)."""
+    files: list[Path] = []
+    list_dirs: list[Path] = []
+    for given in paths:
+        given = Path(given)
+        if given.is_dir():
+            for candidate in sorted(given.rglob("*")):
+                rel = candidate.relative_to(given).parts
+                if candidate.suffix not in RULE_SUFFIXES or not candidate.is_file():
+                    continue
+                if "lists" in rel[:-1] or any(p.startswith(".") for p in rel):
+                    continue
+                files.append(candidate)
+        elif given.is_file():
+            files.append(given)
+        start = given if given.is_dir() else given.parent
+        for folder in (start.resolve(), *start.resolve().parents):
+            if (folder / "lists").is_dir():
+                if folder not in list_dirs:
+                    list_dirs.append(folder)
+                break
+    unique = list(dict.fromkeys(f.resolve() for f in files))
+    return unique, list_dirs
+
+
+class _Compiler:
+    """Compiles one checked document; collects problems with their lines."""
+
+    def __init__(self, path: Path, doc: Mapping[str, Any], lists: NamedLists, options) -> None:
+        self.path = path
+        self.doc = doc
+        self.lists = lists
+        self.options = options
+        self.problems: list[RuleProblem] = []
+
+    def problem(self, where: list[Any], message: str) -> None:
+        key = ".".join(str(p) for p in where)
+        self.problems.append(RuleProblem(self.path, line_at(self.doc, where), key, message))
+
+    def duration(self, where: list[Any], text: str):
+        try:
+            return parse_duration(text)
+        except ValueError as exc:
+            self.problem(where, str(exc))
+            return None
+
+    def path_getter(self, where: list[Any], text: str):
+        try:
+            return compile_path(text, self.options)
+        except MatchError as exc:
+            self.problem(where, str(exc))
+            return None
+
+    def template(self, where: list[Any], text: str):
+        try:
+            return compile_template(text, self.options)
+        except MatchError as exc:
+            self.problem(where, str(exc))
+            return None
+
+    def compile(self) -> Rule:
+        doc = self.doc
+        rule = Rule(
+            id=doc["id"],
+            name=doc["name"],
+            severity=doc["severity"],
+            path=self.path,
+            description=doc.get("description", ""),
+            runbook=doc.get("runbook", ""),
+            reference=doc.get("reference", ""),
+            tags=list(doc.get("tags", [])),
+            mitre=list(doc.get("mitre", [])),
+            log_types=list(doc.get("log_types", [LOG_TYPE])),
+            enabled=doc.get("enabled", True),
+            destinations=list(doc["destinations"]) if "destinations" in doc else None,
+            tests=doc.get("tests", []),
+            document=doc,
+        )
+        for key in NOT_YET:
+            if key in doc:
+                self.problem([key], f"{key} rules are not supported by this version yet")
+        if "match" in doc:
+            try:
+                rule.checks.append(compile_match(doc["match"], self.lists, self.options))
+            except MatchError as exc:
+                head = exc.key.split(".")[0] if exc.key else ""
+                where = ["match", head] if head in doc["match"] else ["match"]
+                self.problem(where, str(exc))
+            if "type" in doc["match"]:
+                rule.types = pinned_values(doc["match"]["type"])
+        if "when" in doc:
+            try:
+                expression = jmespath.compile(doc["when"])
+                options = self.options
+                rule.checks.append(lambda d: _truthy(expression.search(d, options=options)))
+            except jmespath.exceptions.JMESPathError as exc:
+                self.problem(["when"], f"invalid JMESPath: {exc}")
+        if "python" in doc:
+            try:
+                rule.module = import_rule_module(self.path.parent / doc["python"])
+            except PythonRuleError as exc:
+                self.problem(["python"], str(exc))
+        if "title" in doc:
+            rule.title_template = self.template(["title"], doc["title"])
+        dedup = doc.get("dedup", {})
+        if "key" in dedup:
+            rule.dedup_template = self.template(["dedup", "key"], dedup["key"])
+        if "window" in dedup:
+            rule.dedup_window = self.duration(["dedup", "window"], dedup["window"])
+        if "threshold" in doc:
+            spec = doc["threshold"]
+            window = self.duration(["threshold", "window"], spec["window"])
+            distinct = spec.get("distinct")
+            getter = self.path_getter(["threshold", "distinct"], distinct) if distinct else None
+            if window is not None:
+                rule.threshold = Threshold(spec["count"], window, getter, distinct)
+        for index, path in enumerate(doc.get("context", [])):
+            getter = self.path_getter(["context", index], path)
+            if getter is not None:
+                rule.context_paths[path] = getter
+        return rule
+
+
+def check_rules(paths: Iterable[Path]) -> tuple[RuleSet, list[RuleProblem]]:
+    """Load what can be loaded and report every problem (for `detect validate`)."""
+    files, list_dirs = discover(paths)
+    lists, problems = NamedLists.load(list_dirs)
+    options = make_options(lists)
+    rules: list[Rule] = []
+    skipped: list[Rule] = []
+    seen: dict[str, Path] = {}
+    for path in files:
+        try:
+            doc = load_yaml(path)
+        except YamlError as exc:
+            problems.append(RuleProblem(path, exc.line, "", f"invalid YAML: {exc.message}"))
+            continue
+        schema_problems = check_document(doc, path)
+        if schema_problems:
+            problems.extend(schema_problems)
+            continue
+        compiler = _Compiler(path, doc, lists, options)
+        rule = compiler.compile()
+        if compiler.problems:
+            problems.extend(compiler.problems)
+            continue
+        if rule.id in seen:
+            problems.append(
+                RuleProblem(
+                    path,
+                    line_at(doc, ["id"]),
+                    "id",
+                    f"duplicate rule id {rule.id!r} (also in {seen[rule.id]})",
+                )
+            )
+            continue
+        seen[rule.id] = path
+        active = rule.enabled and LOG_TYPE in rule.log_types
+        (rules if active else skipped).append(rule)
+    return RuleSet(rules, lists, options, skipped), problems
+
+
+def load_rules(paths: Iterable[Path]) -> RuleSet:
+    """The rule set of `paths`; raises `RuleLoadError` listing every problem."""
+    ruleset, problems = check_rules(paths)
+    if problems:
+        raise RuleLoadError(problems)
+    return ruleset

@@ -1,0 +1,216 @@
+"""Compiling `match` blocks into plain closures.
+
+A rule's `match` is compiled once at load time: paths become getters, conditions become
+predicates, and the whole block becomes one function of the event data. Operator
+semantics (missing values, type-aware equality) are written down in docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jmespath
+
+from engine.detection.functions import (
+    NamedLists,
+    compile_regex,
+    in_networks,
+    parse_ip,
+    parse_network,
+)
+
+Getter = Callable[[Mapping[str, Any]], Any]
+Predicate = Callable[[Any], bool]
+
+_SIMPLE_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+class MatchError(ValueError):
+    """A `match` entry that cannot be compiled; `key` is the path or operator at fault."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def compile_path(path: str, options: jmespath.Options) -> Getter:
+    """A getter for a JMESPath path; dotted names skip the JMESPath machinery (same result:
+    a missing step or a non-object on the way gives None)."""
+    if _SIMPLE_PATH.match(path):
+        steps = path.split(".")
+        if len(steps) == 1:
+            key = steps[0]
+            return lambda data: data.get(key)
+
+        def walk(data: Mapping[str, Any]) -> Any:
+            value: Any = data
+            for step in steps:
+                if not isinstance(value, dict):
+                    return None
+                value = value.get(step)
+            return value
+
+        return walk
+    try:
+        compiled = jmespath.compile(path)
+    except jmespath.exceptions.JMESPathError as exc:
+        raise MatchError(path, f"invalid JMESPath {path!r}: {exc}") from exc
+    return lambda data: compiled.search(data, options=options)
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equality that does not confuse `true` with `1` nor `1` with `1.0`-as-text."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a is b
+    return a == b
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _comparable(a: Any, b: Any) -> bool:
+    return (_is_number(a) and _is_number(b)) or (isinstance(a, str) and isinstance(b, str))
+
+
+def _networks(key: str, argument: Any) -> tuple:
+    items = argument if isinstance(argument, list) else [argument]
+    nets = []
+    for item in items:
+        if not isinstance(item, str):
+            raise MatchError(key, f"{key} takes a CIDR string or a list of them, not {item!r}")
+        try:
+            nets.append(parse_network(item))
+        except ValueError as exc:
+            raise MatchError(key, f"{key}: {item!r} is not a CIDR") from exc
+    return tuple(nets)
+
+
+def _require_list(key: str, argument: Any) -> list:
+    if not isinstance(argument, list):
+        raise MatchError(key, f"{key} takes a list, not {argument!r}")
+    return argument
+
+
+def _require_str(key: str, argument: Any) -> str:
+    if not isinstance(argument, str):
+        raise MatchError(key, f"{key} takes a string, not {argument!r}")
+    return argument
+
+
+def _operator(key: str, argument: Any, lists: NamedLists) -> Predicate:
+    """The predicate of one operator over the resolved value."""
+    if key == "equals":
+        return lambda v: v is not None and same(v, argument)
+    if key == "not_equals":
+        return lambda v: not same(v, argument)
+    if key == "in":
+        items = _require_list(key, argument)
+        return lambda v: v is not None and any(same(v, i) for i in items)
+    if key == "not_in":
+        items = _require_list(key, argument)
+        return lambda v: not any(same(v, i) for i in items)
+    if key == "contains":
+
+        def contains(v: Any) -> bool:
+            if isinstance(v, str):
+                return isinstance(argument, str) and argument in v
+            if isinstance(v, list | tuple):
+                return any(same(i, argument) for i in v)
+            return False
+
+        return contains
+    if key == "starts_with":
+        prefix = _require_str(key, argument)
+        return lambda v: isinstance(v, str) and v.startswith(prefix)
+    if key == "ends_with":
+        suffix = _require_str(key, argument)
+        return lambda v: isinstance(v, str) and v.endswith(suffix)
+    if key == "regex":
+        try:
+            pattern = compile_regex(_require_str(key, argument))
+        except re.error as exc:
+            raise MatchError(key, f"regex {argument!r} does not compile: {exc}") from exc
+        return lambda v: isinstance(v, str) and pattern.search(v) is not None
+    if key == "cidr":
+        nets = _networks(key, argument)
+        return lambda v: in_networks(v, nets)
+    if key == "not_cidr":
+        nets = _networks(key, argument)
+        return lambda v: isinstance(v, str) and parse_ip(v) is not None and not in_networks(v, nets)
+    if key == "exists":
+        if not isinstance(argument, bool):
+            raise MatchError(key, f"exists takes true or false, not {argument!r}")
+        return (lambda v: v is not None) if argument else (lambda v: v is None)
+    if key in ("gt", "gte", "lt", "lte"):
+        if not (_is_number(argument) or isinstance(argument, str)):
+            raise MatchError(key, f"{key} takes a number or a string, not {argument!r}")
+        compare = {
+            "gt": lambda v: v > argument,
+            "gte": lambda v: v >= argument,
+            "lt": lambda v: v < argument,
+            "lte": lambda v: v <= argument,
+        }[key]
+        return lambda v: _comparable(v, argument) and compare(v)
+    if key in ("in_list", "not_in_list"):
+        name = _require_str(key, argument)
+        try:
+            named = lists.get(name)
+        except KeyError as exc:
+            raise MatchError(key, str(exc.args[0])) from exc
+        if key == "in_list":
+            return lambda v: v in named
+        return lambda v: v not in named
+    raise MatchError(key, f"unknown operator {key!r}")
+
+
+def compile_condition(condition: Any, lists: NamedLists) -> Predicate:
+    """A scalar means equals, a list means any of, a mapping holds operators (all must hold)."""
+    if isinstance(condition, Mapping):
+        if not condition:
+            raise MatchError("", "an operator block needs at least one operator")
+        predicates = [_operator(str(k), v, lists) for k, v in condition.items()]
+        if len(predicates) == 1:
+            return predicates[0]
+        return lambda v: all(p(v) for p in predicates)
+    if isinstance(condition, list):
+        return _operator("in", list(condition), lists)
+    if condition is None:
+        return lambda v: v is None
+    return _operator("equals", condition, lists)
+
+
+def pinned_values(condition: Any) -> frozenset[str] | None:
+    """The exact string values a condition admits, when it names them (for `type`
+    dispatch); None when it could admit anything."""
+    if isinstance(condition, str):
+        return frozenset([condition])
+    if isinstance(condition, list) and condition and all(isinstance(c, str) for c in condition):
+        return frozenset(condition)
+    if isinstance(condition, Mapping):
+        if isinstance(condition.get("equals"), str):
+            return frozenset([condition["equals"]])
+        items = condition.get("in")
+        if isinstance(items, list) and items and all(isinstance(c, str) for c in items):
+            return frozenset(items)
+    return None
+
+
+def compile_match(
+    match: Mapping[str, Any], lists: NamedLists, options: jmespath.Options
+) -> Callable[[Mapping[str, Any]], bool]:
+    """One function of the event data that is true when every entry of `match` holds."""
+    checks: list[tuple[Getter, Predicate]] = []
+    for path, condition in match.items():
+        getter = compile_path(str(path), options)
+        try:
+            predicate = compile_condition(condition, lists)
+        except MatchError as exc:
+            raise MatchError(f"{path}.{exc.key}" if exc.key else str(path), str(exc)) from exc
+        checks.append((getter, predicate))
+    if len(checks) == 1:
+        ((getter, predicate),) = checks
+        return lambda data: predicate(getter(data))
+    return lambda data: all(predicate(getter(data)) for getter, predicate in checks)

@@ -1,0 +1,140 @@
+"""A loaded rule: its metadata, and its logic compiled into closures.
+
+Everything that can fail on a rule's own text (paths, templates, operators, imports) has
+already failed in the loader; what is left to fail at run time is the rule's Python code
+and the data, and `evaluate` lets those exceptions through for the evaluator to turn into
+`rule_error` alerts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from engine.activity import Activity, Event
+
+SEVERITIES = ("info", "low", "medium", "high", "critical")
+DataCheck = Callable[[Mapping[str, Any]], bool]
+DataRender = Callable[[Mapping[str, Any]], Any]
+
+
+def severity_rank(severity: str) -> int:
+    return SEVERITIES.index(severity)
+
+
+@dataclass(frozen=True)
+class Threshold:
+    count: int
+    window: timedelta
+    distinct: DataRender | None = None
+    distinct_path: str | None = None
+
+
+@dataclass(frozen=True)
+class Match:
+    """A rule that held on an activity, with everything the alert needs from it."""
+
+    rule: Rule
+    activity: Activity
+    title: str
+    dedup_key: str
+    severity: str
+    context: dict[str, Any]
+    destinations: list[str] | None
+    runbook: str
+    distinct_value: Any = None
+
+
+@dataclass
+class Rule:
+    id: str
+    name: str
+    severity: str
+    path: Path
+    description: str = ""
+    runbook: str = ""
+    reference: str = ""
+    tags: list[str] = field(default_factory=list)
+    mitre: list[str] = field(default_factory=list)
+    log_types: list[str] = field(default_factory=lambda: ["Anthropic.Activity"])
+    enabled: bool = True
+    types: frozenset[str] | None = None
+    checks: list[DataCheck] = field(default_factory=list)
+    module: ModuleType | None = None
+    title_template: DataRender | None = None
+    dedup_template: DataRender | None = None
+    dedup_window: timedelta = timedelta(hours=1)
+    threshold: Threshold | None = None
+    context_paths: dict[str, DataRender] = field(default_factory=dict)
+    destinations: list[str] | None = None
+    tests: list[Any] = field(default_factory=list)
+    document: Any = None
+
+    def _hook(self, name: str) -> Callable[[Event], Any] | None:
+        return getattr(self.module, name, None) if self.module is not None else None
+
+    def holds(self, activity: Activity, event: Event) -> bool:
+        """Whether `match`, `when` and `rule()` all hold (cheapest first)."""
+        data = activity.raw
+        for check in self.checks:
+            if not check(data):
+                return False
+        if self.module is not None:
+            return bool(self.module.rule(event))
+        return True
+
+    def evaluate(self, activity: Activity, event: Event) -> Match | None:
+        if not self.holds(activity, event):
+            return None
+        data = activity.raw
+        title = self._text_hook("title", event)
+        if title is None:
+            title = self.title_template(data) if self.title_template else self.name
+        dedup = self._text_hook("dedup", event)
+        if dedup is None:
+            dedup = self.dedup_template(data) if self.dedup_template else title
+        severity = self.severity
+        hook = self._hook("severity")
+        if hook is not None:
+            chosen = str(hook(event) or "").strip().lower()
+            if chosen in SEVERITIES:
+                severity = chosen
+            elif chosen not in ("", "default"):
+                raise ValueError(f"severity() returned {chosen!r}, not one of {SEVERITIES}")
+        context = {path: render(data) for path, render in self.context_paths.items()}
+        hook = self._hook("context")
+        if hook is not None:
+            extra = hook(event)
+            if not isinstance(extra, Mapping):
+                raise TypeError(f"context() must return a mapping, not {type(extra).__name__}")
+            context.update(extra)
+        destinations = self.destinations
+        hook = self._hook("destinations")
+        if hook is not None:
+            destinations = [str(d) for d in hook(event) or []]
+        runbook = self._text_hook("runbook", event) or self.runbook
+        distinct = None
+        if self.threshold is not None and self.threshold.distinct is not None:
+            distinct = self.threshold.distinct(data)
+        return Match(
+            rule=self,
+            activity=activity,
+            title=title[:1000],
+            dedup_key=dedup[:1000],
+            severity=severity,
+            context=context,
+            destinations=destinations,
+            runbook=runbook,
+            distinct_value=distinct,
+        )
+
+    def _text_hook(self, name: str, event: Event) -> str | None:
+        hook = self._hook(name)
+        if hook is None:
+            return None
+        value = hook(event)
+        return None if value is None or value == "" else str(value)

@@ -1,0 +1,42 @@
+"""The exceptions users of the engine can catch, one family under `DetectError`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class DetectError(Exception):
+    """Base of every error the engine raises on purpose."""
+
+
+@dataclass(frozen=True)
+class RuleProblem:
+    """One thing wrong with one rule file, located as precisely as we can."""
+
+    path: Path
+    line: int
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line else str(self.path)
+        key = f" [{self.key}]" if self.key else ""
+        return f"{where}:{key} {self.message}"
+
+
+class RuleLoadError(DetectError):
+    """Rule files that cannot be loaded; `problems` lists every one found, not just the
+    first, so a user fixes a rules directory in one pass."""
+
+    def __init__(self, problems: list[RuleProblem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class ConfigError(DetectError):
+    """A configuration file or command-line value that cannot be used."""
+
+
+class InputError(DetectError):
+    """An input that cannot be read at all (as opposed to one bad activity in it)."""

@@ -1,0 +1,91 @@
+"""The state store protocol, and the in-memory backend used by tests and plain replays.
+
+Correlation state is small JSON values under (namespace, key). Writes become durable only
+at `commit()`, together with the outbox and the source checkpoint, so a crash between two
+commits loses nothing that was acknowledged and repeats nothing that was notified.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+
+class StateStore(Protocol):
+    def get(self, namespace: str, key: str) -> Any | None: ...
+
+    def put(self, namespace: str, key: str, value: Any, expires: float | None = None) -> None:
+        """Store `value`; `expires` is an event-time epoch after which `purge` may drop it."""
+
+    def delete(self, namespace: str, key: str) -> None: ...
+
+    def items(self, namespace: str) -> Iterator[tuple[str, Any]]: ...
+
+    def save_alert(self, alert: dict[str, Any], notify: bool) -> None:
+        """Upsert an alert in the outbox; `notify` marks a new alert as owed a notification."""
+
+    def alerts(self) -> Iterator[dict[str, Any]]: ...
+
+    def get_meta(self, key: str) -> Any | None: ...
+
+    def set_meta(self, key: str, value: Any) -> None: ...
+
+    def purge(self, before: float) -> int:
+        """Drop entries that expired before the event-time epoch `before`."""
+
+    def commit(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class MemoryStore:
+    """Everything in dicts. Values are kept by reference, not copied: callers hand over
+    what they `put` and own what they `get`, which the correlator honours."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, dict[str, tuple[Any, float | None]]] = {}
+        self._alerts: dict[str, dict[str, Any]] = {}
+        self._meta: dict[str, Any] = {}
+
+    def get(self, namespace: str, key: str) -> Any | None:
+        entry = self._data.get(namespace, {}).get(key)
+        return entry[0] if entry else None
+
+    def put(self, namespace: str, key: str, value: Any, expires: float | None = None) -> None:
+        self._data.setdefault(namespace, {})[key] = (value, expires)
+
+    def delete(self, namespace: str, key: str) -> None:
+        self._data.get(namespace, {}).pop(key, None)
+
+    def items(self, namespace: str) -> Iterator[tuple[str, Any]]:
+        for key, (value, _) in list(self._data.get(namespace, {}).items()):
+            yield key, value
+
+    def save_alert(self, alert: dict[str, Any], notify: bool) -> None:
+        previous = self._alerts.get(alert["alert_id"])
+        owed = notify or bool(previous and previous.get("_notify"))
+        self._alerts[alert["alert_id"]] = {**alert, "_notify": owed}
+
+    def alerts(self) -> Iterator[dict[str, Any]]:
+        yield from (dict(a) for a in self._alerts.values())
+
+    def get_meta(self, key: str) -> Any | None:
+        return copy.deepcopy(self._meta.get(key))
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self._meta[key] = copy.deepcopy(value)
+
+    def purge(self, before: float) -> int:
+        dropped = 0
+        for entries in self._data.values():
+            for key in [k for k, (_, exp) in entries.items() if exp is not None and exp < before]:
+                del entries[key]
+                dropped += 1
+        return dropped
+
+    def commit(self) -> None:
+        """Nothing to do: memory is as durable as it gets."""
+
+    def close(self) -> None:
+        """Nothing to release."""
