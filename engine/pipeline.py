@@ -85,9 +85,21 @@ class Pipeline:
             self.stats.matches += 1
             self.stats.matches_by_rule[match.rule.id] += 1
             self._emit(self.correlator.process(match))
+        if self.evaluator.learners:
+            self._learn(record, {m.rule.id for m in matches})
         self._since_commit += 1
         if self._since_commit >= self.commit_every:
             self.commit()
+
+    def _learn(self, activity: Activity, matched: set[str]) -> None:
+        for rule in self.evaluator.learners:
+            if rule.id in matched:
+                continue
+            try:
+                self.correlator.learn(rule, activity)
+            except Exception as error:  # noqa: BLE001 - a path's function failed on data
+                self.stats.rule_errors += 1
+                self._emit(self.correlator.rule_error(rule, activity, error))
 
     def run(self, records: Iterable[Activity | Rejected]) -> Stats:
         for record in records:

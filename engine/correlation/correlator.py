@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import json
+import logging
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +25,11 @@ from engine.state.store import StateStore
 
 ALERTS = "alert"
 COUNTERS = "threshold"
+SEEN = "new_value"
+PARTIALS = "sequence"
+# A key that gathers more values than this forgets its least recently seen ones first.
+MAX_VALUES_PER_KEY = 1000
+log = logging.getLogger(__name__)
 RULE_ERROR_WINDOW = timedelta(hours=1)
 RULE_ERROR_SEVERITY = "medium"
 
@@ -33,6 +40,13 @@ class AlertChange:
 
     change: str
     alert: Alert
+
+
+def _text(value: Any) -> str:
+    """A state key for any JSON value: strings as they are, others as compact JSON."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
 
 
 def _epoch(moment: datetime) -> float:
@@ -84,12 +98,27 @@ class Correlator:
     def process(self, match: Match) -> list[AlertChange]:
         rule = match.rule
         key = f"detection\x1f{rule.id}\x1f{match.dedup_key}"
-        if rule.threshold is None:
-            return self._dedup(key, match, rule, [match.activity])
-        counted = self._count(key, match)
+        if rule.threshold is not None:
+            counted = self._count(key, match)
+        elif rule.new_value is not None:
+            counted = [match.activity] if self._is_new(match) else None
+        elif rule.sequence is not None:
+            counted = self._advance_sequence(match)
+        else:
+            counted = [match.activity]
         if counted is None:
             return []
         return self._dedup(key, match, rule, counted)
+
+    def learn(self, rule: Rule, activity: Activity) -> None:
+        """`learn_from: all`: remember the value of an activity the rule did not match."""
+        spec = rule.new_value
+        assert spec is not None
+        data = activity.raw
+        value = spec.of(data)
+        per = spec.per(data) if spec.per else ""
+        if value is not None and per is not None:
+            self._remember(rule, per, value, activity.created_at)
 
     def rule_error(self, rule: Rule, activity: Activity, error: BaseException) -> list[AlertChange]:
         """An exception in a rule: one `rule_error` alert per rule per hour of event time."""
@@ -185,6 +214,82 @@ class Correlator:
             alert.add(activity)
         changes.append(self._new(key, alert))
         return changes
+
+    def _remember(self, rule: Rule, per: Any, value: Any, moment: datetime) -> bool:
+        """Record `value` for `per`; True when it is new (unseen, or unseen for `forget`)
+        and the key already had a baseline (or the rule alerts on first values)."""
+        spec = rule.new_value
+        assert spec is not None
+        key = f"{rule.id}\x1f{_text(per)}"
+        now = _epoch(moment)
+        forget = spec.forget.total_seconds()
+        seen: dict[str, float] = self.store.get(SEEN, key) or {}
+        # Values unseen for `forget` are gone, as if never seen.
+        fresh = {v: t for v, t in seen.items() if now - t < forget}
+        text = _text(value)
+        last = fresh.get(text)
+        is_new = last is None and (bool(fresh) or spec.alert_on_first)
+        fresh[text] = max(now, last or now)
+        if len(fresh) > MAX_VALUES_PER_KEY:
+            oldest = sorted(fresh, key=fresh.__getitem__)[: len(fresh) - MAX_VALUES_PER_KEY]
+            for dropped in oldest:
+                del fresh[dropped]
+            log.warning(
+                "rule %s: key %r holds over %d values; forgot the %d least recently seen",
+                rule.id,
+                _text(per)[:100],
+                MAX_VALUES_PER_KEY,
+                len(oldest),
+            )
+        self.store.put(SEEN, key, fresh, expires=max(fresh.values()) + forget)
+        return is_new
+
+    def _is_new(self, match: Match) -> bool:
+        return self._remember(
+            match.rule, match.new_value_key, match.new_value, match.activity.created_at
+        )
+
+    def _advance_sequence(self, match: Match) -> list[Activity] | None:
+        """Move partial sequences on with this activity; the steps' activities when it
+        completes one. Partial state per correlation value: for each step reached, the
+        latest start and the activities so far (the latest start lives longest)."""
+        rule = match.rule
+        spec = rule.sequence
+        assert spec is not None
+        last_step = len(spec.steps) - 1
+        within = spec.within.total_seconds()
+        now = _epoch(match.activity.created_at)
+        raw = match.activity.raw
+        # Later steps first, so one activity cannot satisfy two steps of one sequence.
+        for index, value in sorted(match.steps, reverse=True):
+            key = f"{rule.id}\x1f{_text(value)}"
+            partials: dict[str, list[Any]] = self.store.get(PARTIALS, key) or {}
+            if index == 0:
+                if last_step == 0:
+                    return [match.activity]
+                current = partials.get("0")
+                if current is None or current[0] <= now:
+                    partials["0"] = [now, now, [raw]]
+            else:
+                previous = partials.get(str(index - 1))
+                if previous is None:
+                    continue
+                start, reached, events = previous
+                if now < reached or now - start >= within:
+                    continue
+                if index == last_step:
+                    self.store.delete(PARTIALS, key)
+                    return [parse_activity(e) for e in [*events, raw]]
+                current = partials.get(str(index))
+                if current is None or current[0] <= start:
+                    partials[str(index)] = [start, now, [*events, raw]]
+            live = {k: p for k, p in partials.items() if now - p[0] < within}
+            if live:
+                newest = max(p[0] for p in live.values())
+                self.store.put(PARTIALS, key, live, expires=newest + within)
+            else:
+                self.store.delete(PARTIALS, key)
+        return None
 
     def _count(self, key: str, match: Match) -> list[Activity] | None:
         """Add the match to its sliding window; the counted activities when it completes

@@ -25,6 +25,12 @@ class Evaluator:
                 for activity_type in rule.types:
                     self._typed.setdefault(activity_type, []).append(rule)
         self._plan: dict[str, list[Rule]] = {}
+        # new_value rules with `learn_from: all` see every activity, whatever its type.
+        self.learners = [
+            rule
+            for rule in ruleset.rules
+            if rule.new_value is not None and rule.new_value.learn_from == "all"
+        ]
 
     def rules_for(self, activity_type: str) -> list[Rule]:
         """The rules that can hold on this type, in load order (cached per type)."""

@@ -17,7 +17,7 @@ import jmespath
 from engine.detection.functions import NamedLists, make_options
 from engine.detection.operators import MatchError, compile_match, compile_path, pinned_values
 from engine.detection.python_rules import PythonRuleError, import_rule_module
-from engine.detection.rule import Rule, Threshold
+from engine.detection.rule import DataCheck, NewValue, Rule, Sequence, Step, Threshold
 from engine.detection.schema import check_document
 from engine.detection.templates import compile_template
 from engine.detection.yaml_lines import YamlError, line_at, load_yaml
@@ -26,7 +26,7 @@ from engine.errors import RuleLoadError, RuleProblem
 
 RULE_SUFFIXES = (".yml", ".yaml")
 LOG_TYPE = "Anthropic.Activity"
-NOT_YET = ("new_value", "sequence")
+DEFAULT_FORGET = "90d"
 
 
 @dataclass
@@ -86,6 +86,7 @@ class _Compiler:
         self.lists = lists
         self.options = options
         self.problems: list[RuleProblem] = []
+        self.step_types: frozenset[str] | None = None
 
     def problem(self, where: list[Any], message: str) -> None:
         key = ".".join(str(p) for p in where)
@@ -112,6 +113,69 @@ class _Compiler:
             self.problem(where, str(exc))
             return None
 
+    def conditions(
+        self, where: list[Any], block: Mapping[str, Any]
+    ) -> tuple[list[DataCheck], frozenset[str] | None]:
+        """The compiled `match` and `when` of a rule or a sequence step, and the activity
+        types the `match` pins (None when it could hold on any type)."""
+        checks: list[DataCheck] = []
+        types = None
+        if "match" in block:
+            match = block["match"]
+            try:
+                checks.append(compile_match(match, self.lists, self.options))
+            except MatchError as exc:
+                head = exc.key.split(".")[0] if exc.key else ""
+                self.problem(
+                    [*where, "match", head] if head in match else [*where, "match"], str(exc)
+                )
+            if "type" in match:
+                types = pinned_values(match["type"])
+        if "when" in block:
+            try:
+                expression = jmespath.compile(block["when"])
+                options = self.options
+                checks.append(lambda d: _truthy(expression.search(d, options=options)))
+            except jmespath.exceptions.JMESPathError as exc:
+                self.problem([*where, "when"], f"invalid JMESPath: {exc}")
+        return checks, types
+
+    def new_value(self, spec: Mapping[str, Any]) -> NewValue | None:
+        of = self.path_getter(["new_value", "of"], spec["of"])
+        per = self.path_getter(["new_value", "per"], spec["per"]) if "per" in spec else None
+        forget = self.duration(["new_value", "forget"], spec.get("forget", DEFAULT_FORGET))
+        if of is None or forget is None or ("per" in spec and per is None):
+            return None
+        return NewValue(
+            of=of,
+            of_path=spec["of"],
+            per=per,
+            per_path=spec.get("per"),
+            forget=forget,
+            learn_from=spec.get("learn_from", "matches"),
+            alert_on_first=spec.get("alert_on_first", False),
+        )
+
+    def sequence(self, spec: Mapping[str, Any]) -> Sequence | None:
+        within = self.duration(["sequence", "within"], spec["within"])
+        steps = []
+        step_types: set[str] = set()
+        pinned = True
+        for index, step in enumerate(spec["steps"]):
+            where = ["sequence", "steps", index]
+            checks, types = self.conditions(where, step)
+            by = self.path_getter([*where, "by"], step["by"])
+            if by is not None:
+                steps.append(Step(tuple(checks), by, step["by"]))
+            if types is None:
+                pinned = False
+            else:
+                step_types |= types
+        self.step_types = frozenset(step_types) if pinned else None
+        if within is None or len(steps) != len(spec["steps"]):
+            return None
+        return Sequence(within, tuple(steps))
+
     def compile(self) -> Rule:
         doc = self.doc
         rule = Rule(
@@ -130,25 +194,9 @@ class _Compiler:
             tests=doc.get("tests", []),
             document=doc,
         )
-        for key in NOT_YET:
-            if key in doc:
-                self.problem([key], f"{key} rules are not supported by this version yet")
-        if "match" in doc:
-            try:
-                rule.checks.append(compile_match(doc["match"], self.lists, self.options))
-            except MatchError as exc:
-                head = exc.key.split(".")[0] if exc.key else ""
-                where = ["match", head] if head in doc["match"] else ["match"]
-                self.problem(where, str(exc))
-            if "type" in doc["match"]:
-                rule.types = pinned_values(doc["match"]["type"])
-        if "when" in doc:
-            try:
-                expression = jmespath.compile(doc["when"])
-                options = self.options
-                rule.checks.append(lambda d: _truthy(expression.search(d, options=options)))
-            except jmespath.exceptions.JMESPathError as exc:
-                self.problem(["when"], f"invalid JMESPath: {exc}")
+        checks, types = self.conditions([], doc)
+        rule.checks.extend(checks)
+        rule.types = types
         if "python" in doc:
             try:
                 rule.module = import_rule_module(self.path.parent / doc["python"])
@@ -168,6 +216,19 @@ class _Compiler:
             getter = self.path_getter(["threshold", "distinct"], distinct) if distinct else None
             if window is not None:
                 rule.threshold = Threshold(spec["count"], window, getter, distinct)
+        if "new_value" in doc:
+            rule.new_value = self.new_value(doc["new_value"])
+        if "sequence" in doc:
+            rule.sequence = self.sequence(doc["sequence"])
+            if rule.types is None and "match" not in doc:
+                rule.types = self.step_types
+        stateful = [k for k in ("threshold", "new_value", "sequence") if k in doc]
+        if len(stateful) > 1:
+            self.problem(
+                [stateful[1]],
+                f"a rule takes one of threshold, new_value and sequence,"
+                f" not {' and '.join(stateful)}",
+            )
         for index, path in enumerate(doc.get("context", [])):
             getter = self.path_getter(["context", index], path)
             if getter is not None:

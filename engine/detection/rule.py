@@ -35,6 +35,35 @@ class Threshold:
 
 
 @dataclass(frozen=True)
+class NewValue:
+    """Fire on a value of `of` never seen (or unseen for `forget`) for the `per` key."""
+
+    of: DataRender
+    of_path: str
+    per: DataRender | None
+    per_path: str | None
+    forget: timedelta
+    learn_from: str = "matches"
+    alert_on_first: bool = False
+
+
+@dataclass(frozen=True)
+class Step:
+    checks: tuple[DataCheck, ...]
+    by: DataRender
+    by_path: str
+
+
+@dataclass(frozen=True)
+class Sequence:
+    """Ordered steps correlated on each step's `by` value, the last less than `within`
+    after the first."""
+
+    within: timedelta
+    steps: tuple[Step, ...]
+
+
+@dataclass(frozen=True)
 class Match:
     """A rule that held on an activity, with everything the alert needs from it."""
 
@@ -47,6 +76,10 @@ class Match:
     destinations: list[str] | None
     runbook: str
     distinct_value: Any = None
+    # new_value rules: the value and its key; sequence rules: (step index, by value) hits.
+    new_value: Any = None
+    new_value_key: Any = None
+    steps: tuple[tuple[int, Any], ...] = ()
 
 
 @dataclass
@@ -69,6 +102,8 @@ class Rule:
     dedup_template: DataRender | None = None
     dedup_window: timedelta = timedelta(hours=1)
     threshold: Threshold | None = None
+    new_value: NewValue | None = None
+    sequence: Sequence | None = None
     context_paths: dict[str, DataRender] = field(default_factory=dict)
     destinations: list[str] | None = None
     tests: list[Any] = field(default_factory=list)
@@ -87,10 +122,34 @@ class Rule:
             return bool(self.module.rule(event))
         return True
 
+    def step_hits(self, data: Mapping[str, Any]) -> tuple[tuple[int, Any], ...]:
+        """The sequence steps this activity satisfies, with their correlation values."""
+        assert self.sequence is not None
+        hits = []
+        for index, step in enumerate(self.sequence.steps):
+            if all(check(data) for check in step.checks):
+                value = step.by(data)
+                if value is not None:
+                    hits.append((index, value))
+        return tuple(hits)
+
     def evaluate(self, activity: Activity, event: Event) -> Match | None:
         if not self.holds(activity, event):
             return None
         data = activity.raw
+        steps: tuple[tuple[int, Any], ...] = ()
+        if self.sequence is not None:
+            steps = self.step_hits(data)
+            if not steps:
+                return None
+        new_value = new_value_key = None
+        if self.new_value is not None:
+            new_value = self.new_value.of(data)
+            if new_value is None:
+                return None
+            new_value_key = self.new_value.per(data) if self.new_value.per else ""
+            if new_value_key is None:
+                return None
         title = self._text_hook("title", event)
         if title is None:
             title = self.title_template(data) if self.title_template else self.name
@@ -130,6 +189,9 @@ class Rule:
             destinations=destinations,
             runbook=runbook,
             distinct_value=distinct,
+            new_value=new_value,
+            new_value_key=new_value_key,
+            steps=steps,
         )
 
     def _text_hook(self, name: str, event: Event) -> str | None:

@@ -49,10 +49,19 @@ def _describe(error: ValidationError, document: Any, path: Path) -> list[RulePro
             for key in extra
         ]
     if error.validator in ("anyOf", "oneOf") and error.context:
+        required = [e for e in error.context if e.validator == "required"]
+        if len(required) == len(error.context):
+            names = ", ".join(dict.fromkeys(n for e in required for n in e.validator_value))
+            message = f"needs one of: {names}"
+            return [RuleProblem(path, line_at(document, where), _dotted(where), message)]
         deepest = best_match(error.context)
         if deepest is not None and list(deepest.absolute_path) != where:
             return _describe(deepest, document, path)
     message = error.message
+    if error.validator == "not" and isinstance(error.validator_value, dict):
+        message = error.validator_value.get("description", message)
+    elif error.validator == "pattern" and "description" in error.schema:
+        message = f"{error.instance!r} is not valid: {error.schema['description']}"
     if len(message) > 300:
         message = message[:300] + "…"
     return [RuleProblem(path, line_at(document, where), _dotted(where), message)]
