@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from engine.activity import Activity
+from engine.activity import Activity, format_timestamp
 from engine.correlation.correlator import AlertChange, Correlator
 from engine.detection.evaluator import Evaluator
 from engine.detection.loader import RuleSet
@@ -112,6 +112,8 @@ class Pipeline:
         self._since_commit = 0
         watermark = self.correlator.watermark
         if watermark is not None:
+            # Event time reached so far: the dispatcher closes alert windows against it.
+            self.store.set_meta("watermark", format_timestamp(watermark))
             now = watermark.timestamp()
             if self._last_purge is None or now - self._last_purge > PURGE_LAG.total_seconds():
                 self.store.purge(now - PURGE_LAG.total_seconds())
