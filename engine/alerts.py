@@ -53,6 +53,8 @@ class Alert:
     context: dict[str, Any] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
     destinations: list[str] | None = None
+    # An anchored-threshold alert that has not reached its count: kept, never notified.
+    pending: bool = False
 
     def add(self, activity: Activity) -> None:
         """Count an activity into the alert, keeping the first ten verbatim."""
@@ -101,6 +103,7 @@ class Alert:
         state["_opened_at"] = format_timestamp(self.opened_at)
         state["_window_end"] = format_timestamp(self.window_end)
         state["_destinations"] = self.destinations
+        state["_pending"] = self.pending
         return state
 
     @classmethod
@@ -128,6 +131,7 @@ class Alert:
             context=dict(state.get("context", {})),
             events=list(state.get("events", [])),
             destinations=state.get("_destinations"),
+            pending=state.get("_pending", False),
         )
 
 

@@ -81,7 +81,8 @@ class Correlator:
             if state is None or state["alert_id"] != alert_id:
                 continue
             self.store.delete(ALERTS, key)
-            yield AlertChange("closed", Alert.from_state(state))
+            if not state.get("_pending"):
+                yield AlertChange("closed", Alert.from_state(state))
 
     def close_all(self) -> Iterator[AlertChange]:
         """End of input: every open alert is final (used by replays and tests)."""
@@ -91,14 +92,15 @@ class Correlator:
             if state is None or state["alert_id"] != alert_id:
                 continue
             self.store.delete(ALERTS, key)
-            yield AlertChange("closed", Alert.from_state(state))
+            if not state.get("_pending"):
+                yield AlertChange("closed", Alert.from_state(state))
 
     # -- matches ----------------------------------------------------------------------
 
     def process(self, match: Match) -> list[AlertChange]:
         rule = match.rule
         key = f"detection\x1f{rule.id}\x1f{match.dedup_key}"
-        if rule.threshold is not None:
+        if rule.threshold is not None and not rule.threshold.anchored:
             counted = self._count(key, match)
         elif rule.new_value is not None:
             counted = [match.activity] if self._is_new(match) else None
@@ -171,7 +173,8 @@ class Correlator:
     def _save(self, key: str, alert: Alert, change: str) -> AlertChange:
         state = alert.to_state()
         self.store.put(ALERTS, key, state, expires=_epoch(alert.window_end))
-        self.store.save_alert(state, notify=change == "opened")
+        if not alert.pending:
+            self.store.save_alert(state, notify=change == "opened")
         return AlertChange(change, alert)
 
     def _new(self, key: str, alert: Alert) -> AlertChange:
@@ -185,13 +188,18 @@ class Correlator:
         existing = self._open_alert(key, moment)
         if existing is not None:
             existing.add(match.activity)
-            return [self._save(key, existing, "joined")]
+            if existing.pending and existing.event_count >= rule.threshold.count:
+                existing.pending = False
+                return [self._save(key, existing, "opened")]
+            change = self._save(key, existing, "joined")
+            return [] if existing.pending else [change]
         changes: list[AlertChange] = []
         previous = self.store.get(ALERTS, key)
         if previous is not None:
             # Its window has passed but event time has not closed it yet (a late batch).
             self.store.delete(ALERTS, key)
-            changes.append(AlertChange("closed", Alert.from_state(previous)))
+            if not previous.get("_pending"):
+                changes.append(AlertChange("closed", Alert.from_state(previous)))
         alert = Alert(
             alert_id=alert_id_for(rule.id, match.dedup_key, moment),
             kind="detection",
@@ -212,6 +220,12 @@ class Correlator:
         )
         for activity in activities:
             alert.add(activity)
+        threshold = rule.threshold
+        if threshold is not None and threshold.anchored and alert.event_count < threshold.count:
+            alert.pending = True
+            heapq.heappush(self._closing, (_epoch(alert.window_end), key, alert.alert_id))
+            self._save(key, alert, "opened")
+            return changes
         changes.append(self._new(key, alert))
         return changes
 

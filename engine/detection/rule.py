@@ -32,6 +32,9 @@ class Threshold:
     window: timedelta
     distinct: DataRender | None = None
     distinct_path: str | None = None
+    # Panther's semantics: the window is the dedup window opened by the first match, and
+    # the alert notifies once `count` matches have joined it (no sliding).
+    anchored: bool = False
 
 
 @dataclass(frozen=True)
