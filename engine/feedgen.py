@@ -341,32 +341,12 @@ class _Clock:
 
 # Relative activity per hour of a weekday (UTC), and a weekend factor: Claude is used at
 # work, so nights and weekends are quiet and the late morning is busiest.
+# fmt: off
 _HOURLY = (
-    0.08,
-    0.05,
-    0.04,
-    0.04,
-    0.05,
-    0.10,
-    0.25,
-    0.55,
-    1.10,
-    1.60,
-    1.80,
-    1.75,
-    1.40,
-    1.55,
-    1.70,
-    1.65,
-    1.45,
-    1.10,
-    0.70,
-    0.45,
-    0.35,
-    0.25,
-    0.18,
-    0.12,
+    0.08, 0.05, 0.04, 0.04, 0.05, 0.10, 0.25, 0.55, 1.10, 1.60, 1.80, 1.75,  # 00-11
+    1.40, 1.55, 1.70, 1.65, 1.45, 1.10, 0.70, 0.45, 0.35, 0.25, 0.18, 0.12,  # 12-23
 )
+# fmt: on
 _WEEKEND = 0.15
 _ACTIVITIES_PER_USER_DAY = 40.0
 
@@ -760,7 +740,7 @@ class _Feed:
 
     def _sso_login(self, t: int, user: User) -> Activity:
         """A sign-in writes two activities: the unauthenticated start, then the success."""
-        actor = self.user_actor(user)
+        actor = self._sign_in_actor(user)
         self._later(
             t + self.rng.randint(1_500_000, 6_000_000),
             None,
@@ -778,7 +758,7 @@ class _Feed:
 
     def _sso_login_with_typo(self, t: int, user: User) -> Activity:
         """A benign failure: the person fails once, tries again and gets in."""
-        actor = self.user_actor(user)
+        actor = self._sign_in_actor(user)
         start = self.unauthenticated_actor(user.email, actor["ip_address"], actor["user_agent"])
         failed_at = t + self.rng.randint(3_000_000, 20_000_000)
         retry_at = failed_at + self.rng.randint(5_000_000, 40_000_000)
@@ -795,7 +775,7 @@ class _Feed:
         return self.activity(t, None, start, "sso_login_initiated")
 
     def _magic_link_login(self, t: int, user: User) -> Activity:
-        actor = self.user_actor(user)
+        actor = self._sign_in_actor(user)
         self._later(
             t + self.rng.randint(20_000_000, 180_000_000),
             None,
@@ -810,6 +790,13 @@ class _Feed:
             self.unauthenticated_actor(user.email, actor["ip_address"], actor["user_agent"]),
             "magic_link_login_initiated",
         )
+
+    def _sign_in_actor(self, user: User) -> dict[str, Any]:
+        """Admins sign in from their first (office) address. Their other address only shows
+        up in activity after a sign-in (a laptop moving onto the VPN), so a feed without
+        attacks has no admin sign-in from an address the feed has not shown before: a
+        deployment with history would have learned it, and a clean feed must stay clean."""
+        return self.user_actor(user, user.ips[0] if user.role != "user" else None)
 
     def _logged_out(self, t: int, user: User) -> Activity:
         return self.activity(t, None, self.user_actor(user), "user_logged_out")
@@ -932,7 +919,10 @@ class _Feed:
 #: Scenario name -> the bundled rule(s) that should alert on it.
 SCENARIOS: dict[str, tuple[str, ...]] = {
     "sso_brute_force": ("anthropic.auth.sso_login_failures_burst",),
-    "admin_login_untrusted_network": ("anthropic.auth.admin_login_untrusted_network",),
+    "admin_login_untrusted_network": (
+        "anthropic.auth.admin_login_untrusted_network",
+        "anthropic.auth.admin_login_new_address",
+    ),
     "role_escalated_to_admin": ("anthropic.identity.role_escalated_to_admin",),
     "public_projects_enabled": ("anthropic.posture.risky_org_settings",),
     "password_spraying": ("anthropic.auth.password_spraying",),
@@ -968,7 +958,7 @@ class _Scenarios:
         """Scenarios for this round in feed order, dropping those a small feed cannot hold."""
         novelties = [self.unlisted_type, self.unlisted_actor_type]
         if not attacks:
-            return novelties if budget >= 4 else []
+            return novelties if budget >= 3 else []
         ordered = [
             self.unlisted_type,
             self.sso_brute_force,
@@ -989,13 +979,15 @@ class _Scenarios:
             self.password_spraying: 12,
             self.compliance_api_unknown_key: 6,
             self.sso_disabled: 2,
-            self.admin_login_untrusted_network: 2,
+            self.admin_login_untrusted_network: 4,
+            self.unlisted_type: 2,
         }
         chosen = []
         for scenario in ordered:
-            budget -= sizes.get(scenario, 1)
-            if budget >= 0:
+            size = sizes.get(scenario, 1)
+            if size <= budget:
                 chosen.append(scenario)
+                budget -= size
         return chosen
 
     def _admin_actor(self) -> dict[str, Any]:
@@ -1087,11 +1079,30 @@ class _Scenarios:
         return out
 
     def admin_login_untrusted_network(self, t: int) -> list[_Scheduled]:
+        """The admin signs in at the office; minutes later someone signs in as them from an
+        address neither they nor the lists know. (Kept short, so the intruder's sign-in
+        precedes what the next scenarios do from that address even in dense feeds.)"""
         admin = self.victim_admin
-        t1 = t + self._seconds(5, 30)
-        start = self.feed.unauthenticated_actor(admin.email, self.intruder_ip, _ATTACKER_BROWSER)
+        office = self.feed.user_actor(admin, admin.ips[0])
+        t0 = t + self._seconds(5, 30)
+        t1 = t0 + self._seconds(60, 180)
+        intruder = self.feed.unauthenticated_actor(admin.email, self.intruder_ip, _ATTACKER_BROWSER)
         return [
-            self._at(t1, None, start, "sso_login_initiated"),
+            self._at(
+                t0,
+                None,
+                self.feed.unauthenticated_actor(admin.email, admin.ips[0], admin.agent),
+                "sso_login_initiated",
+            ),
+            self._at(
+                t0 + self._seconds(2, 6),
+                None,
+                office,
+                "sso_login_succeeded",
+                auth_method="sso",
+                mfa_method=None,
+            ),
+            self._at(t1, None, intruder, "sso_login_initiated"),
             self._at(
                 t1 + self._seconds(2, 6),
                 None,
@@ -1139,14 +1150,16 @@ class _Scenarios:
 
     def external_invite(self, t: int) -> list[_Scheduled]:
         admin = self.victim_admin
+        # One personal mailbox per round, so every round of a long feed raises its alert.
         local = admin.email.split("@")[0].replace(".", "")
+        local += ".backup" if self.round == 0 else f".backup{self.round + 1}"
         return [
             self._at(
                 t + self._seconds(5, 60),
                 admin.org,
                 self._admin_actor(),
                 "org_user_invite_sent",
-                invited_email=f"{local}.backup@gmail.com",
+                invited_email=f"{local}@gmail.com",
                 invited_rbac_group_ids=[],
                 invited_role="admin",
                 invited_seat_tier="premium",
