@@ -52,6 +52,7 @@ class Pipeline:
         self.store = store
         self.evaluator = Evaluator(ruleset)
         self.correlator = Correlator(store)
+        ruleset.lists.attach(store)
         self.sinks = list(sinks)
         self.on_rejected = on_rejected
         self.commit_every = commit_every
@@ -81,10 +82,15 @@ class Pipeline:
         for rule, error in errors:
             self.stats.rule_errors += 1
             self._emit(self.correlator.rule_error(rule, record, error))
+        lists = self.ruleset.lists
         for match in matches:
+            rule = match.rule
             self.stats.matches += 1
-            self.stats.matches_by_rule[match.rule.id] += 1
-            self._emit(self.correlator.process(match))
+            self.stats.matches_by_rule[rule.id] += 1
+            if rule.alert:
+                self._emit(self.correlator.process(match))
+            for learn in rule.learn:
+                lists.learn(learn.list_name, learn.value(record.raw), learn.add)
         if self.evaluator.learners:
             self._learn(record, {m.rule.id for m in matches})
         self._since_commit += 1

@@ -19,6 +19,9 @@ from jmespath import functions
 
 from engine.detection.yaml_lines import YamlError, line_at, load_yaml
 from engine.errors import RuleProblem
+from engine.state.store import MemoryStore, StateStore
+
+LEARNED = "learned_list"
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -52,6 +55,8 @@ class NamedList:
     def __init__(self, name: str, entries: list[str]) -> None:
         self.name = name
         self.strings = frozenset(e.strip().lower() for e in entries)
+        # Values learned from the feed by rules with `learn:` (see NamedLists.attach).
+        self.learned: set[str] = set()
         nets = []
         for entry in entries:
             if "/" in entry or parse_ip(entry) is not None:
@@ -62,7 +67,8 @@ class NamedList:
     def __contains__(self, value: Any) -> bool:
         if not isinstance(value, str):
             return False
-        if value.strip().lower() in self.strings:
+        text = value.strip().lower()
+        if text in self.strings or text in self.learned:
             return True
         return bool(self.networks) and in_networks(value, self.networks)
 
@@ -72,6 +78,32 @@ class NamedLists:
 
     def __init__(self, lists: dict[str, NamedList] | None = None) -> None:
         self.lists: dict[str, NamedList] = dict(lists or {})
+        self._store: StateStore = MemoryStore()
+
+    def attach(self, store: StateStore) -> None:
+        """Load the learned entries of `store` (and forget those of a previous store)."""
+        self._store = store
+        for named in self.lists.values():
+            named.learned.clear()
+        for key, _ in store.items(LEARNED):
+            name, _, value = key.partition("\x1f")
+            if name in self.lists:
+                self.lists[name].learned.add(value)
+
+    def learn(self, name: str, value: Any, add: bool) -> None:
+        """Add a value to (or remove it from) the learned part of a list, durably."""
+        values = value if isinstance(value, list | tuple) else [value]
+        named = self.get(name)
+        for item in values:
+            if not isinstance(item, str) or not item.strip():
+                continue
+            text = item.strip().lower()
+            if add:
+                named.learned.add(text)
+                self._store.put(LEARNED, f"{name}\x1f{text}", True)
+            else:
+                named.learned.discard(text)
+                self._store.delete(LEARNED, f"{name}\x1f{text}")
 
     def get(self, name: str) -> NamedList:
         try:

@@ -17,7 +17,15 @@ import jmespath
 from engine.detection.functions import NamedLists, make_options
 from engine.detection.operators import MatchError, compile_match, compile_path, pinned_values
 from engine.detection.python_rules import PythonRuleError, import_rule_module
-from engine.detection.rule import DataCheck, NewValue, Rule, Sequence, Step, Threshold
+from engine.detection.rule import (
+    DataCheck,
+    Learn,
+    NewValue,
+    Rule,
+    Sequence,
+    Step,
+    Threshold,
+)
 from engine.detection.schema import check_document
 from engine.detection.templates import compile_template
 from engine.detection.yaml_lines import YamlError, line_at, load_yaml
@@ -222,6 +230,22 @@ class _Compiler:
             rule.sequence = self.sequence(doc["sequence"])
             if rule.types is None and "match" not in doc:
                 rule.types = self.step_types
+        for index, spec in enumerate(doc.get("learn", [])):
+            where = ["learn", index]
+            if spec["list"] not in self.lists.lists:
+                self.problem(
+                    [*where, "list"],
+                    f"no named list {spec['list']!r}: a learned "
+                    f"list extends lists/{spec['list']}.yml, which may be empty",
+                )
+                continue
+            add = "add" in spec
+            getter = self.path_getter(
+                [*where, "add" if add else "remove"], spec["add" if add else "remove"]
+            )
+            if getter is not None:
+                rule.learn.append(Learn(spec["list"], getter, add))
+        rule.alert = doc.get("alert", True)
         stateful = [k for k in ("threshold", "new_value", "sequence") if k in doc]
         if len(stateful) > 1:
             self.problem(

@@ -67,6 +67,15 @@ class Sequence:
 
 
 @dataclass(frozen=True)
+class Learn:
+    """On a match, add the value at a path to a named list (or remove it)."""
+
+    list_name: str
+    value: DataRender
+    add: bool
+
+
+@dataclass(frozen=True)
 class Match:
     """A rule that held on an activity, with everything the alert needs from it."""
 
@@ -107,6 +116,8 @@ class Rule:
     threshold: Threshold | None = None
     new_value: NewValue | None = None
     sequence: Sequence | None = None
+    learn: list[Learn] = field(default_factory=list)
+    alert: bool = True
     context_paths: dict[str, DataRender] = field(default_factory=dict)
     destinations: list[str] | None = None
     tests: list[Any] = field(default_factory=list)

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from engine.detection.loader import RULE_SUFFIXES, load_rules
+from engine.detection.loader import RULE_SUFFIXES, RuleSet, check_rules
 from engine.detection.yaml_lines import YamlError, load_yaml
-from engine.errors import RuleLoadError
+from engine.errors import RuleProblem
 from engine.testing.runner import RuleTest, collect, run_test
 
 
@@ -44,15 +44,37 @@ class RuleLoadFailure(Exception):
     """The rule file itself is invalid."""
 
 
+_LOADED: dict[Path, tuple[RuleSet, list[RuleProblem]]] = {}
+
+
+def _rules_root(path: Path) -> Path:
+    """The rules directory a file belongs to: the nearest folder above it with `lists/`,
+    else its own folder. Loading the whole directory gives a test the rules that teach
+    learned lists, and the duplicate-id check, exactly as `detect test` has them."""
+    for folder in path.resolve().parents:
+        if (folder / "lists").is_dir():
+            return folder
+    return path.resolve().parent
+
+
+def _load_root(root: Path) -> tuple[RuleSet, list[RuleProblem]]:
+    if root not in _LOADED:
+        _LOADED[root] = check_rules([root])
+    return _LOADED[root]
+
+
 class RuleFile(pytest.File):
     def collect(self) -> Iterator[pytest.Item]:
-        try:
-            ruleset = load_rules([self.path])
-        except RuleLoadError as exc:
-            yield RuleFileError.from_parent(self, name="load", problems=str(exc))
+        ruleset, problems = _load_root(_rules_root(self.path))
+        mine = self.path.resolve()
+        own = [p for p in problems if p.path.resolve() == mine]
+        if own:
+            text = "\n".join(str(p) for p in own)
+            yield RuleFileError.from_parent(self, name="load", problems=text)
             return
         for test in collect(ruleset):
-            yield RuleTestItem.from_parent(self, name=test.node_id, test=test, ruleset=ruleset)
+            if test.rule.path.resolve() == mine:
+                yield RuleTestItem.from_parent(self, name=test.node_id, test=test, ruleset=ruleset)
 
 
 class RuleFileError(pytest.Item):

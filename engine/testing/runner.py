@@ -148,6 +148,7 @@ def _check_outputs(spec: Mapping[str, Any], actual: Mapping[str, Any]) -> list[s
 def _single(test: RuleTest, ruleset: RuleSet) -> list[str]:
     (activity,) = _events(test)
     rule = test.rule
+    ruleset.lists.attach(MemoryStore())  # nothing learned by an earlier test leaks in
     try:
         match = rule.evaluate(activity, Event.of(activity, ruleset.options))
     except Exception as exc:  # noqa: BLE001 - reported as the test's failure
@@ -172,10 +173,13 @@ def _stateful(test: RuleTest, ruleset: RuleSet) -> list[str]:
     errors: list[Alert] = []
 
     def sink(change: AlertChange) -> None:
-        if change.change == "opened":
+        if change.change == "opened" and change.alert.rule_id == test.rule.id:
             (errors if change.alert.kind == "rule_error" else opened).append(change.alert)
 
-    alone = RuleSet([test.rule], ruleset.lists, ruleset.options)
+    # The rule under test, plus the rules that teach named lists what the feed shows (a
+    # rule reading a learned list depends on them), counting only the tested rule's alerts.
+    teachers = [r for r in ruleset.rules if r.learn and r is not test.rule]
+    alone = RuleSet([test.rule, *teachers], ruleset.lists, ruleset.options)
     Pipeline(alone, MemoryStore(), [sink]).run(activities)
     failures: list[str] = []
     for alert in errors:
