@@ -13,7 +13,15 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from engine.detection.yaml_lines import YamlError, line_at, load_yaml
 from engine.durations import parse_duration
@@ -41,9 +49,23 @@ class SourceConfig(_Strict):
     lookback: timedelta = timedelta(hours=24)
     overlap: timedelta = timedelta(minutes=10)
     silence_alert_after: timedelta = timedelta(hours=24)
+    # Ingestion knobs (docs/ingestion.md): a source_health alert once polling has failed
+    # this long; the page size (`limit`); this process's share of the organization's
+    # 600 requests a minute; retries of one request; one request's timeout.
+    failure_alert_after: timedelta = timedelta(minutes=15)
+    page_size: int = Field(default=1000, ge=1, le=5000)
+    max_requests_per_minute: int = Field(default=200, ge=1, le=600)
+    max_retries: int = Field(default=5, ge=0, le=20)
+    request_timeout: timedelta = timedelta(seconds=60)
 
     _durations = field_validator(
-        "poll_interval", "lookback", "overlap", "silence_alert_after", mode="before"
+        "poll_interval",
+        "lookback",
+        "overlap",
+        "silence_alert_after",
+        "failure_alert_after",
+        "request_timeout",
+        mode="before",
     )(_duration)
 
 
@@ -51,16 +73,136 @@ class StateConfig(_Strict):
     path: Path = Path(".detect/state.db")
 
 
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+# Headers the webhook sender owns: a custom header may not replace the signature scheme,
+# the body's framing or the content type the signature covers.
+_RESERVED_HEADERS = {"content-type", "content-length", "host", "transfer-encoding", "connection"}
+_MIN_SECRET_BYTES = 16
+
+
+def _is_loopback(host: str | None) -> bool:
+    import ipaddress
+
+    if not host:
+        return False
+    if host.lower() in ("localhost", "localhost.localdomain") or host.lower().endswith(
+        ".localhost"
+    ):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def signing_key(secret: str) -> bytes:
+    """The HMAC key behind a webhook secret: `whsec_<base64>` (the Standard Webhooks
+    serialization) decodes to its bytes; any other string is used as its UTF-8 bytes."""
+    import base64
+    import binascii
+
+    if secret.startswith("whsec_"):
+        try:
+            return base64.b64decode(secret[len("whsec_") :], validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("a whsec_ secret must be base64 after the prefix") from None
+    return secret.encode("utf-8")
+
+
 class DestinationConfig(_Strict):
+    """One place alerts go. Routing: an alert reaches every destination whose filters it
+    passes, unless its rule names destinations (then exactly those)."""
+
     type: Literal["slack", "webhook", "console"]
     url: SecretStr | None = None
     secret: SecretStr | None = None
+    # During a key rotation the webhook is signed with both; receivers accept either.
+    previous_secret: SecretStr | None = None
     min_severity: Literal["info", "low", "medium", "high", "critical"] = "info"
+    # Filters (all that are set must hold). Rule ids are glob patterns (`anthropic.sso.*`).
+    rule_ids: list[str] = Field(default_factory=list)
+    exclude_rule_ids: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+    exclude_tags: list[str] = Field(default_factory=list)
+    kinds: list[Literal["detection", "rule_error", "source_health"]] = Field(
+        default_factory=lambda: ["detection", "rule_error", "source_health"]
+    )
+    # Webhook only: extra request headers (for example an Authorization for a gateway).
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
+    timeout: timedelta = timedelta(seconds=10)
+    allow_insecure_http: bool = False
+    # Retries: exponential backoff with jitter from the first delay up to the longest,
+    # honouring Retry-After; a delivery still failing after `give_up_after` is dead.
+    give_up_after: timedelta = timedelta(hours=24)
+    retry_initial_delay: timedelta = timedelta(seconds=2)
+    retry_max_delay: timedelta = timedelta(minutes=10)
+    # One more message when an alert that grew after its notification closes.
+    summary_on_close: bool = False
+    # Default: Slack 1 message per second, webhooks and the console unlimited.
+    max_messages_per_second: float | None = Field(default=None, gt=0)
+    max_burst: int = Field(default=1, ge=1)
 
     @field_validator("min_severity", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
+
+    _delivery_durations = field_validator(
+        "timeout", "give_up_after", "retry_initial_delay", "retry_max_delay", mode="before"
+    )(_duration)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> DestinationConfig:
+        """Errors here never quote the URL, the secret or a header value."""
+        from urllib.parse import urlsplit
+
+        if self.type == "console":
+            for name in ("url", "secret", "previous_secret"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"`{name}` is not used by type: console")
+        else:
+            if self.url is None:
+                raise ValueError(f"type: {self.type} needs a `url`")
+            try:
+                parts = urlsplit(self.url.get_secret_value().strip())
+                host = parts.hostname
+            except ValueError:
+                raise ValueError("`url` is not a valid URL") from None
+            if parts.scheme not in ("https", "http") or not host:
+                raise ValueError("`url` must be an https:// URL")
+            if parts.scheme == "http" and not (_is_loopback(host) or self.allow_insecure_http):
+                raise ValueError(
+                    "`url` must use https (plain http is allowed for loopback addresses, "
+                    "or with allow_insecure_http: true)"
+                )
+        if self.type == "webhook":
+            if self.secret is None:
+                raise ValueError("type: webhook needs a `secret` to sign requests with")
+            for name in ("secret", "previous_secret"):
+                value = getattr(self, name)
+                if value is not None and len(signing_key(value.get_secret_value())) < (
+                    _MIN_SECRET_BYTES
+                ):
+                    raise ValueError(
+                        f"`{name}` is too short: use at least 24 random bytes, for example "
+                        "whsec_ followed by the base64 of 32 random bytes"
+                    )
+        else:
+            if self.secret is not None or self.previous_secret is not None:
+                raise ValueError("`secret` is only used by type: webhook")
+            if self.headers:
+                raise ValueError("`headers` is only used by type: webhook")
+        for name, value in self.headers.items():
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"header name {name!r} is not a valid HTTP header name")
+            lowered = name.lower()
+            if lowered in _RESERVED_HEADERS or lowered.startswith("webhook-"):
+                raise ValueError(f"header {name!r} is set by the sender and cannot be changed")
+            if any(ch in value.get_secret_value() for ch in "\r\n\0"):
+                raise ValueError(f"header {name!r}: the value holds a line break")
+        if self.retry_max_delay < self.retry_initial_delay:
+            raise ValueError("retry_max_delay must not be shorter than retry_initial_delay")
+        return self
 
 
 class Config(_Strict):
@@ -73,14 +215,12 @@ class Config(_Strict):
     quarantine: Path = Path(".detect/quarantine.jsonl")
 
 
-def _interpolate(value: Any, where: str, environ: dict[str, str]) -> Any:
+def _interpolate(value: Any, steps: list[Any], environ: dict[str, str], origin: Any) -> Any:
+    """Replace `${VAR}` in every string; `origin` is (file, document) for error lines."""
     if isinstance(value, dict):
-        return {
-            k: _interpolate(v, f"{where}.{k}" if where else str(k), environ)
-            for k, v in value.items()
-        }
+        return {k: _interpolate(v, [*steps, k], environ, origin) for k, v in value.items()}
     if isinstance(value, list):
-        return [_interpolate(v, f"{where}[{i}]", environ) for i, v in enumerate(value)]
+        return [_interpolate(v, [*steps, i], environ, origin) for i, v in enumerate(value)]
     if not isinstance(value, str):
         return value
 
@@ -90,7 +230,11 @@ def _interpolate(value: Any, where: str, environ: dict[str, str]) -> Any:
             return environ[name]
         if default is not None:
             return default
-        raise ConfigError(f"{where}: environment variable {name} is not set")
+        path, document = origin
+        key = ".".join(str(s) for s in steps)
+        raise ConfigError(
+            f"{path}:{line_at(document, steps)}: [{key}] environment variable {name} is not set"
+        )
 
     return _VARIABLE.sub(replace, value)
 
@@ -105,7 +249,9 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> Config:
         document = {}
     if not isinstance(document, dict):
         raise ConfigError(f"{path}: the configuration must be a YAML mapping")
-    values = _interpolate(document, "", dict(os.environ if environ is None else environ))
+    values = _interpolate(
+        document, [], dict(os.environ if environ is None else environ), (path, document)
+    )
     try:
         config = Config.model_validate(values)
     except ValidationError as exc:

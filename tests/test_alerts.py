@@ -266,16 +266,10 @@ def test_a_raising_python_rule_produces_rule_error_alerts_per_hour(error_rules, 
     assert len(run.opened) == 2 + 6
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: correlator.py rule_error takes the innermost traceback frame, so an "
-    "error raised through the Event view (event['missing']) is located in "
-    "engine/activity.py instead of the rule's own file and line",
-)
 def test_rule_error_location_points_into_the_rule_module(error_rules, make_activity):
     run = run_pipeline(error_rules, [make_activity(created_at=at(0))])
     (error,) = [a for a in run.final if a["kind"] == "rule_error"]
-    assert error["context"]["location"].endswith("fragile.py:4")
+    assert error["context"]["location"].endswith("fragile.py:3")
 
 
 def test_rule_errors_through_replay_do_not_stop_the_stream(

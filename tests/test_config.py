@@ -111,11 +111,6 @@ def test_a_missing_variable_is_named(tmp_path):
     assert "environment variable SLACK_WEBHOOK_URL is not set" in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: config.py _interpolate raises ConfigError without the file and line, "
-    "although load_config promises errors that name the file, line and key",
-)
 def test_a_missing_variable_error_names_file_and_line(tmp_path):
     environ = {k: v for k, v in ENVIRON.items() if k != "SLACK_WEBHOOK_URL"}
     path = write(tmp_path, CONFIG)

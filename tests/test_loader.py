@@ -239,12 +239,6 @@ def test_unknown_named_list(validate, rules_dir):
     assert "no named list 'nope' (known: admins)" in line
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: loader.py _Compiler.compile maps a MatchError to its match entry by the "
-    "first dot-separated part of the key, so a dotted path (actor.email_address) is "
-    "reported at the `match:` line with key [match] instead of the entry's line and key",
-)
 def test_unknown_named_list_on_a_dotted_path(validate, rules_dir):
     path = rules_dir.write("rule.yml", UNKNOWN_LIST.format(field="actor.email_address"))
     code, _, err = validate()
@@ -321,13 +315,6 @@ def test_lists_are_not_rules_and_both_suffixes_load(rules_dir):
     assert sorted(ruleset.lists.lists) == ["admins"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: python_rules.py import_rule_module executes the module without registering "
-    "it in sys.modules, so a rule module using @dataclass with `from __future__ import "
-    "annotations` fails to import (AttributeError: 'NoneType' object has no attribute "
-    "'__dict__')",
-)
 def test_python_rule_module_may_define_a_dataclass(rules_dir):
     rules_dir.write("rule.yml", "id: t.x\nname: X\nseverity: high\npython: dc.py\n")
     rules_dir.write(

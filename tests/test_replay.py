@@ -84,12 +84,6 @@ def test_api_page_object_pretty_printed(cli, rules, three, tmp_path):
     assert "0 rejected" in err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: sources/files.py read_source treats a one-line JSON object as JSON Lines, "
-    'so a compact API page {"data": [...]} (what curl saves) is rejected as one '
-    "activity missing id/created_at/type/actor and all its activities are lost",
-)
 def test_api_page_object_on_one_line(cli, rules, three, tmp_path):
     feed = tmp_path / "page.json"
     feed.write_text(json.dumps({"data": three, "has_more": False}))
@@ -175,12 +169,6 @@ def test_default_quarantine_goes_to_the_working_directory(cli, rules, three, tmp
     assert [json.loads(r)["line"] for r in quarantined] == [1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: sources/files.py read_source sniffs the format from the first line: when "
-    "the first line of a JSONL file is malformed the whole file is parsed as one "
-    "pretty-printed document, rejected once, and every other activity is dropped",
-)
 def test_a_malformed_first_line_does_not_lose_the_rest(cli, rules, three, tmp_path):
     feed = tmp_path / "feed.jsonl"
     feed.write_text('{"id": "truncated\n' + "".join(json.dumps(x) + "\n" for x in three))
@@ -277,12 +265,6 @@ def test_sort_handles_a_newest_first_file(cli, rules_dir, make_activity, tmp_pat
     assert out == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: sources/files.py does not skip a UTF-8 byte-order mark: the first line of a "
-    "BOM-prefixed JSONL file (as Windows tools write it) is rejected as invalid JSON and "
-    "a BOM-prefixed JSON array is read as JSON Lines, rejecting every line",
-)
 def test_a_utf8_byte_order_mark_is_ignored(cli, rules, three, tmp_path):
     jsonl = tmp_path / "bom.jsonl"
     jsonl.write_text("".join(json.dumps(x) + "\n" for x in three), encoding="utf-8-sig")
@@ -295,12 +277,6 @@ def test_a_utf8_byte_order_mark_is_ignored(cli, rules, three, tmp_path):
         assert "0 rejected" in err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (minor): sources/files.py read_source leaves files open: GzipFile does not "
-    "close the file object it wraps and _array's TextIOWrapper is never closed, so each "
-    "gzip or JSON-array input is closed only by the garbage collector (ResourceWarning)",
-)
 @pytest.mark.parametrize("kind", ["gzip", "array"])
 def test_reading_closes_every_file(three, tmp_path, kind):
     from engine.sources.files import read_source

@@ -16,6 +16,7 @@ import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from engine.activity import Activity, parse_activity
@@ -40,6 +41,23 @@ class AlertChange:
 
     change: str
     alert: Alert
+
+
+_ENGINE_DIR = str(Path(__file__).resolve().parent.parent)
+_BUNDLED_DIR = str(Path(_ENGINE_DIR) / "_bundled")
+
+
+def _rule_frame(error: BaseException) -> traceback.FrameSummary | None:
+    """The innermost frame outside the engine: the line of the rule (or of a helper it
+    called) that failed, not the engine's `Event.__getitem__` it failed in."""
+    frames = traceback.extract_tb(error.__traceback__) if error.__traceback__ else []
+    outside = [
+        f
+        for f in frames
+        if not f.filename.startswith(_ENGINE_DIR) or f.filename.startswith(_BUNDLED_DIR)
+    ]
+    chosen = outside or frames
+    return chosen[-1] if chosen else None
 
 
 def _text(value: Any) -> str:
@@ -124,7 +142,7 @@ class Correlator:
 
     def rule_error(self, rule: Rule, activity: Activity, error: BaseException) -> list[AlertChange]:
         """An exception in a rule: one `rule_error` alert per rule per hour of event time."""
-        frame = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
+        frame = _rule_frame(error)
         context: dict[str, Any] = {
             "error_type": type(error).__name__,
             "error": str(error)[:1000],

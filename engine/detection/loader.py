@@ -15,7 +15,13 @@ from typing import Any
 import jmespath
 
 from engine.detection.functions import NamedLists, make_options
-from engine.detection.operators import MatchError, compile_match, compile_path, pinned_values
+from engine.detection.operators import (
+    MatchError,
+    MatchErrors,
+    compile_match,
+    compile_path,
+    pinned_values,
+)
 from engine.detection.python_rules import PythonRuleError, import_rule_module
 from engine.detection.rule import (
     DataCheck,
@@ -132,11 +138,9 @@ class _Compiler:
             match = block["match"]
             try:
                 checks.append(compile_match(match, self.lists, self.options))
-            except MatchError as exc:
-                head = exc.key.split(".")[0] if exc.key else ""
-                self.problem(
-                    [*where, "match", head] if head in match else [*where, "match"], str(exc)
-                )
+            except MatchErrors as exc:
+                for path, message in exc.errors:
+                    self.problem([*where, "match", path], message)
             if "type" in match:
                 types = pinned_values(match["type"])
         if "when" in block:

@@ -35,6 +35,14 @@ class MatchError(ValueError):
         self.key = key
 
 
+class MatchErrors(ValueError):
+    """Every entry of a `match` block that failed: (path, message) pairs."""
+
+    def __init__(self, errors: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(message for _, message in errors))
+        self.errors = errors
+
+
 def compile_path(path: str, options: jmespath.Options) -> Getter:
     """A getter for a JMESPath path; dotted names skip the JMESPath machinery (same result:
     a missing step or a non-object on the way gives None)."""
@@ -201,15 +209,17 @@ def pinned_values(condition: Any) -> frozenset[str] | None:
 def compile_match(
     match: Mapping[str, Any], lists: NamedLists, options: jmespath.Options
 ) -> Callable[[Mapping[str, Any]], bool]:
-    """One function of the event data that is true when every entry of `match` holds."""
+    """One function of the event data that is true when every entry of `match` holds;
+    raises `MatchErrors` naming every entry that does not compile."""
     checks: list[tuple[Getter, Predicate]] = []
+    errors: list[tuple[str, str]] = []
     for path, condition in match.items():
-        getter = compile_path(str(path), options)
         try:
-            predicate = compile_condition(condition, lists)
+            checks.append((compile_path(str(path), options), compile_condition(condition, lists)))
         except MatchError as exc:
-            raise MatchError(f"{path}.{exc.key}" if exc.key else str(path), str(exc)) from exc
-        checks.append((getter, predicate))
+            errors.append((str(path), str(exc)))
+    if errors:
+        raise MatchErrors(errors)
     if len(checks) == 1:
         ((getter, predicate),) = checks
         return lambda data: predicate(getter(data))

@@ -33,11 +33,15 @@ def import_rule_module(path: Path) -> ModuleType:
     if spec is None or spec.loader is None:
         raise PythonRuleError(f"{path.name} cannot be imported as a module")
     module = importlib.util.module_from_spec(spec)
+    # Registered before it runs, as a normal import is: dataclasses and typing look their
+    # module up in sys.modules while the body executes.
+    sys.modules[name] = module
     # Let the module import its siblings (a helpers file beside it).
     sys.path.insert(0, str(path.parent))
     try:
         spec.loader.exec_module(module)
     except Exception as exc:
+        sys.modules.pop(name, None)
         frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
         where = f" (line {frame.lineno} of {Path(frame.filename).name})" if frame else ""
         raise PythonRuleError(

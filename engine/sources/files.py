@@ -1,13 +1,18 @@
 """Reading activities from files and stdin, streaming, in constant memory.
 
-Accepted: JSON Lines, a JSON array (read element by element, never whole), a single JSON
-object (an activity, or an API response page with `data`), each optionally gzipped; `-`
-is stdin. A line or element that is not JSON, or not a valid activity, becomes a
-`Rejected` record with its line number and reason, and reading goes on.
+Accepted, each optionally gzipped, `-` for stdin, a UTF-8 byte-order mark ignored:
+- JSON Lines: one activity per line; a bad line is rejected and the next one read.
+- A JSON array, read element by element, never whole.
+- Concatenated JSON documents (what `jq` prints): one or more pretty-printed objects.
+- API response pages (`{"data": [...], "has_more": ...}`) in any of the forms above: their
+  activities are read as if they stood alone.
+A record that is not JSON, or not a valid activity, becomes a `Rejected` record with its
+line number and reason, and reading goes on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
@@ -24,6 +29,7 @@ from engine.errors import InputError
 CHUNK = 1 << 16
 _DECODER = json.JSONDecoder()
 _WHITESPACE = " \t\r\n"
+_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True)
@@ -47,31 +53,25 @@ class Rejected:
 Record = Activity | Rejected
 
 
-def _open_binary(path: str) -> IO[bytes]:
-    if path == "-":
-        raw: IO[bytes] = sys.stdin.buffer
-    else:
-        try:
-            raw = open(path, "rb")  # noqa: SIM115 - closed by the caller's iteration
-        except OSError as exc:
-            raise InputError(f"{path}: cannot open: {exc.strerror or exc}") from exc
-    buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)
-    if buffered.peek(2)[:2] == b"\x1f\x8b":
-        return gzip.open(buffered, "rb")  # type: ignore[return-value]
-    return buffered
-
-
-def _activity_or_rejected(value: Any, source: str, line: int, text: str) -> Record:
+def _activities(value: Any, source: str, line: int, text: str) -> Iterator[Record]:
+    """One decoded value as activities: an API page gives its `data`, anything else is
+    one activity (or one rejected record)."""
+    if isinstance(value, dict) and isinstance(value.get("data"), list) and "type" not in value:
+        for item in value["data"]:
+            yield from _activities(item, source, line, json.dumps(item))
+        return
     try:
-        return parse_activity(value)
+        yield parse_activity(value)
     except ValidationError as exc:
-        return Rejected(source, line, describe_validation_error(exc), text)
+        yield Rejected(source, line, describe_validation_error(exc), text)
     except TypeError as exc:
-        return Rejected(source, line, str(exc), text)
+        yield Rejected(source, line, str(exc), text)
 
 
-def _lines(stream: IO[bytes], source: str, first_line: int = 1) -> Iterator[Record]:
-    for number, raw_line in enumerate(stream, start=first_line):
+def _lines(stream: IO[bytes], source: str) -> Iterator[Record]:
+    for number, raw_line in enumerate(stream, start=1):
+        if number == 1 and raw_line.startswith(_BOM):
+            raw_line = raw_line[len(_BOM) :]
         try:
             text = raw_line.decode("utf-8").strip()
         except UnicodeDecodeError as exc:
@@ -84,18 +84,28 @@ def _lines(stream: IO[bytes], source: str, first_line: int = 1) -> Iterator[Reco
         except json.JSONDecodeError as exc:
             yield Rejected(source, number, f"invalid JSON: {exc.msg} at column {exc.colno}", text)
             continue
-        yield _activity_or_rejected(value, source, number, text)
+        yield from _activities(value, source, number, text)
 
 
-def _array(stream: IO[bytes], source: str) -> Iterator[Record]:
-    """Decode a JSON array element by element; a syntax error ends the file (after it,
-    element boundaries cannot be trusted) and is reported as one rejected record."""
-    reader = io.TextIOWrapper(stream, encoding="utf-8")
+def _documents(stream: IO[bytes], source: str, array: bool) -> Iterator[Record]:
+    """Decode JSON values one at a time from a stream: the elements of one array, or a
+    run of concatenated documents. A syntax error ends the input (value boundaries after
+    it cannot be trusted) and is reported as one rejected record."""
+    reader = io.TextIOWrapper(stream, encoding="utf-8-sig")
+    try:
+        yield from _decode(reader, source, array)
+    finally:
+        reader.detach()  # the caller closes the byte stream
+
+
+def _decode(reader: io.TextIOWrapper, source: str, array: bool) -> Iterator[Record]:
     buffer = reader.read(CHUNK)
+    pos = 0
     line = 1
-    pos = buffer.index("[") + 1
-    line += buffer.count("\n", 0, pos)
-    eof = False
+    eof = not buffer
+    if array:
+        pos = buffer.index("[") + 1
+        line += buffer.count("\n", 0, pos)
     expecting_value = True
     while True:
         while pos < len(buffer) and buffer[pos] in _WHITESPACE:
@@ -104,17 +114,17 @@ def _array(stream: IO[bytes], source: str) -> Iterator[Record]:
             pos += 1
         if pos >= len(buffer):
             if eof:
-                yield Rejected(source, line, "unexpected end of file inside the array", "")
+                if array:
+                    yield Rejected(source, line, "unexpected end of file inside the array", "")
                 return
             more = reader.read(CHUNK)
             eof = not more
-            buffer = buffer[pos:] + more
-            pos = 0
+            buffer, pos = buffer[pos:] + more, 0
             continue
         char = buffer[pos]
-        if char == "]":
+        if array and char == "]":
             return
-        if char == "," and not expecting_value:
+        if array and char == "," and not expecting_value:
             pos += 1
             expecting_value = True
             continue
@@ -123,11 +133,8 @@ def _array(stream: IO[bytes], source: str) -> Iterator[Record]:
         except json.JSONDecodeError as exc:
             if not eof:
                 more = reader.read(CHUNK)
-                if more:
-                    buffer = buffer[pos:] + more
-                    pos = 0
-                    continue
-                eof = True
+                eof = not more
+                buffer, pos = buffer[pos:] + more, 0
                 continue
             yield Rejected(
                 source, line + exc.lineno - 1, f"invalid JSON: {exc.msg}", buffer[pos : pos + 200]
@@ -136,56 +143,67 @@ def _array(stream: IO[bytes], source: str) -> Iterator[Record]:
         if end == len(buffer) and not eof:
             # A number or literal may continue in the next chunk: decode it again whole.
             more = reader.read(CHUNK)
-            if more:
-                buffer = buffer[pos:] + more
-                pos = 0
-                continue
-            eof = True
+            eof = not more
+            buffer, pos = buffer[pos:] + more, 0
+            continue
         text = buffer[pos:end]
-        yield _activity_or_rejected(value, source, line, text)
+        yield from _activities(value, source, line, text)
         line += text.count("\n")
         pos = end
         expecting_value = False
 
 
+def _shape(head: bytes) -> str:
+    """`array`, `documents` or `lines`, from the first bytes of the input."""
+    stripped = head.removeprefix(_BOM).lstrip()
+    if stripped.startswith(b"["):
+        return "array"
+    if not stripped.startswith(b"{"):
+        return "lines"
+    first_line = stripped.split(b"\n", 1)[0]
+    try:
+        json.loads(first_line)
+        return "lines"
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        pass
+    # The first line is not a whole document: either a pretty-printed one, or JSON Lines
+    # whose first line is broken. Decoding the first document from the start tells.
+    text = stripped.decode("utf-8", errors="replace")
+    try:
+        _DECODER.raw_decode(text)
+        return "documents"
+    except json.JSONDecodeError as exc:
+        incomplete = exc.pos >= len(text) - 1 and len(head) >= CHUNK
+        return "documents" if incomplete else "lines"
+
+
 def read_source(path: str) -> Iterator[Record]:
     """Every record of one file (or `-`); raises `InputError` only when the input cannot
     be read at all."""
-    stream = _open_binary(path)
     source = "<stdin>" if path == "-" else path
-    try:
-        head = stream.peek(CHUNK) if hasattr(stream, "peek") else b""
-        stripped = head.lstrip()
-        if stripped.startswith(b"["):
-            yield from _array(stream, source)
-            return
-        if stripped.startswith(b"{"):
-            first = head.split(b"\n", 1)[0]
+    with contextlib.ExitStack() as stack:
+        if path == "-":
+            raw: IO[bytes] = sys.stdin.buffer
+        else:
             try:
-                json.loads(first)
-            except json.JSONDecodeError:
-                # One pretty-printed document: an activity or an API page.
-                text = stream.read().decode("utf-8")
-                try:
-                    value = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    yield Rejected(source, exc.lineno, f"invalid JSON: {exc.msg}", text[:200])
-                    return
-                items = value.get("data") if isinstance(value, dict) else None
-                if isinstance(items, list):
-                    for item in items:
-                        yield _activity_or_rejected(item, source, 1, json.dumps(item))
-                else:
-                    yield _activity_or_rejected(value, source, 1, text)
-                return
-        yield from _lines(stream, source)
-    except OSError as exc:  # gzip corruption and the like
-        raise InputError(f"{source}: cannot read: {exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{source}: not UTF-8 text: {exc}") from exc
-    finally:
-        if path != "-":
-            stream.close()
+                raw = stack.enter_context(open(path, "rb"))
+            except OSError as exc:
+                raise InputError(f"{path}: cannot open: {exc.strerror or exc}") from exc
+        stream: io.BufferedReader = (
+            raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)  # type: ignore[arg-type]
+        )
+        try:
+            if stream.peek(2)[:2] == b"\x1f\x8b":
+                stream = io.BufferedReader(stack.enter_context(gzip.open(stream, "rb")))
+            shape = _shape(stream.peek(CHUNK)[:CHUNK])
+            if shape == "lines":
+                yield from _lines(stream, source)
+            else:
+                yield from _documents(stream, source, array=shape == "array")
+        except (OSError, EOFError) as exc:  # gzip corruption, truncated archives
+            raise InputError(f"{source}: cannot read: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{source}: not UTF-8 text: {exc}") from exc
 
 
 def read_sources(paths: Iterable[str]) -> Iterator[Record]:
