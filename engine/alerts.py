@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from engine.activity import Activity, format_timestamp, parse_timestamp
+from engine.activity import ActivityRecord, format_timestamp, parse_timestamp
 
 SCHEMA = "detect.alert/v1"
 KINDS = ("detection", "rule_error", "source_health")
@@ -56,7 +56,7 @@ class Alert:
     # An anchored-threshold alert that has not reached its count: kept, never notified.
     pending: bool = False
 
-    def add(self, activity: Activity) -> None:
+    def add(self, activity: ActivityRecord) -> None:
         """Count an activity into the alert, keeping the first ten verbatim."""
         self.event_count += 1
         moment = activity.created_at

@@ -77,7 +77,7 @@ _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 # Headers the webhook sender owns: a custom header may not replace the signature scheme,
 # the body's framing or the content type the signature covers.
 _RESERVED_HEADERS = {"content-type", "content-length", "host", "transfer-encoding", "connection"}
-_MIN_SECRET_BYTES = 16
+_MIN_SECRET_BYTES = 24  # the Standard Webhooks minimum
 
 
 def _is_loopback(host: str | None) -> bool:

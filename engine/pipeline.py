@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from engine.activity import Activity, format_timestamp
+from engine.activity import ActivityRecord, format_timestamp
 from engine.correlation.correlator import AlertChange, Correlator
 from engine.detection.evaluator import Evaluator
 from engine.detection.loader import RuleSet
@@ -22,6 +22,7 @@ Sink = Callable[[AlertChange], None]
 # How far behind event time expired state is purged: generous, so late activities within
 # the reorder window still find their counters.
 PURGE_LAG = timedelta(days=1)
+_NONE: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -69,35 +70,37 @@ class Pipeline:
             for sink in self.sinks:
                 sink(change)
 
-    def process(self, record: Activity | Rejected) -> None:
+    def process(self, record: ActivityRecord | Rejected) -> None:
         """Evaluate one activity (or count one rejected record)."""
-        if isinstance(record, Rejected):
+        if type(record) is Rejected:
             self.stats.rejected += 1
             if self.on_rejected is not None:
                 self.on_rejected(record)
             return
-        self.stats.activities += 1
-        self._emit(self.correlator.advance(record.created_at))
+        stats = self.stats
+        stats.activities += 1
+        closed = self.correlator.advance(record.created_at)
+        if closed:
+            self._emit(closed)
         matches, errors = self.evaluator.evaluate(record)
         for rule, error in errors:
-            self.stats.rule_errors += 1
+            stats.rule_errors += 1
             self._emit(self.correlator.rule_error(rule, record, error))
-        lists = self.ruleset.lists
         for match in matches:
             rule = match.rule
-            self.stats.matches += 1
-            self.stats.matches_by_rule[rule.id] += 1
+            stats.matches += 1
+            stats.matches_by_rule[rule.id] += 1
             if rule.alert:
                 self._emit(self.correlator.process(match))
             for learn in rule.learn:
-                lists.learn(learn.list_name, learn.value(record.raw), learn.add)
+                self.ruleset.lists.learn(learn.list_name, learn.value(record.raw), learn.add)
         if self.evaluator.learners:
-            self._learn(record, {m.rule.id for m in matches})
+            self._learn(record, {m.rule.id for m in matches} if matches else _NONE)
         self._since_commit += 1
         if self._since_commit >= self.commit_every:
             self.commit()
 
-    def _learn(self, activity: Activity, matched: set[str]) -> None:
+    def _learn(self, activity: ActivityRecord, matched: set[str] | frozenset[str]) -> None:
         for rule in self.evaluator.learners:
             if rule.id in matched:
                 continue
@@ -107,7 +110,7 @@ class Pipeline:
                 self.stats.rule_errors += 1
                 self._emit(self.correlator.rule_error(rule, activity, error))
 
-    def run(self, records: Iterable[Activity | Rejected]) -> Stats:
+    def run(self, records: Iterable[ActivityRecord | Rejected]) -> Stats:
         for record in records:
             self.process(record)
         self.commit()

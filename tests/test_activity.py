@@ -138,7 +138,10 @@ def test_unknown_types_actor_types_and_extra_fields_are_preserved_verbatim():
     text = json.dumps(data)
     activity = parse_activity(json.loads(text))
     assert activity.type == "brand_new_type_from_2027"
-    assert activity.actor.type == "robot_actor"
+    model = activity.model()
+    assert model.actor.type == "robot_actor"
+    assert model.actor.serial == 7
+    assert model.extra_top == {"x": None, "y": [True, 1.5]}
     assert activity.id == "activity_99"
     assert activity.organization_id == "org_01"
     # verbatim: same content, same key order, same nanosecond text
@@ -299,3 +302,55 @@ def test_event_search_with_the_extra_functions(event):
 def test_event_created_at_is_aware_utc(event):
     assert event.created_at == datetime(2026, 5, 7, 10, 0, 0, 123456, tzinfo=UTC)
     assert event.created_at.utcoffset() == timedelta(0)
+
+
+# -- the hand-written fast path agrees with the pydantic model ------------------------------
+
+_VALID = {
+    "id": "activity_01",
+    "created_at": "2026-05-07T10:00:00.000538Z",
+    "type": "sso_login_succeeded",
+    "organization_id": "org_01",
+    "organization_uuid": None,
+    "actor": {"type": "user_actor", "email_address": "a@example.com", "ip_address": "192.0.2.1"},
+}
+_ODD_VALUES = [
+    None, "", "x", 0, 1, 1.5, True, False, [], ["x"], {}, {"type": "user_actor"},
+    "2026-05-07T10:00:00Z", "2026-05-07T10:00:00.123Z", "2026-05-07T10:00:00.123456789Z",
+    "2026-05-07T10:00:00+02:00", "2026-05-07t10:00:00z", "2026-05-07 10:00:00+0200",
+    "2026-05-07T10:00:00", "2026-05-07", "2026-13-07T10:00:00Z", "2026-05-07T25:00:00Z",
+    "2026-05-07T10:00:00.Z", "2026-05-07T10:00:00,5Z", "x026-05-07T10:00:00Z",
+]
+_FIELDS = [
+    ("id",), ("created_at",), ("type",), ("organization_id",), ("organization_uuid",),
+    ("actor",), ("actor", "type"), ("actor", "email_address"), ("actor", "ip_address"),
+    ("actor", "user_id"), ("actor", "unknown_field"), ("unknown_top",),
+]
+
+
+def _mutated(path: tuple[str, ...], value: object) -> dict:
+    data = json.loads(json.dumps(_VALID))
+    target = data
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = value
+    return data
+
+
+@pytest.mark.parametrize("path", _FIELDS, ids=".".join)
+def test_fast_path_accepts_and_rejects_exactly_what_the_model_does(path):
+    from pydantic import ValidationError
+
+    from engine.activity import Activity
+
+    for value in _ODD_VALUES:
+        data = _mutated(path, value)
+        try:
+            expected = Activity.model_validate(data).created_at
+        except ValidationError:
+            expected = None
+        try:
+            got = parse_activity(data).created_at
+        except ValidationError:
+            got = None
+        assert got == expected, (path, value)

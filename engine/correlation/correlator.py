@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from engine.activity import Activity, parse_activity
+from engine.activity import ActivityRecord, parse_activity
 from engine.alerts import Alert, alert_id_for
 from engine.detection.rule import Match, Rule
 from engine.state.store import StateStore
@@ -30,7 +30,9 @@ SEEN = "new_value"
 PARTIALS = "sequence"
 # A key that gathers more values than this forgets its least recently seen ones first.
 MAX_VALUES_PER_KEY = 1000
+LAST_SEEN_SLACK = 0.01
 log = logging.getLogger(__name__)
+_NOTHING: list[AlertChange] = []  # shared, never appended to: no allocation per activity
 RULE_ERROR_WINDOW = timedelta(hours=1)
 RULE_ERROR_SEVERITY = "medium"
 
@@ -87,20 +89,26 @@ class Correlator:
 
     # -- event time -------------------------------------------------------------------
 
-    def advance(self, moment: datetime) -> Iterator[AlertChange]:
-        """Move event time forward to `moment`; yields the alerts whose window closed."""
-        if self.watermark is not None and moment <= self.watermark:
-            return
+    def advance(self, moment: datetime) -> list[AlertChange]:
+        """Move event time forward to `moment`; the alerts whose window closed."""
+        watermark = self.watermark
+        if watermark is not None and moment <= watermark:
+            return _NOTHING
         self.watermark = moment
-        now = _epoch(moment)
-        while self._closing and self._closing[0][0] <= now:
-            _, key, alert_id = heapq.heappop(self._closing)
+        closing = self._closing
+        now = moment.timestamp()
+        if not closing or closing[0][0] > now:
+            return _NOTHING
+        closed = []
+        while closing and closing[0][0] <= now:
+            _, key, alert_id = heapq.heappop(closing)
             state = self.store.get(ALERTS, key)
             if state is None or state["alert_id"] != alert_id:
                 continue
             self.store.delete(ALERTS, key)
             if not state.get("_pending"):
-                yield AlertChange("closed", Alert.from_state(state))
+                closed.append(AlertChange("closed", Alert.from_state(state)))
+        return closed
 
     def close_all(self) -> Iterator[AlertChange]:
         """End of input: every open alert is final (used by replays and tests)."""
@@ -130,7 +138,7 @@ class Correlator:
             return []
         return self._dedup(key, match, rule, counted)
 
-    def learn(self, rule: Rule, activity: Activity) -> None:
+    def learn(self, rule: Rule, activity: ActivityRecord) -> None:
         """`learn_from: all`: remember the value of an activity the rule did not match."""
         spec = rule.new_value
         assert spec is not None
@@ -140,7 +148,9 @@ class Correlator:
         if value is not None and per is not None:
             self._remember(rule, per, value, activity.created_at)
 
-    def rule_error(self, rule: Rule, activity: Activity, error: BaseException) -> list[AlertChange]:
+    def rule_error(
+        self, rule: Rule, activity: ActivityRecord, error: BaseException
+    ) -> list[AlertChange]:
         """An exception in a rule: one `rule_error` alert per rule per hour of event time."""
         frame = _rule_frame(error)
         context: dict[str, Any] = {
@@ -200,7 +210,7 @@ class Correlator:
         return self._save(key, alert, "opened")
 
     def _dedup(
-        self, key: str, match: Match, rule: Rule, activities: list[Activity]
+        self, key: str, match: Match, rule: Rule, activities: list[ActivityRecord]
     ) -> list[AlertChange]:
         moment = match.activity.created_at
         existing = self._open_alert(key, moment)
@@ -228,9 +238,9 @@ class Correlator:
             dedup_key=match.dedup_key,
             opened_at=moment,
             window_end=moment + rule.dedup_window,
-            description=rule.description,
+            description=match.description or rule.description,
             runbook=match.runbook,
-            reference=rule.reference,
+            reference=match.reference or rule.reference,
             tags=list(rule.tags),
             mitre=list(rule.mitre),
             context=match.context,
@@ -255,13 +265,23 @@ class Correlator:
         key = f"{rule.id}\x1f{_text(per)}"
         now = _epoch(moment)
         forget = spec.forget.total_seconds()
-        seen: dict[str, float] = self.store.get(SEEN, key) or {}
+        text = _text(value)
+        seen: dict[str, float] | None = self.store.get(SEEN, key)
+        if seen is None:
+            seen = {}
+        last = seen.get(text)
+        if last is not None and now - last < forget:
+            # The common case: a known value seen again. Its last-seen time is moved on
+            # only when it is 1% of `forget` stale, which spares a state write per
+            # activity at the price of forgetting up to 1% early.
+            if now - last > forget * LAST_SEEN_SLACK:
+                seen[text] = now
+                self.store.put(SEEN, key, seen, expires=now + forget)
+            return False
         # Values unseen for `forget` are gone, as if never seen.
         fresh = {v: t for v, t in seen.items() if now - t < forget}
-        text = _text(value)
-        last = fresh.get(text)
-        is_new = last is None and (bool(fresh) or spec.alert_on_first)
-        fresh[text] = max(now, last or now)
+        is_new = bool(fresh) or spec.alert_on_first
+        fresh[text] = now
         if len(fresh) > MAX_VALUES_PER_KEY:
             oldest = sorted(fresh, key=fresh.__getitem__)[: len(fresh) - MAX_VALUES_PER_KEY]
             for dropped in oldest:
@@ -281,7 +301,7 @@ class Correlator:
             match.rule, match.new_value_key, match.new_value, match.activity.created_at
         )
 
-    def _advance_sequence(self, match: Match) -> list[Activity] | None:
+    def _advance_sequence(self, match: Match) -> list[ActivityRecord] | None:
         """Move partial sequences on with this activity; the steps' activities when it
         completes one. Partial state per correlation value: for each step reached, the
         latest start and the activities so far (the latest start lives longest)."""
@@ -323,7 +343,7 @@ class Correlator:
                 self.store.delete(PARTIALS, key)
         return None
 
-    def _count(self, key: str, match: Match) -> list[Activity] | None:
+    def _count(self, key: str, match: Match) -> list[ActivityRecord] | None:
         """Add the match to its sliding window; the counted activities when it completes
         the threshold, else None."""
         threshold = match.rule.threshold

@@ -7,7 +7,7 @@ rule is caught here and reported, and the other rules still run.
 
 from __future__ import annotations
 
-from engine.activity import Activity, Event
+from engine.activity import ActivityRecord, Event
 from engine.detection.loader import RuleSet
 from engine.detection.rule import Match, Rule
 
@@ -40,7 +40,9 @@ class Evaluator:
             plan = self._plan[activity_type] = sorted(merged, key=lambda r: self._order[id(r)])
         return plan
 
-    def evaluate(self, activity: Activity) -> tuple[list[Match], list[tuple[Rule, Exception]]]:
+    def evaluate(
+        self, activity: ActivityRecord
+    ) -> tuple[list[Match], list[tuple[Rule, Exception]]]:
         matches: list[Match] = []
         errors: list[tuple[Rule, Exception]] = []
         rules = self.rules_for(activity.type)

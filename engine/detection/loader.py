@@ -37,6 +37,7 @@ from engine.detection.templates import compile_template
 from engine.detection.yaml_lines import YamlError, line_at, load_yaml
 from engine.durations import parse_duration
 from engine.errors import RuleLoadError, RuleProblem
+from engine.panther import PantherOptions, is_panther_document, looks_like_panther_file
 
 RULE_SUFFIXES = (".yml", ".yaml")
 LOG_TYPE = "Anthropic.Activity"
@@ -264,19 +265,46 @@ class _Compiler:
         return rule
 
 
-def check_rules(paths: Iterable[Path]) -> tuple[RuleSet, list[RuleProblem]]:
-    """Load what can be loaded and report every problem (for `detect validate`)."""
+def check_rules(
+    paths: Iterable[Path], panther: PantherOptions | None = None
+) -> tuple[RuleSet, list[RuleProblem]]:
+    """Load what can be loaded and report every problem (for `detect validate`).
+    Panther-format files go to engine.panther's loader; `panther` says where their
+    global helpers are and whether the test-expectation extension is on."""
     files, list_dirs = discover(paths)
     lists, problems = NamedLists.load(list_dirs)
     options = make_options(lists)
     rules: list[Rule] = []
     skipped: list[Rule] = []
     seen: dict[str, Path] = {}
+    panther_files: list[tuple[Path, Any]] = []
+
+    def admit(rule: Rule, path: Path, doc: Any, id_key: str = "id") -> None:
+        if rule.id in seen:
+            problems.append(
+                RuleProblem(
+                    path,
+                    line_at(doc, [id_key]),
+                    id_key,
+                    f"duplicate rule id {rule.id!r} (also in {seen[rule.id]})",
+                )
+            )
+            return
+        seen[rule.id] = path
+        active = rule.enabled and LOG_TYPE in rule.log_types
+        (rules if active else skipped).append(rule)
+
     for path in files:
+        if looks_like_panther_file(path):
+            panther_files.append((path, None))
+            continue
         try:
             doc = load_yaml(path)
         except YamlError as exc:
             problems.append(RuleProblem(path, exc.line, "", f"invalid YAML: {exc.message}"))
+            continue
+        if is_panther_document(doc):
+            panther_files.append((path, doc))
             continue
         schema_problems = check_document(doc, path)
         if schema_problems:
@@ -287,25 +315,20 @@ def check_rules(paths: Iterable[Path]) -> tuple[RuleSet, list[RuleProblem]]:
         if compiler.problems:
             problems.extend(compiler.problems)
             continue
-        if rule.id in seen:
-            problems.append(
-                RuleProblem(
-                    path,
-                    line_at(doc, ["id"]),
-                    "id",
-                    f"duplicate rule id {rule.id!r} (also in {seen[rule.id]})",
-                )
-            )
-            continue
-        seen[rule.id] = path
-        active = rule.enabled and LOG_TYPE in rule.log_types
-        (rules if active else skipped).append(rule)
+        admit(rule, path, doc)
+    if panther_files:
+        from engine.panther.loader import compile_documents
+
+        panther_rules, panther_problems = compile_documents(panther_files, panther)
+        problems.extend(panther_problems)
+        for rule in panther_rules:
+            admit(rule, rule.path, rule.document, "RuleID")
     return RuleSet(rules, lists, options, skipped), problems
 
 
-def load_rules(paths: Iterable[Path]) -> RuleSet:
+def load_rules(paths: Iterable[Path], panther: PantherOptions | None = None) -> RuleSet:
     """The rule set of `paths`; raises `RuleLoadError` listing every problem."""
-    ruleset, problems = check_rules(paths)
+    ruleset, problems = check_rules(paths, panther)
     if problems:
         raise RuleLoadError(problems)
     return ruleset

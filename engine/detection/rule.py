@@ -15,7 +15,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from engine.activity import Activity, Event
+from engine.activity import ActivityRecord, Event
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 DataCheck = Callable[[Mapping[str, Any]], bool]
@@ -80,7 +80,7 @@ class Match:
     """A rule that held on an activity, with everything the alert needs from it."""
 
     rule: Rule
-    activity: Activity
+    activity: ActivityRecord
     title: str
     dedup_key: str
     severity: str
@@ -92,6 +92,10 @@ class Match:
     new_value: Any = None
     new_value_key: Any = None
     steps: tuple[tuple[int, Any], ...] = ()
+    # Per-event text from the rule's code (Panther's description()/reference()); None:
+    # the rule's own.
+    description: str | None = None
+    reference: str | None = None
 
 
 @dataclass
@@ -105,7 +109,7 @@ class Rule:
     reference: str = ""
     tags: list[str] = field(default_factory=list)
     mitre: list[str] = field(default_factory=list)
-    log_types: list[str] = field(default_factory=lambda: ["Anthropic.Activity"])
+    log_types: list[str] = field(default_factory=lambda: ["Anthropic.ActivityRecord"])
     enabled: bool = True
     types: frozenset[str] | None = None
     checks: list[DataCheck] = field(default_factory=list)
@@ -126,7 +130,7 @@ class Rule:
     def _hook(self, name: str) -> Callable[[Event], Any] | None:
         return getattr(self.module, name, None) if self.module is not None else None
 
-    def holds(self, activity: Activity, event: Event) -> bool:
+    def holds(self, activity: ActivityRecord, event: Event) -> bool:
         """Whether `match`, `when` and `rule()` all hold (cheapest first)."""
         data = activity.raw
         for check in self.checks:
@@ -147,7 +151,7 @@ class Rule:
                     hits.append((index, value))
         return tuple(hits)
 
-    def evaluate(self, activity: Activity, event: Event) -> Match | None:
+    def evaluate(self, activity: ActivityRecord, event: Event) -> Match | None:
         if not self.holds(activity, event):
             return None
         data = activity.raw

@@ -23,7 +23,7 @@ from typing import IO, Any
 
 from pydantic import ValidationError
 
-from engine.activity import Activity, describe_validation_error, parse_activity
+from engine.activity import ActivityRecord, describe_validation_error, parse_activity
 from engine.errors import InputError
 
 CHUNK = 1 << 16
@@ -50,7 +50,7 @@ class Rejected:
         }
 
 
-Record = Activity | Rejected
+Record = ActivityRecord | Rejected
 
 
 def _activities(value: Any, source: str, line: int, text: str) -> Iterator[Record]:
@@ -69,22 +69,35 @@ def _activities(value: Any, source: str, line: int, text: str) -> Iterator[Recor
 
 
 def _lines(stream: IO[bytes], source: str) -> Iterator[Record]:
+    loads = json.loads
     for number, raw_line in enumerate(stream, start=1):
         if number == 1 and raw_line.startswith(_BOM):
             raw_line = raw_line[len(_BOM) :]
         try:
-            text = raw_line.decode("utf-8").strip()
-        except UnicodeDecodeError as exc:
-            yield Rejected(source, number, f"not UTF-8: {exc}", raw_line.decode("latin-1"))
+            # json.loads reads UTF-8 bytes itself; decoding first would cost a copy.
+            value = loads(raw_line)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            text = raw_line.decode("utf-8", errors="replace").strip()
+            if not text:
+                continue
+            if isinstance(exc, UnicodeDecodeError):
+                reason = f"not UTF-8: {exc}"
+            else:
+                reason = f"invalid JSON: {exc.msg} at column {exc.colno}"
+            yield Rejected(source, number, reason, text)
             continue
-        if not text:
+        if type(value) is dict and "data" not in value:
+            # The common case, without a generator per line.
+            try:
+                yield parse_activity(value)
+            except ValidationError as exc:
+                yield Rejected(source, number, describe_validation_error(exc), _text(raw_line))
             continue
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            yield Rejected(source, number, f"invalid JSON: {exc.msg} at column {exc.colno}", text)
-            continue
-        yield from _activities(value, source, number, text)
+        yield from _activities(value, source, number, _text(raw_line))
+
+
+def _text(raw_line: bytes) -> str:
+    return raw_line.decode("utf-8", errors="replace").strip()
 
 
 def _documents(stream: IO[bytes], source: str, array: bool) -> Iterator[Record]:

@@ -12,30 +12,34 @@ import heapq
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
-from engine.activity import Activity
+from engine.activity import ActivityRecord
 
 T = TypeVar("T")
 
 
-def reorder(records: Iterable[Activity | T], capacity: int = 10_000) -> Iterator[Activity | T]:
+def reorder(
+    records: Iterable[ActivityRecord | T], capacity: int = 10_000
+) -> Iterator[ActivityRecord | T]:
     """Activities in time order within `capacity`; other records pass straight through."""
-    heap: list[tuple[float, int, Activity]] = []
+    heap: list[tuple[float, int, ActivityRecord]] = []
+    push, pushpop, pop = heapq.heappush, heapq.heappushpop, heapq.heappop
     for sequence, record in enumerate(records):
-        if not isinstance(record, Activity):
+        if type(record) is not ActivityRecord:
             yield record
             continue
-        heapq.heappush(heap, (record.created_at.timestamp(), sequence, record))
-        if len(heap) > capacity:
-            yield heapq.heappop(heap)[2]
+        if len(heap) < capacity:
+            push(heap, (record.epoch, sequence, record))
+        else:
+            yield pushpop(heap, (record.epoch, sequence, record))[2]
     while heap:
-        yield heapq.heappop(heap)[2]
+        yield pop(heap)[2]
 
 
-def sort_all(records: Iterable[Activity | T]) -> Iterator[Activity | T]:
+def sort_all(records: Iterable[ActivityRecord | T]) -> Iterator[ActivityRecord | T]:
     """Everything in time order (for newest-first exports); holds the whole input."""
-    activities: list[Activity] = []
+    activities: list[ActivityRecord] = []
     for record in records:
-        if isinstance(record, Activity):
+        if isinstance(record, ActivityRecord):
             activities.append(record)
         else:
             yield record

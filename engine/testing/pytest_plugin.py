@@ -20,14 +20,19 @@ from engine.testing.runner import RuleTest, collect, run_test
 
 
 def _looks_like_rule(path: Path) -> bool:
-    """A YAML mapping with an `id` and `tests`: cheap enough to ask of every YAML file."""
+    """A YAML mapping with tests: cheap enough to ask of every YAML file."""
     if "lists" in path.parts[:-1]:
         return False
     try:
         document = load_yaml(path)
     except YamlError:
         return False
-    return isinstance(document, dict) and "id" in document and "tests" in document
+    if not isinstance(document, dict):
+        return False
+    # Native rules have `id` and `tests`; Panther-format rules `AnalysisType` and `Tests`.
+    return ("id" in document and "tests" in document) or (
+        "AnalysisType" in document and "Tests" in document
+    )
 
 
 def pytest_collect_file(parent: pytest.Collector, file_path: Path) -> pytest.Collector | None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from engine.activity import Activity, Event, describe_validation_error, parse_activity
+from engine.activity import ActivityRecord, Event, describe_validation_error, parse_activity
 from engine.alerts import Alert
 from engine.correlation.correlator import AlertChange
 from engine.detection.loader import RuleSet
@@ -40,11 +40,13 @@ class RuleTest:
 
     @property
     def name(self) -> str:
-        return str(self.spec.get("name", f"test {self.index + 1}"))
+        spec = self.spec
+        return str(spec.get("name", spec.get("Name", f"test {self.index + 1}")))
 
     @property
     def line(self) -> int:
-        return line_at(self.rule.document, ["tests", self.index])
+        key = getattr(self.rule, "tests_key", "tests")  # Panther rules: "Tests"
+        return line_at(self.rule.document, [key, self.index])
 
     @property
     def node_id(self) -> str:
@@ -95,7 +97,7 @@ def _resolve(rule: Rule, relative: str) -> Path:
     raise TestInputError(f"{relative} not found beside {rule.path.name} or in a folder above it")
 
 
-def _activity(value: Any, where: str) -> Activity:
+def _activity(value: Any, where: str) -> ActivityRecord:
     try:
         return parse_activity(value)
     except (ValidationError, TypeError) as exc:
@@ -103,7 +105,7 @@ def _activity(value: Any, where: str) -> Activity:
         raise TestInputError(f"{where} is not a valid activity: {reason}") from exc
 
 
-def _events(test: RuleTest) -> list[Activity]:
+def _events(test: RuleTest) -> list[ActivityRecord]:
     spec = test.spec
     if "event" in spec:
         return [_activity(_plain(spec["event"]), "event")]
@@ -206,8 +208,11 @@ def _stateful(test: RuleTest, ruleset: RuleSet) -> list[str]:
 
 def run_test(test: RuleTest, ruleset: RuleSet) -> TestResult:
     started = time.perf_counter()
+    custom = getattr(test.rule, "run_test", None)  # Panther rules run their own tests
     try:
-        if "event" in test.spec or "event_file" in test.spec:
+        if custom is not None:
+            failures = custom(test.spec, ruleset)
+        elif "event" in test.spec or "event_file" in test.spec:
             failures = _single(test, ruleset)
         else:
             failures = _stateful(test, ruleset)

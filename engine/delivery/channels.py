@@ -1,0 +1,130 @@
+"""A channel turns an alert into one message for one destination and sends it.
+
+`render` runs once per delivery, in the dispatcher, and its result is stored: every retry
+sends the same message (a webhook receiver may dedupe on `webhook-id`, so the body under
+an id must not change between attempts). `send` runs on a worker thread, must not raise
+for anything the network or the receiver does, and is the only place that touches it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping
+from typing import IO, Any, Protocol
+
+from engine import __version__
+from engine.alerts import Alert
+from engine.config import DestinationConfig
+from engine.delivery.console import format_alert, use_colour
+from engine.delivery.slack import build_message
+from engine.delivery.transport import REDACTOR, HttpPoster, Outcome
+from engine.delivery.webhook import EVENT_HEADER, body_for, signature_headers
+
+USER_AGENT = f"detect/{__version__}"
+# Messages per second when `max_messages_per_second` is not set: Slack allows about one
+# per second per webhook; the others are unlimited.
+DEFAULT_RATES: dict[str, float | None] = {"slack": 1.0, "webhook": None, "console": None}
+
+
+class Channel(Protocol):
+    name: str
+    config: DestinationConfig
+
+    def render(self, alert: Mapping[str, Any], purpose: str, notice: str) -> str: ...
+
+    def send(self, payload: str, msg_id: str, timestamp: int, purpose: str) -> Outcome: ...
+
+    def close(self) -> None: ...
+
+
+class SlackChannel:
+    def __init__(self, name: str, config: DestinationConfig) -> None:
+        assert config.url is not None
+        self.name = name
+        self.config = config
+        self._poster = HttpPoster(config.url.get_secret_value(), config.timeout.total_seconds())
+
+    def render(self, alert: Mapping[str, Any], purpose: str, notice: str) -> str:
+        return json.dumps(build_message(alert, purpose, notice), separators=(",", ":"))
+
+    def send(self, payload: str, msg_id: str, timestamp: int, purpose: str) -> Outcome:
+        headers = {"Content-Type": "application/json; charset=utf-8", "User-Agent": USER_AGENT}
+        return self._poster.post(payload.encode("utf-8"), headers, float(timestamp))
+
+    def close(self) -> None:
+        self._poster.close()
+
+
+class WebhookChannel:
+    def __init__(self, name: str, config: DestinationConfig) -> None:
+        assert config.url is not None and config.secret is not None
+        self.name = name
+        self.config = config
+        self._secrets = [config.secret.get_secret_value()]
+        if config.previous_secret is not None:
+            self._secrets.append(config.previous_secret.get_secret_value())
+        self._headers = {k: v.get_secret_value() for k, v in config.headers.items()}
+        for secret in [*self._secrets, *self._headers.values()]:
+            REDACTOR.add(secret)
+        self._poster = HttpPoster(config.url.get_secret_value(), config.timeout.total_seconds())
+
+    def render(self, alert: Mapping[str, Any], purpose: str, notice: str) -> str:
+        return body_for(alert)
+
+    def send(self, payload: str, msg_id: str, timestamp: int, purpose: str) -> Outcome:
+        body = payload.encode("utf-8")
+        headers = {
+            **self._headers,
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            EVENT_HEADER: f"alert.{purpose}",
+            **signature_headers(self._secrets, msg_id, timestamp, body),
+        }
+        return self._poster.post(body, headers, float(timestamp))
+
+    def close(self) -> None:
+        self._poster.close()
+
+
+class ConsoleChannel:
+    """The terminal as a destination: the readable summary, through the same outbox."""
+
+    def __init__(self, name: str, config: DestinationConfig, stream: IO[str] | None = None):
+        self.name = name
+        self.config = config
+        self.stream = stream
+
+    def render(self, alert: Mapping[str, Any], purpose: str, notice: str) -> str:
+        stream = self.stream or sys.stdout
+        text = format_alert(Alert.from_state(dict(alert)), use_colour(stream))
+        if purpose == "closed":
+            text = "final count:\n" + text
+        if notice:
+            text += f"\n    note     {notice}"
+        return text
+
+    def send(self, payload: str, msg_id: str, timestamp: int, purpose: str) -> Outcome:
+        stream = self.stream or sys.stdout
+        try:
+            print(payload, file=stream, flush=True)
+        except (OSError, ValueError) as error:
+            return Outcome("retry", f"cannot write to the terminal ({type(error).__name__})")
+        return Outcome("sent")
+
+    def close(self) -> None:
+        """Nothing to release: the stream belongs to the caller."""
+
+
+def build_channel(name: str, config: DestinationConfig, stream: IO[str] | None = None) -> Channel:
+    if config.type == "slack":
+        return SlackChannel(name, config)
+    if config.type == "webhook":
+        return WebhookChannel(name, config)
+    return ConsoleChannel(name, config, stream)
+
+
+def rate_of(config: DestinationConfig) -> float | None:
+    if config.max_messages_per_second is not None:
+        return config.max_messages_per_second
+    return DEFAULT_RATES[config.type]

@@ -1,0 +1,440 @@
+"""`detect alerts`: what the outbox holds, and the levers an operator needs.
+
+    detect alerts list [--dead | --pending] [--rule ID] [--limit N] [--format json]
+    detect alerts show ID
+    detect alerts retry ID | --dead [--destination NAME] [--include-silenced] [--send]
+    detect alerts silence (--rule ID | --dedup-key KEY) --for 4h --reason TEXT
+    detect alerts silences [--all]
+    detect alerts unsilence SILENCE_ID
+
+Every command reads the state database named by `--state`, else the configuration's
+`state.path` (`--config`, else ./detect.yaml), else `.detect/state.db`. Nothing here
+prints a destination URL, a secret or a header value; event text is made printable
+before it reaches the terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from engine.config import Config
+    from engine.delivery.outbox import Delivery, Outbox
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+DEFAULT_STATE = Path(".detect/state.db")
+
+
+def _config(args: argparse.Namespace) -> Config | None:
+    from engine.config import DEFAULT_PATH, load_config
+
+    if getattr(args, "config", None):
+        return load_config(Path(args.config))
+    if DEFAULT_PATH.is_file():
+        return load_config(DEFAULT_PATH)
+    return None
+
+
+def _state_path(args: argparse.Namespace, config: Config | None) -> Path:
+    if getattr(args, "state", None):
+        return Path(args.state)
+    if config is not None:
+        return config.state.path
+    return DEFAULT_STATE
+
+
+def _open(args: argparse.Namespace, config: Config | None) -> Outbox | None:
+    from engine.delivery.outbox import Outbox
+
+    path = _state_path(args, config)
+    try:
+        return Outbox(path, create=False)
+    except FileNotFoundError:
+        print(f"error: no state database at {path} (nothing has run yet?)", file=sys.stderr)
+        return None
+
+
+def _clean(value: Any, limit: int = 200) -> str:
+    from engine.delivery.transport import clean_text
+
+    return clean_text(str(value), limit)
+
+
+def _iso(epoch: float | None) -> str:
+    from engine.delivery.transport import iso
+
+    return iso(epoch)
+
+
+def _state_word(delivery: Delivery) -> str:
+    if delivery.status == "pending":
+        if delivery.attempts == 0:
+            return "pending"
+        tries = f"{delivery.attempts} attempt{'s' if delivery.attempts != 1 else ''}"
+        return f"retrying ({tries}, next {_iso(delivery.next_attempt_at)})"
+    return delivery.status
+
+
+def _delivery_line(delivery: Delivery) -> str:
+    purpose = "" if delivery.purpose == "opened" else f" [{delivery.purpose}]"
+    return f"{_clean(delivery.destination, 60)}{purpose} {_state_word(delivery)}"
+
+
+def _resolve(outbox: Outbox, given: str) -> str | None:
+    if outbox.alert(given) is not None:
+        return given
+    found = outbox.find_alert_ids(given)
+    if len(found) == 1:
+        return found[0]
+    if found:
+        print(f"error: {given!r} matches several alerts: {', '.join(found)}", file=sys.stderr)
+    else:
+        print(f"error: no alert {_clean(given, 80)!r}", file=sys.stderr)
+    return None
+
+
+def _public(alert: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in alert.items() if not k.startswith("_")}
+
+
+# -- list ---------------------------------------------------------------------------
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    config = _config(args)
+    outbox = _open(args, config)
+    if outbox is None:
+        return EXIT_FAILED
+    try:
+        if args.dead or args.pending:
+            return _list_deliveries(outbox, "dead" if args.dead else "pending", args)
+        alerts = outbox.recent_alerts(args.limit, args.rule)
+        deliveries = outbox.deliveries([a["alert_id"] for a in alerts])
+        if args.format == "json":
+            rows = [
+                {
+                    "alert": _public(a),
+                    "route": outbox.route_note(a["alert_id"]),
+                    "deliveries": [d.to_dict() for d in deliveries[a["alert_id"]]],
+                }
+                for a in alerts
+            ]
+            print(json.dumps(rows, indent=2, default=str))
+            return EXIT_OK
+        if not alerts:
+            print("no alerts")
+        for alert in alerts:
+            count = alert.get("event_count", 0)
+            print(
+                f"{alert['alert_id']}  {alert.get('first_event_at') or '-'}  "
+                f"{str(alert.get('severity', '')).upper():<8}  {_clean(alert.get('rule_id'), 80)}"
+                f"  {count} event{'s' if count != 1 else ''}"
+            )
+            print(f"    {_clean(alert.get('title', ''), 160)}")
+            rows = deliveries[alert["alert_id"]]
+            if rows:
+                print("    " + " · ".join(_delivery_line(d) for d in rows))
+            else:
+                note = outbox.route_note(alert["alert_id"])
+                print(f"    {_clean(note, 160) if note else 'not routed yet'}")
+        counts = outbox.counts()
+        if counts:
+            print("outbox: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+        return EXIT_OK
+    finally:
+        outbox.close()
+
+
+def _list_deliveries(outbox: Outbox, status: str, args: argparse.Namespace) -> int:
+    rows = outbox.by_status(status, args.limit)
+    if args.rule:
+        alerts = {d.alert_id: outbox.alert(d.alert_id) or {} for d in rows}
+        rows = [d for d in rows if alerts[d.alert_id].get("rule_id") == args.rule]
+    if args.format == "json":
+        print(json.dumps([d.to_dict() for d in rows], indent=2, default=str))
+        return EXIT_OK
+    if not rows:
+        print("no dead letters" if status == "dead" else "nothing pending")
+    for d in rows:
+        when = _iso(d.finished_at if status == "dead" else d.queued_at)
+        purpose = "" if d.purpose == "opened" else f" [{d.purpose}]"
+        print(
+            f"{d.alert_id}  {_clean(d.destination, 60)}{purpose}  {_state_word(d)} {when}  "
+            f"after {d.attempts} attempt(s)"
+        )
+        if d.reason:
+            print(f"    {_clean(d.reason, 300)}")
+    if status == "dead" and rows:
+        print("re-send with: detect alerts retry ALERT_ID (or --dead for all)")
+    return EXIT_OK
+
+
+# -- show ---------------------------------------------------------------------------
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    config = _config(args)
+    outbox = _open(args, config)
+    if outbox is None:
+        return EXIT_FAILED
+    try:
+        alert_id = _resolve(outbox, args.alert_id)
+        if alert_id is None:
+            return EXIT_FAILED
+        alert = outbox.alert(alert_id) or {}
+        deliveries = outbox.deliveries([alert_id])[alert_id]
+        note = outbox.route_note(alert_id)
+        if args.format == "json":
+            print(
+                json.dumps(
+                    {
+                        "alert": _public(alert),
+                        "route": note,
+                        "deliveries": [d.to_dict() for d in deliveries],
+                    },
+                    indent=2,
+                    default=str,
+                )
+            )
+            return EXIT_OK
+        from engine.alerts import Alert
+        from engine.delivery.console import format_alert
+
+        print(format_alert(Alert.from_state(alert)))
+        if alert.get("description"):
+            print(f"    about    {_clean(alert['description'], 500)}")
+        print(f"    route    {_clean(note, 300) if note else 'not routed yet'}")
+        if not deliveries:
+            print("    no deliveries")
+        for d in deliveries:
+            print(f"    → {_delivery_line(d)}")
+            print(
+                f"        queued {_iso(d.queued_at)} · {d.attempts} attempt(s)"
+                f" · last {_iso(d.last_attempt_at)} · done {_iso(d.finished_at)}"
+            )
+            if d.reason:
+                print(f"        {_clean(d.reason, 300)}")
+        return EXIT_OK
+    finally:
+        outbox.close()
+
+
+# -- retry --------------------------------------------------------------------------
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    if bool(args.alert_id) == bool(args.dead):
+        print("error: give an alert id, or --dead for every dead letter", file=sys.stderr)
+        return EXIT_INVALID
+    config = _config(args)
+    if args.destination and config is not None and args.destination not in config.destinations:
+        print(f"error: no destination {args.destination!r} in the configuration", file=sys.stderr)
+        return EXIT_INVALID
+    if args.send and config is None:
+        print("error: --send needs the configuration (--config or ./detect.yaml)", file=sys.stderr)
+        return EXIT_INVALID
+    outbox = _open(args, config)
+    if outbox is None:
+        return EXIT_FAILED
+    try:
+        alert_id = None
+        if args.alert_id:
+            alert_id = _resolve(outbox, args.alert_id)
+            if alert_id is None:
+                return EXIT_FAILED
+        statuses = ("dead", "silenced") if args.include_silenced else ("dead",)
+        count = outbox.requeue(time.time(), alert_id, args.destination, statuses)
+    finally:
+        outbox.close()
+    what = "silenced or dead" if args.include_silenced else "dead"
+    if count == 0:
+        print(f"nothing to retry: no {what} deliveries matched")
+        return EXIT_OK
+    print(f"re-queued {count} delivery(ies)")
+    if not args.send:
+        print("they go out with the next delivery pass (`detect run`, or retry with --send)")
+        return EXIT_OK
+    from engine.delivery.dispatcher import deliver_pending
+
+    assert config is not None
+    report = deliver_pending(config, timeout=args.timeout)
+    print(f"delivery: {report}")
+    return EXIT_OK if report.dead == 0 else EXIT_FAILED
+
+
+# -- silences -----------------------------------------------------------------------
+
+
+def cmd_silence(args: argparse.Namespace) -> int:
+    from engine.durations import parse_duration
+
+    if not args.rule and not args.dedup_key:
+        print("error: silence what? give --rule, --dedup-key or both", file=sys.stderr)
+        return EXIT_INVALID
+    if not args.reason.strip():
+        print("error: --reason must say why", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        span = parse_duration(args.duration).total_seconds()
+    except ValueError as error:
+        print(f"error: --for: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    config = _config(args)
+    from engine.delivery.outbox import Outbox
+
+    path = _state_path(args, config)
+    outbox = Outbox(path)
+    try:
+        now = time.time()
+        silence = outbox.add_silence(
+            args.rule, args.dedup_key, now, now + span, args.reason.strip(), args.by, now
+        )
+    finally:
+        outbox.close()
+    print(
+        f"{silence.silence_id}: {_describe(silence.rule_id, silence.dedup_key)} silenced "
+        f"until {_iso(silence.ends_at)}; alerts are still recorded, not sent"
+    )
+    print(f"lift it early with: detect alerts unsilence {silence.silence_id}")
+    return EXIT_OK
+
+
+def _describe(rule_id: str | None, dedup_key: str | None) -> str:
+    parts = []
+    if rule_id:
+        parts.append(f"rule {_clean(rule_id, 120)}")
+    if dedup_key:
+        parts.append(f"dedup key {_clean(dedup_key, 120)!r}")
+    return " and ".join(parts)
+
+
+def cmd_silences(args: argparse.Namespace) -> int:
+    config = _config(args)
+    outbox = _open(args, config)
+    if outbox is None:
+        return EXIT_FAILED
+    try:
+        now = time.time()
+        found = outbox.silences(now, include_ended=args.all)
+    finally:
+        outbox.close()
+    if args.format == "json":
+        print(json.dumps([s.to_dict() for s in found], indent=2))
+        return EXIT_OK
+    if not found:
+        print("no active silences" if not args.all else "no silences")
+    for s in found:
+        state = "active" if s.active(now) else ("lifted" if s.lifted_at else "ended")
+        print(
+            f"{s.silence_id}  {state:<6}  {_describe(s.rule_id, s.dedup_key)}  "
+            f"until {_iso(s.ends_at)}  by {_clean(s.created_by, 40)}"
+        )
+        print(f"    {_clean(s.reason, 300)}")
+    return EXIT_OK
+
+
+def cmd_unsilence(args: argparse.Namespace) -> int:
+    config = _config(args)
+    outbox = _open(args, config)
+    if outbox is None:
+        return EXIT_FAILED
+    try:
+        lifted = outbox.lift_silence(args.silence_id, time.time())
+    finally:
+        outbox.close()
+    if not lifted:
+        print(f"error: no active silence {_clean(args.silence_id, 40)!r}", file=sys.stderr)
+        return EXIT_FAILED
+    print(
+        f"{args.silence_id} lifted; alerts already silenced stay silenced "
+        "(re-send them with: detect alerts retry ID --include-silenced)"
+    )
+    return EXIT_OK
+
+
+# -- wiring -------------------------------------------------------------------------
+
+
+def _default_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user name is not worth failing a silence for
+        return "unknown"
+
+
+def register(subparsers: Any) -> None:
+    """Add `detect alerts …` to the `detect` parser."""
+    alerts = subparsers.add_parser(
+        "alerts", help="the outbox: deliveries, dead letters, retries and silences"
+    )
+    actions = alerts.add_subparsers(dest="alerts_command", metavar="ACTION", required=True)
+
+    def common(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--config", help="configuration file (default ./detect.yaml)")
+        parser.add_argument(
+            "--state", metavar="FILE", help="state database (default: from the configuration)"
+        )
+
+    ls = actions.add_parser("list", help="recent alerts with their delivery per destination")
+    common(ls)
+    which = ls.add_mutually_exclusive_group()
+    which.add_argument("--dead", action="store_true", help="the dead letters instead")
+    which.add_argument("--pending", action="store_true", help="what is still to be sent")
+    ls.add_argument("--rule", metavar="ID", help="only this rule's alerts")
+    ls.add_argument("--limit", type=int, default=20, metavar="N", help="default 20")
+    ls.add_argument("--format", choices=("text", "json"), default="text")
+    ls.set_defaults(handler=cmd_list)
+
+    show = actions.add_parser("show", help="one alert, its route and every delivery attempt")
+    common(show)
+    show.add_argument("alert_id", metavar="ID", help="an alert id (or a unique prefix)")
+    show.add_argument("--format", choices=("text", "json"), default="text")
+    show.set_defaults(handler=cmd_show)
+
+    retry = actions.add_parser("retry", help="send dead letters again, with a fresh retry budget")
+    common(retry)
+    retry.add_argument("alert_id", metavar="ID", nargs="?", help="an alert id (or prefix)")
+    retry.add_argument("--dead", action="store_true", help="every dead letter")
+    retry.add_argument("--destination", metavar="NAME", help="only to this destination")
+    retry.add_argument(
+        "--include-silenced", action="store_true", help="also deliveries a silence held back"
+    )
+    retry.add_argument("--send", action="store_true", help="deliver now instead of next pass")
+    retry.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="with --send: stop waiting for retries after this long (default 120)",
+    )
+    retry.set_defaults(handler=cmd_retry)
+
+    silence = actions.add_parser(
+        "silence", help="record but do not send a rule's (or dedup key's) alerts for a while"
+    )
+    common(silence)
+    silence.add_argument("--rule", metavar="ID", help="rule id (glob patterns allowed)")
+    silence.add_argument("--dedup-key", metavar="KEY", help="only alerts with this dedup key")
+    silence.add_argument(
+        "--for", dest="duration", required=True, metavar="DURATION", help="e.g. 30m, 4h, 2d"
+    )
+    silence.add_argument("--reason", required=True, help="why (shown with every held alert)")
+    silence.add_argument("--by", default=_default_user(), help="who (default: your user)")
+    silence.set_defaults(handler=cmd_silence)
+
+    silences = actions.add_parser("silences", help="active silences")
+    common(silences)
+    silences.add_argument("--all", action="store_true", help="also ended and lifted ones")
+    silences.add_argument("--format", choices=("text", "json"), default="text")
+    silences.set_defaults(handler=cmd_silences)
+
+    unsilence = actions.add_parser("unsilence", help="lift a silence before it ends")
+    common(unsilence)
+    unsilence.add_argument("silence_id", metavar="SILENCE_ID")
+    unsilence.set_defaults(handler=cmd_unsilence)

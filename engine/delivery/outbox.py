@@ -1,0 +1,584 @@
+"""The durable side of delivery: delivery records, dead letters, destination pauses and
+silences, in the state database beside the `alerts` table the correlator writes.
+
+The correlator commits each new alert (with `notify = 1`) in the same transaction as its
+correlation state and the source checkpoint; that row is the outbox entry. Routing turns
+it, exactly once (`delivery_routes` remembers it), into one `deliveries` row per
+destination. A row moves `pending` → `sent` | `dead` | `silenced`; `detect alerts retry`
+moves `dead` or `silenced` back to `pending`. Every change is its own short transaction,
+committed before anything else happens, so a crash loses no record and never forgets that
+a message was sent.
+
+Times in these tables are wall-clock epoch seconds (delivery is about the present), while
+the `alerts` table speaks event time.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
+
+PENDING, SENT, DEAD, SILENCED = "pending", "sent", "dead", "silenced"
+OPENED, CLOSED = "opened", "closed"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS delivery_routes (
+    alert_id TEXT PRIMARY KEY,
+    routed_at REAL NOT NULL,
+    window_end TEXT NOT NULL,
+    note TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    delivery_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    alert_id TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    purpose TEXT NOT NULL,
+    status TEXT NOT NULL,
+    queued_at REAL NOT NULL,
+    next_attempt_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_attempt_at REAL,
+    lease_until REAL,
+    finished_at REAL,
+    http_status INTEGER,
+    reason TEXT NOT NULL DEFAULT '',
+    notice TEXT NOT NULL DEFAULT '',
+    payload TEXT,
+    event_count INTEGER,
+    summary_due INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (alert_id, destination, purpose)
+);
+CREATE INDEX IF NOT EXISTS deliveries_queue
+    ON deliveries (destination, status, next_attempt_at);
+CREATE INDEX IF NOT EXISTS deliveries_status ON deliveries (status, finished_at);
+CREATE INDEX IF NOT EXISTS deliveries_summary ON deliveries (summary_due) WHERE summary_due = 1;
+CREATE TABLE IF NOT EXISTS delivery_destinations (
+    destination TEXT PRIMARY KEY,
+    paused_until REAL NOT NULL DEFAULT 0,
+    consecutive_failures INTEGER NOT NULL DEFAULT 0,
+    reason TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS silences (
+    silence_id TEXT PRIMARY KEY,
+    rule_id TEXT,
+    dedup_key TEXT,
+    starts_at REAL NOT NULL,
+    ends_at REAL NOT NULL,
+    reason TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    lifted_at REAL
+);
+"""
+
+_DELIVERY_COLUMNS = (
+    "delivery_id, alert_id, destination, purpose, status, queued_at, next_attempt_at, "
+    "attempts, last_attempt_at, lease_until, finished_at, http_status, reason, notice, "
+    "payload, event_count"
+)
+
+
+# When a pending delivery gives up (parameters: limit, limit, grace): `limit` seconds after
+# it was queued, or `grace` later when its final attempt is scheduled right at the limit,
+# and never while an attempt holds its lease.
+_EXPIRES_AT = (
+    "MAX(COALESCE(lease_until, 0), queued_at + ? + CASE WHEN attempts > 0 AND "
+    "next_attempt_at <= queued_at + ? THEN ? ELSE 0 END)"
+)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    delivery_id: int
+    alert_id: str
+    destination: str
+    purpose: str
+    status: str
+    queued_at: float
+    next_attempt_at: float
+    attempts: int
+    last_attempt_at: float | None
+    lease_until: float | None
+    finished_at: float | None
+    http_status: int | None
+    reason: str
+    notice: str
+    payload: str | None
+    event_count: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        data.pop("payload")
+        return data
+
+
+@dataclass(frozen=True)
+class Silence:
+    silence_id: str
+    rule_id: str | None
+    dedup_key: str | None
+    starts_at: float
+    ends_at: float
+    reason: str
+    created_by: str
+    created_at: float
+    lifted_at: float | None
+
+    def active(self, now: float) -> bool:
+        return self.lifted_at is None and self.starts_at <= now < self.ends_at
+
+    def matches(self, rule_id: str, dedup_key: str) -> bool:
+        if self.rule_id is not None and not fnmatchcase(rule_id, self.rule_id):
+            return False
+        return self.dedup_key is None or self.dedup_key == dedup_key
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class DestinationState:
+    paused_until: float = 0.0
+    consecutive_failures: int = 0
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class PlannedDelivery:
+    destination: str
+    status: str
+    reason: str = ""
+    notice: str = ""
+
+
+def _delivery(row: Sequence[Any]) -> Delivery:
+    return Delivery(*row)
+
+
+class Outbox:
+    def __init__(self, path: str | Path, create: bool = True) -> None:
+        self.path = Path(path)
+        if create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        elif not self.path.exists():
+            raise FileNotFoundError(str(self.path))
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA busy_timeout=10000")
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # -- the alerts the correlator wrote ---------------------------------------------
+
+    def _has_alerts(self) -> bool:
+        row = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alerts'"
+        ).fetchone()
+        return row is not None
+
+    def unrouted_alerts(self, limit: int = 500) -> list[dict[str, Any]]:
+        """New alerts owed a notification that routing has not seen, in commit order."""
+        if not self._has_alerts():
+            return []
+        rows = self._db.execute(
+            "SELECT a.body FROM alerts a WHERE a.notify = 1 AND NOT EXISTS "
+            "(SELECT 1 FROM delivery_routes r WHERE r.alert_id = a.alert_id) "
+            "ORDER BY a.rowid LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [json.loads(body) for (body,) in rows]
+
+    def alert(self, alert_id: str) -> dict[str, Any] | None:
+        if not self._has_alerts():
+            return None
+        row = self._db.execute("SELECT body FROM alerts WHERE alert_id = ?", (alert_id,))
+        found = row.fetchone()
+        return json.loads(found[0]) if found else None
+
+    def find_alert_ids(self, prefix: str) -> list[str]:
+        if not self._has_alerts():
+            return []
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = self._db.execute(
+            "SELECT alert_id FROM alerts WHERE alert_id LIKE ? ESCAPE '\\' LIMIT 5",
+            (escaped + "%",),
+        )
+        return [r[0] for r in rows.fetchall()]
+
+    def recent_alerts(self, limit: int, rule: str | None = None) -> list[dict[str, Any]]:
+        if not self._has_alerts():
+            return []
+        query = "SELECT body FROM alerts"
+        params: list[Any] = []
+        if rule:
+            query += " WHERE rule_id = ?"
+            params.append(rule)
+        query += " ORDER BY opened_at DESC, rowid DESC LIMIT ?"
+        params.append(limit)
+        return [json.loads(b) for (b,) in self._db.execute(query, params).fetchall()]
+
+    def watermark(self) -> str | None:
+        """Event time the pipeline has reached (its meta `watermark`), RFC 3339."""
+        try:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'watermark'").fetchone()
+        except sqlite3.OperationalError:
+            return None
+        return json.loads(row[0]) if row else None
+
+    # -- routing ---------------------------------------------------------------------
+
+    def record_routes(
+        self,
+        routed: list[tuple[dict[str, Any], str, list[PlannedDelivery]]],
+        now: float,
+    ) -> None:
+        """For each (alert, note, planned deliveries): its route and its delivery rows,
+        all in one transaction (a crash routes the batch again, never half of it)."""
+        with self._tx() as db:
+            for alert, note, planned in routed:
+                db.execute(
+                    "INSERT OR IGNORE INTO delivery_routes (alert_id, routed_at, window_end, "
+                    "note) VALUES (?, ?, ?, ?)",
+                    (alert["alert_id"], now, alert.get("_window_end") or "", note),
+                )
+                for plan in planned:
+                    finished = None if plan.status == PENDING else now
+                    db.execute(
+                        "INSERT OR IGNORE INTO deliveries (alert_id, destination, purpose, "
+                        "status, queued_at, next_attempt_at, finished_at, reason, notice) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            alert["alert_id"],
+                            plan.destination,
+                            OPENED,
+                            plan.status,
+                            now,
+                            now,
+                            finished,
+                            plan.reason,
+                            plan.notice,
+                        ),
+                    )
+
+    def route_note(self, alert_id: str) -> str | None:
+        row = self._db.execute(
+            "SELECT note FROM delivery_routes WHERE alert_id = ?", (alert_id,)
+        ).fetchone()
+        return row[0] if row else None
+
+    def summaries_due(self, watermark: str) -> list[tuple[Delivery, dict[str, Any]]]:
+        """Sent notifications to summary destinations whose alert window has closed."""
+        if not self._has_alerts():
+            return []
+        rows = self._db.execute(
+            f"SELECT {', '.join('d.' + c.strip() for c in _DELIVERY_COLUMNS.split(','))}, "
+            "a.body FROM deliveries d JOIN delivery_routes r ON r.alert_id = d.alert_id "
+            "JOIN alerts a ON a.alert_id = d.alert_id "
+            "WHERE d.summary_due = 1 AND r.window_end != '' AND r.window_end <= ?",
+            (watermark,),
+        ).fetchall()
+        return [(_delivery(row[:-1]), json.loads(row[-1])) for row in rows]
+
+    def settle_summary(
+        self,
+        delivery_id: int,
+        alert_id: str,
+        destination: str,
+        plan: PlannedDelivery | None,
+        now: float,
+    ) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE deliveries SET summary_due = 0 WHERE delivery_id = ?", (delivery_id,)
+            )
+            if plan is not None:
+                db.execute(
+                    "INSERT OR IGNORE INTO deliveries (alert_id, destination, purpose, status, "
+                    "queued_at, next_attempt_at, finished_at, reason) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        alert_id,
+                        destination,
+                        CLOSED,
+                        plan.status,
+                        now,
+                        now,
+                        None if plan.status == PENDING else now,
+                        plan.reason,
+                    ),
+                )
+
+    # -- the queue -------------------------------------------------------------------
+
+    def pending_destinations(self) -> set[str]:
+        rows = self._db.execute(
+            "SELECT DISTINCT destination FROM deliveries WHERE status = ?", (PENDING,)
+        )
+        return {r[0] for r in rows.fetchall()}
+
+    def next_due(self, destination: str, now: float) -> Delivery | None:
+        """The oldest delivery for a destination that may be attempted now."""
+        row = self._db.execute(
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE destination = ? AND status = ? "
+            "AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until <= ?) "
+            "ORDER BY delivery_id LIMIT 1",
+            (destination, PENDING, now, now),
+        ).fetchone()
+        return _delivery(row) if row else None
+
+    def queue_times(
+        self, destination: str, limit: float, grace: float
+    ) -> tuple[float, float] | None:
+        """(earliest moment a pending delivery may be attempted, earliest moment one
+        expires), for a destination whose deliveries live `limit` seconds."""
+        row = self._db.execute(
+            "SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, 0))), "
+            f"MIN({_EXPIRES_AT}) FROM deliveries WHERE destination = ? AND status = ?",
+            (limit, limit, grace, destination, PENDING),
+        ).fetchone()
+        if not row or row[0] is None:
+            return None
+        return float(row[0]), float(row[1])
+
+    def claim(
+        self, delivery_id: int, now: float, lease_until: float, payload: str, event_count: int
+    ) -> Delivery | None:
+        """Take a delivery for one attempt (a lease, so a second process or a restart
+        does not send it concurrently); the payload is stored on the first attempt and
+        reused by every later one."""
+        with self._tx() as db:
+            cursor = db.execute(
+                "UPDATE deliveries SET lease_until = ?, attempts = attempts + 1, "
+                "last_attempt_at = ?, payload = COALESCE(payload, ?), "
+                "event_count = COALESCE(event_count, ?) WHERE delivery_id = ? AND status = ? "
+                "AND (lease_until IS NULL OR lease_until <= ?)",
+                (lease_until, now, payload, event_count, delivery_id, PENDING, now),
+            )
+            if cursor.rowcount != 1:
+                return None
+            row = db.execute(
+                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE delivery_id = ?",
+                (delivery_id,),
+            ).fetchone()
+        return _delivery(row)
+
+    def finish(
+        self,
+        delivery_id: int,
+        status: str,
+        now: float,
+        reason: str = "",
+        http_status: int | None = None,
+        summary_due: bool = False,
+    ) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE deliveries SET status = ?, finished_at = ?, lease_until = NULL, "
+                "reason = ?, http_status = ?, summary_due = ? WHERE delivery_id = ?",
+                (status, now, reason, http_status, int(summary_due), delivery_id),
+            )
+
+    def reschedule(
+        self, delivery_id: int, next_attempt_at: float, reason: str, http_status: int | None
+    ) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE deliveries SET next_attempt_at = ?, lease_until = NULL, reason = ?, "
+                "http_status = ? WHERE delivery_id = ?",
+                (next_attempt_at, reason, http_status, delivery_id),
+            )
+
+    def expire(self, destination: str, limit: float, grace: float, now: float, why: str) -> int:
+        """Dead-letter what has waited `limit` seconds: never one an attempt holds, and a
+        final attempt scheduled at the limit gets `grace` seconds to happen."""
+        where = f"destination = ? AND status = ? AND {_EXPIRES_AT} <= ?"
+        params = (destination, PENDING, limit, limit, grace, now)
+        if self._db.execute(f"SELECT 1 FROM deliveries WHERE {where} LIMIT 1", params).fetchone():
+            with self._tx() as db:
+                cursor = db.execute(
+                    "UPDATE deliveries SET status = ?, finished_at = ?, reason = ? || CASE "
+                    "WHEN reason = '' THEN '' ELSE '; last error: ' || reason END "
+                    f"WHERE {where}",
+                    (DEAD, now, why, *params),
+                )
+                return cursor.rowcount
+        return 0
+
+    def dead_letter_unconfigured(self, configured: set[str], now: float) -> int:
+        stray = self.pending_destinations() - configured
+        count = 0
+        with self._tx() as db:
+            for name in sorted(stray):
+                cursor = db.execute(
+                    "UPDATE deliveries SET status = ?, finished_at = ?, lease_until = NULL, "
+                    "reason = ? WHERE destination = ? AND status = ?",
+                    (DEAD, now, f"destination {name!r} is not in the configuration", name, PENDING),
+                )
+                count += cursor.rowcount
+        return count
+
+    # -- destinations ----------------------------------------------------------------
+
+    def destination_state(self, destination: str) -> DestinationState:
+        row = self._db.execute(
+            "SELECT paused_until, consecutive_failures, reason FROM delivery_destinations "
+            "WHERE destination = ?",
+            (destination,),
+        ).fetchone()
+        return DestinationState(*row) if row else DestinationState()
+
+    def set_destination_state(self, destination: str, state: DestinationState) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO delivery_destinations (destination, paused_until, "
+                "consecutive_failures, reason) VALUES (?, ?, ?, ?) ON CONFLICT (destination) "
+                "DO UPDATE SET paused_until = excluded.paused_until, "
+                "consecutive_failures = excluded.consecutive_failures, reason = excluded.reason",
+                (destination, state.paused_until, state.consecutive_failures, state.reason),
+            )
+
+    # -- what the CLI shows and changes ----------------------------------------------
+
+    def deliveries(self, alert_ids: Sequence[str]) -> dict[str, list[Delivery]]:
+        found: dict[str, list[Delivery]] = {a: [] for a in alert_ids}
+        for start in range(0, len(alert_ids), 500):
+            chunk = list(alert_ids[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE alert_id IN ({marks}) "
+                "ORDER BY delivery_id",
+                chunk,
+            ).fetchall()
+            for row in rows:
+                delivery = _delivery(row)
+                found[delivery.alert_id].append(delivery)
+        return found
+
+    def by_status(self, status: str, limit: int) -> list[Delivery]:
+        rows = self._db.execute(
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE status = ? "
+            "ORDER BY COALESCE(finished_at, queued_at) DESC, delivery_id DESC LIMIT ?",
+            (status, limit),
+        ).fetchall()
+        return [_delivery(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        rows = self._db.execute("SELECT status, COUNT(*) FROM deliveries GROUP BY status")
+        return dict(rows.fetchall())
+
+    def requeue(
+        self,
+        now: float,
+        alert_id: str | None = None,
+        destination: str | None = None,
+        statuses: Sequence[str] = (DEAD,),
+    ) -> int:
+        """Send dead (or silenced) deliveries again, with a fresh retry budget. The stored
+        payload is dropped so the message is rendered anew from the alert."""
+        query = (
+            "UPDATE deliveries SET status = ?, queued_at = ?, next_attempt_at = ?, attempts = 0, "
+            "lease_until = NULL, finished_at = NULL, http_status = NULL, payload = NULL, "
+            "event_count = NULL, reason = 'requeued by detect alerts retry' WHERE status IN "
+            f"({','.join('?' * len(statuses))})"
+        )
+        params: list[Any] = [PENDING, now, now, *statuses]
+        if alert_id is not None:
+            query += " AND alert_id = ?"
+            params.append(alert_id)
+        if destination is not None:
+            query += " AND destination = ?"
+            params.append(destination)
+        with self._tx() as db:
+            return db.execute(query, params).rowcount
+
+    # -- silences --------------------------------------------------------------------
+
+    def add_silence(
+        self,
+        rule_id: str | None,
+        dedup_key: str | None,
+        starts_at: float,
+        ends_at: float,
+        reason: str,
+        created_by: str,
+        now: float,
+    ) -> Silence:
+        silence = Silence(
+            "sil_" + secrets.token_hex(6),
+            rule_id,
+            dedup_key,
+            starts_at,
+            ends_at,
+            reason,
+            created_by,
+            now,
+            None,
+        )
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO silences (silence_id, rule_id, dedup_key, starts_at, ends_at, "
+                "reason, created_by, created_at, lifted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    silence.silence_id,
+                    rule_id,
+                    dedup_key,
+                    starts_at,
+                    ends_at,
+                    reason,
+                    created_by,
+                    now,
+                    None,
+                ),
+            )
+        return silence
+
+    def silences(self, now: float, include_ended: bool = False) -> list[Silence]:
+        rows = self._db.execute(
+            "SELECT silence_id, rule_id, dedup_key, starts_at, ends_at, reason, created_by, "
+            "created_at, lifted_at FROM silences ORDER BY created_at DESC"
+        ).fetchall()
+        found = [Silence(*r) for r in rows]
+        if include_ended:
+            return found
+        return [s for s in found if s.lifted_at is None and s.ends_at > now]
+
+    def lift_silence(self, silence_id: str, now: float) -> bool:
+        with self._tx() as db:
+            cursor = db.execute(
+                "UPDATE silences SET lifted_at = ? WHERE silence_id = ? AND lifted_at IS NULL",
+                (now, silence_id),
+            )
+            return cursor.rowcount == 1
+
+    def silence_for(self, rule_id: str, dedup_key: str, now: float) -> Silence | None:
+        rows = self._db.execute(
+            "SELECT silence_id, rule_id, dedup_key, starts_at, ends_at, reason, created_by, "
+            "created_at, lifted_at FROM silences WHERE lifted_at IS NULL AND starts_at <= ? "
+            "AND ends_at > ? ORDER BY created_at",
+            (now, now),
+        ).fetchall()
+        for row in rows:
+            silence = Silence(*row)
+            if silence.matches(rule_id, dedup_key):
+                return silence
+        return None

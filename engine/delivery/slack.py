@@ -1,0 +1,248 @@
+"""Slack incoming webhooks: one Block Kit message per alert, safe with hostile event data.
+
+Every value that can come from an activity (titles render event fields; emails, user
+agents, context values are event data) is escaped for mrkdwn (`&`, `<`, `>`), stripped of
+control and bidirectional-override characters, and cut to fit *after* escaping, so an
+email of `<!channel>` or a user agent of `<http://evil|Open runbook>` shows as text and
+never pings a channel or draws a spoofed link. Text objects carry `verbatim: true` so Slack
+does not auto-link channel names or mentions either, and unfurling is off so an
+attacker's URL is never fetched by Slack.
+
+Limits honoured (reference/delivery.md): 50 blocks, a header of 150 characters, a
+section of 3,000, ten fields of 2,000, ten context elements, and a total far under the
+~12k characters at which Slack answers `msg_blocks_too_long`.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from collections.abc import Mapping
+from typing import Any
+
+MAX_BLOCKS = 50
+MAX_HEADER = 150
+MAX_SECTION = 3000
+MAX_FIELDS = 10
+MAX_FIELD = 2000
+MAX_CONTEXT_ELEMENTS = 10
+# Our own budget for all block text together: well under Slack's undocumented ~12k.
+MAX_TOTAL = 9000
+
+FIELD_LIMIT = 300
+DESCRIPTION_LIMIT = 1200
+RUNBOOK_LIMIT = 2000
+CONTEXT_LIMIT = 1500
+CONTEXT_ENTRIES = 12
+
+BADGES = {
+    "critical": ":rotating_light:",
+    "high": ":red_circle:",
+    "medium": ":large_orange_circle:",
+    "low": ":large_yellow_circle:",
+    "info": ":large_blue_circle:",
+}
+_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+
+
+def _printable(text: str, single_line: bool) -> str:
+    """Drop control and format characters (bidi overrides can reorder what a reader
+    sees); newlines survive only where a multi-line value is expected."""
+    out = []
+    for ch in text:
+        if ch == "\n" and not single_line:
+            out.append(ch)
+        elif ch in "\r\n\t\v\f":
+            out.append(" ")
+        elif unicodedata.category(ch) in ("Cc", "Cf") and ch != "\u200d":
+            continue
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def escape(value: Any, limit: int, single_line: bool = True) -> str:
+    """`value` as mrkdwn-safe text at most `limit` characters long once escaped; an
+    escape sequence is never cut in half."""
+    text = value if isinstance(value, str) else _compact(value)
+    text = _printable(text, single_line)
+    out: list[str] = []
+    size = 0
+    for index, ch in enumerate(text):
+        piece = _ESCAPES.get(ch, ch)
+        remaining = len(text) - index
+        if size + len(piece) > limit or (size + len(piece) == limit and remaining > 1):
+            while out and size + 1 > limit:
+                size -= len(out.pop())
+            out.append("…")
+            break
+        out.append(piece)
+        size += len(piece)
+    return "".join(out)
+
+
+def _compact(value: Any) -> str:
+    if value is None:
+        return "-"
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _plain(text: str) -> dict[str, Any]:
+    return {"type": "plain_text", "text": text, "emoji": True}
+
+
+def _mrkdwn(text: str) -> dict[str, Any]:
+    return {"type": "mrkdwn", "text": text, "verbatim": True}
+
+
+def _first(values: list[Any], limit: int = FIELD_LIMIT) -> str:
+    if not values:
+        return "-"
+    more = f" (+{len(values) - 1} more)" if len(values) > 1 else ""
+    return escape(values[0], limit - len(more)) + more
+
+
+def _event_values(events: list[Any], *path: str) -> list[str]:
+    found: list[str] = []
+    for event in events:
+        value: Any = event
+        for step in path:
+            value = value.get(step) if isinstance(value, Mapping) else None
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            text = str(value)
+            if text and text not in found:
+                found.append(text)
+    return found
+
+
+def _safe_link(url: Any, label: str) -> str | None:
+    """A rule's reference as a link, only when nothing in it can break out of `<…|…>`."""
+    if not isinstance(url, str) or len(url) > 500 or not url.startswith("https://"):
+        return None
+    if any(ch in url for ch in "<>|& \n\r\t") or not url.isprintable():
+        return None
+    return f"<{url}|{label}>"
+
+
+def _fields(alert: Mapping[str, Any]) -> list[dict[str, Any]]:
+    indicators = alert.get("indicators") or {}
+    events = [e for e in alert.get("events") or [] if isinstance(e, Mapping)]
+    actors = list(indicators.get("emails") or []) or list(indicators.get("actor_ids") or [])
+    if not actors:
+        actors = _event_values(events, "actor", "type")
+    count = alert.get("event_count", 0)
+    fields = [
+        ("Actor", _first(actors)),
+        ("IP address", _first(list(indicators.get("ip_addresses") or []))),
+        ("Organization", _first(list(alert.get("organization_ids") or []))),
+        ("Activity type", _first(_event_values(events, "type"))),
+        ("Events", escape(count, 20)),
+        ("First event", escape(alert.get("first_event_at") or "-", 40)),
+        ("Last event", escape(alert.get("last_event_at") or "-", 40)),
+    ]
+    agents = _event_values(events, "actor", "user_agent")
+    if agents:
+        fields.append(("User agent", _first(agents, 200)))
+    return [_mrkdwn(f"*{name}*\n{value}") for name, value in fields[:MAX_FIELDS]]
+
+
+def _context_lines(context: Mapping[str, Any], alert_id: str) -> str:
+    lines: list[str] = []
+    size = 0
+    items = list(context.items())
+    for index, (key, value) in enumerate(items):
+        line = f"*{escape(key, 80)}*: {escape(value, 150)}"
+        if index >= CONTEXT_ENTRIES or size + len(line) + 1 > CONTEXT_LIMIT - 120:
+            rest = len(items) - index
+            lines.append(f"_… and {rest} more: `detect alerts show {escape(alert_id, 40)}`_")
+            break
+        lines.append(line)
+        size += len(line) + 1
+    return "\n".join(lines)
+
+
+def _text_size(blocks: list[dict[str, Any]]) -> int:
+    total = 0
+    for block in blocks:
+        if isinstance(block.get("text"), dict):
+            total += len(block["text"]["text"])
+        for item in block.get("fields", []) + block.get("elements", []):
+            total += len(item.get("text", ""))
+    return total
+
+
+def build_message(
+    alert: Mapping[str, Any], purpose: str = "opened", notice: str = ""
+) -> dict[str, Any]:
+    """The webhook payload for an alert (`opened`) or its closing summary (`closed`)."""
+    severity = str(alert.get("severity", "info"))
+    badge = BADGES.get(severity, ":white_circle:")
+    alert_id = str(alert.get("alert_id", ""))
+    title = alert.get("title") or alert.get("rule_name") or alert.get("rule_id") or "alert"
+    count = alert.get("event_count", 0)
+    closing = purpose == "closed"
+    level = escape(severity.upper(), 20)
+    lead = f"{badge} {level} · " + ("Final count · " if closing else "")
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": _plain(lead + escape(title, MAX_HEADER - len(lead)))}
+    ]
+    if closing:
+        blocks.append(
+            {
+                "type": "section",
+                "text": _mrkdwn(
+                    f"This alert kept growing after its notification: *{escape(count, 20)} "
+                    f"events* in total, the last at {escape(alert.get('last_event_at'), 40)}. "
+                    "Its dedup window has now closed."
+                ),
+            }
+        )
+    parts = []
+    full_title = escape(title, 1000)
+    if len(full_title) > MAX_HEADER - len(lead):  # the header cut it: show it whole here
+        parts.append(f"*{full_title}*")
+    if alert.get("description"):
+        parts.append(escape(alert["description"], DESCRIPTION_LIMIT, single_line=False))
+    if parts:
+        blocks.append({"type": "section", "text": _mrkdwn("\n".join(parts))})
+    blocks.append({"type": "section", "fields": _fields(alert)})
+    if not closing:
+        context = alert.get("context") or {}
+        if isinstance(context, Mapping) and context:
+            blocks.append({"type": "section", "text": _mrkdwn(_context_lines(context, alert_id))})
+        runbook = alert.get("runbook") or ""
+        link = _safe_link(alert.get("reference"), "Reference")
+        if runbook or link:
+            text = "*Runbook*\n" + (
+                escape(runbook, RUNBOOK_LIMIT, single_line=False) if runbook else "-"
+            )
+            if link:
+                text += f"\n{link}"
+            blocks.append({"type": "section", "text": _mrkdwn(text)})
+    if notice:
+        blocks.append({"type": "section", "text": _mrkdwn(":warning: " + escape(notice, 500))})
+    kind = str(alert.get("kind", "detection"))
+    meta = [
+        f"Rule `{escape(alert.get('rule_id', '-'), 200)}`",
+        f"Alert `{escape(alert_id, 60)}`",
+    ]
+    if kind != "detection":
+        meta.append(escape(kind, 40))
+    labels = [*(alert.get("tags") or []), *(alert.get("mitre") or [])]
+    if labels:
+        meta.append(escape(", ".join(str(t) for t in labels), 300))
+    blocks.append({"type": "context", "elements": [_mrkdwn(" · ".join(meta))]})
+    while _text_size(blocks) > MAX_TOTAL and len(blocks) > 3:
+        # Cannot happen with the per-part limits above; kept so a future field cannot
+        # push a message past Slack's total and have it refused outright.
+        blocks.pop(-2)
+    fallback = f"[{level}] " + ("Final count: " if closing else "")
+    fallback += escape(title, 500)
+    events = f"{escape(count, 20)} event{'' if count == 1 else 's'}"
+    fallback += f" · {escape(alert.get('rule_id', '-'), 200)} · {events}"
+    return {
+        "text": fallback,
+        "blocks": blocks[:MAX_BLOCKS],
+        "unfurl_links": False,
+        "unfurl_media": False,
+    }

@@ -1,0 +1,236 @@
+"""One HTTP POST, its outcome classified, and secrets kept out of every message and log.
+
+Webhook URLs are credentials (anyone holding a Slack incoming-webhook URL can post to the
+channel), so nothing here ever formats a URL, an exception's text (requests puts the URL
+in it) or a header value into a reason. Reasons are built from the exception's type and
+the receiver's answer, then passed through a `Redactor` as a second line of defence.
+urllib3 logs request paths at DEBUG; a logging filter redacts those too.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import threading
+import unicodedata
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+from urllib.parse import urlsplit
+
+import requests
+
+REDACTED = "[redacted]"
+MAX_REASON = 300
+MAX_RESPONSE_BYTES = 64 * 1024
+# Shorter strings are too likely to be ordinary words to be worth hunting for.
+_MIN_SECRET_LENGTH = 6
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one attempt came to: `sent`, `retry` (transient) or `dead` (permanent)."""
+
+    kind: Literal["sent", "retry", "dead"]
+    reason: str = ""
+    status: int | None = None
+    retry_after: float | None = None
+
+
+class Redactor:
+    """Replaces every registered secret in a text. Thread-safe; secrets only accumulate."""
+
+    def __init__(self) -> None:
+        self._secrets: set[str] = set()
+        self._lock = threading.Lock()
+
+    def add(self, secret: str | None) -> None:
+        if secret and len(secret) >= _MIN_SECRET_LENGTH:
+            with self._lock:
+                self._secrets.add(secret)
+
+    def add_url(self, url: str) -> None:
+        """A URL's secret parts: the whole URL, its path and query, and any password."""
+        self.add(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            return
+        if parts.path and parts.path != "/":
+            self.add(parts.path + (f"?{parts.query}" if parts.query else ""))
+            self.add(parts.path)
+        self.add(parts.query)
+        self.add(parts.password)
+
+    def redact(self, text: str) -> str:
+        with self._lock:
+            secrets = sorted(self._secrets, key=len, reverse=True)
+        for secret in secrets:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return text
+
+
+# One redactor for the process: the log filter below must know every configured secret.
+REDACTOR = Redactor()
+
+
+class _RedactingFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed record is not ours to fix
+            return True
+        cleaned = REDACTOR.redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, ()
+        return True
+
+
+_HTTP_LOGGERS = (
+    "urllib3",
+    "urllib3.connectionpool",
+    "urllib3.poolmanager",
+    "urllib3.util.retry",
+    "urllib3.response",
+    "requests",
+    "engine.delivery",
+)
+_filter = _RedactingFilter()
+for _name in _HTTP_LOGGERS:
+    _logger = logging.getLogger(_name)
+    if _filter not in _logger.filters:
+        _logger.addFilter(_filter)
+
+
+def clean_text(text: str, limit: int = MAX_REASON) -> str:
+    """One line of printable text: receivers' answers go to terminals and logs."""
+    out = []
+    for ch in text:
+        if ch in "\r\n\t":
+            out.append(" ")
+        elif ch.isprintable() and unicodedata.category(ch) != "Cf":
+            out.append(ch)
+    line = " ".join("".join(out).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = when.timestamp() - now
+    if seconds != seconds or seconds < 0:  # NaN or past: retry as soon as allowed
+        return 0.0
+    return seconds
+
+
+def _cause_chain(error: BaseException) -> Iterable[BaseException]:
+    seen: set[int] = set()
+    stack = [error]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        stack.extend(a for a in current.args if isinstance(a, BaseException))
+        for linked in (current.__cause__, current.__context__, getattr(current, "reason", None)):
+            if isinstance(linked, BaseException):
+                stack.append(linked)
+
+
+def describe_failure(error: requests.RequestException, timeout: float) -> str:
+    """A reason for a failed request that never quotes the exception's text."""
+    if isinstance(error, requests.exceptions.ConnectTimeout):
+        return f"connection timed out after {timeout:g}s"
+    if isinstance(error, requests.exceptions.ReadTimeout):
+        return f"no response within {timeout:g}s"
+    if isinstance(error, requests.exceptions.SSLError):
+        return "TLS handshake failed (certificate or protocol error)"
+    chain = list(_cause_chain(error))
+    if any(isinstance(e, ConnectionRefusedError) for e in chain):
+        return "connection refused"
+    if any(isinstance(e, ConnectionResetError) for e in chain):
+        return "connection reset by the receiver"
+    if any(type(e).__name__ in ("NameResolutionError", "gaierror") for e in chain):
+        return "DNS lookup failed"
+    if isinstance(error, requests.exceptions.ConnectionError):
+        return "connection failed"
+    return f"request failed ({type(error).__name__})"
+
+
+def classify(status: int, body: str, retry_after: float | None) -> Outcome:
+    """The rule both Slack and webhooks follow: 2xx sent; 408, 429 and 5xx transient;
+    3xx (never followed: a signed body must not wander to another host) and other 4xx
+    permanent for this message, with the receiver's reason."""
+    answer = clean_text(body) if body else ""
+    reason = f"HTTP {status}" + (f": {answer}" if answer else "")
+    if 200 <= status < 300:
+        return Outcome("sent", status=status)
+    if 300 <= status < 400:
+        return Outcome("dead", f"HTTP {status}: redirects are not followed; update the URL", status)
+    if status in (408, 429) or status >= 500:
+        return Outcome("retry", reason, status, retry_after)
+    if 400 <= status < 500:
+        return Outcome("dead", reason, status)
+    return Outcome("retry", reason, status, retry_after)
+
+
+class HttpPoster:
+    """POSTs to one URL with one keep-alive session; never raises for network trouble."""
+
+    def __init__(self, url: str, timeout: float, redactor: Redactor = REDACTOR) -> None:
+        self._url = url
+        self.timeout = timeout
+        self.redactor = redactor
+        redactor.add_url(url)
+        self._session = requests.Session()
+
+    def post(self, body: bytes, headers: Mapping[str, str], now: float) -> Outcome:
+        try:
+            response = self._session.post(
+                self._url,
+                data=body,
+                headers=dict(headers),
+                timeout=(self.timeout, self.timeout),
+                allow_redirects=False,
+                stream=True,
+            )
+        except requests.RequestException as error:
+            return Outcome("retry", describe_failure(error, self.timeout))
+        try:
+            raw = response.raw.read(MAX_RESPONSE_BYTES, decode_content=True) or b""
+        except Exception:  # noqa: BLE001 - the status is what matters; the body is a hint
+            raw = b""
+        finally:
+            response.close()
+        text = raw.decode("utf-8", errors="replace")
+        retry_after = parse_retry_after(response.headers.get("Retry-After"), now)
+        outcome = classify(response.status_code, text, retry_after)
+        if outcome.reason:
+            outcome = Outcome(
+                outcome.kind, self.redactor.redact(outcome.reason), outcome.status, retry_after
+            )
+        return outcome
+
+    def close(self) -> None:
+        self._session.close()
+
+
+def iso(epoch: float | None) -> str:
+    """Wall-clock instants as the CLI and reasons print them."""
+    if epoch is None:
+        return "-"
+    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

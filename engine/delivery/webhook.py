@@ -1,0 +1,81 @@
+"""Signed webhooks: the alert JSON of DESIGN §6, signed with the Standard Webhooks scheme.
+
+Headers (standardwebhooks.com, spec 1.0):
+- `webhook-id`: the alert id and the destination (plus `_closed` for a closing summary):
+  the same on every attempt, so a receiver drops duplicates by it. No `.` in it, since
+  the id is part of the signed `id.timestamp.body` string.
+- `webhook-timestamp`: unix seconds of this attempt (receivers reject stale ones).
+- `webhook-signature`: `v1,<base64 HMAC-SHA256 of "id.timestamp.body">`, space-separated
+  when a previous secret is still being rotated out.
+The secret may be written `whsec_<base64>` (the spec's serialization; the key is the
+decoded bytes) or as any other string (the key is its UTF-8 bytes).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from engine.config import signing_key
+
+_UNSAFE_ID = re.compile(r"[^A-Za-z0-9_-]")
+EVENT_HEADER = "detect-event"
+
+
+def public_alert(alert: Mapping[str, Any]) -> dict[str, Any]:
+    """The §6 alert without the engine's private `_` keys."""
+    return {k: v for k, v in alert.items() if not k.startswith("_")}
+
+
+def body_for(alert: Mapping[str, Any]) -> str:
+    """The exact bytes (as text) that are sent and signed: compact, ASCII-only JSON."""
+    return json.dumps(public_alert(alert), separators=(",", ":"), default=str)
+
+
+def message_id(alert_id: str, destination: str, purpose: str = "opened") -> str:
+    base = f"{alert_id}_{_UNSAFE_ID.sub('-', destination)}"
+    return base if purpose == "opened" else f"{base}_{purpose}"
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """One `v1,<base64>` signature over `id.timestamp.body`."""
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    digest = hmac.new(signing_key(secret), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode("ascii")
+
+
+def signature_headers(
+    secrets: list[str], msg_id: str, timestamp: int, body: bytes
+) -> dict[str, str]:
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": " ".join(sign(s, msg_id, timestamp, body) for s in secrets),
+    }
+
+
+def verify(
+    secret: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    now: float,
+    tolerance: float = 300,
+) -> bool:
+    """What a receiver does (and what docs/delivery.md shows): recompute, compare in
+    constant time against each `v1` signature, and refuse stale or future timestamps."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    msg_id = lowered.get("webhook-id", "")
+    stamp = lowered.get("webhook-timestamp", "")
+    if not msg_id or not stamp.isdigit() or abs(now - int(stamp)) > tolerance:
+        return False
+    expected = sign(secret, msg_id, int(stamp), body).split(",", 1)[1]
+    for candidate in lowered.get("webhook-signature", "").split():
+        version, _, value = candidate.partition(",")
+        if version == "v1" and hmac.compare_digest(value, expected):
+            return True
+    return False
