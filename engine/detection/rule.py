@@ -192,7 +192,9 @@ class Rule:
         destinations = self.destinations
         hook = self._hook("destinations")
         if hook is not None:
-            destinations = [str(d) for d in hook(event) or []]
+            chosen = hook(event)
+            # None keeps the default routing (as the absent YAML key does); [] sends none.
+            destinations = None if chosen is None else [str(d) for d in chosen]
         runbook = self._text_hook("runbook", event) or self.runbook
         distinct = None
         if self.threshold is not None and self.threshold.distinct is not None:
