@@ -79,7 +79,7 @@ class Pipeline:
             return
         stats = self.stats
         stats.activities += 1
-        closed = self.correlator.advance(record.created_at)
+        closed = self.correlator.advance(record.created_at, record.epoch)
         if closed:
             self._emit(closed)
         matches, errors = self.evaluator.evaluate(record)

@@ -89,14 +89,16 @@ class Correlator:
 
     # -- event time -------------------------------------------------------------------
 
-    def advance(self, moment: datetime) -> list[AlertChange]:
-        """Move event time forward to `moment`; the alerts whose window closed."""
+    def advance(self, moment: datetime, now: float | None = None) -> list[AlertChange]:
+        """Move event time forward to `moment` (`now`: its epoch, when the caller has it);
+        the alerts whose window closed."""
         watermark = self.watermark
         if watermark is not None and moment <= watermark:
             return _NOTHING
         self.watermark = moment
         closing = self._closing
-        now = moment.timestamp()
+        if now is None:
+            now = moment.timestamp()
         if not closing or closing[0][0] > now:
             return _NOTHING
         closed = []
@@ -144,9 +146,11 @@ class Correlator:
         assert spec is not None
         data = activity.raw
         value = spec.of(data)
-        per = spec.per(data) if spec.per else ""
-        if value is not None and per is not None:
-            self._remember(rule, per, value, activity.created_at)
+        if value is None:
+            return
+        per = spec.per(data) if spec.per is not None else ""
+        if per is not None:
+            self._remember(rule, per, value, activity.epoch)
 
     def rule_error(
         self, rule: Rule, activity: ActivityRecord, error: BaseException
@@ -257,15 +261,14 @@ class Correlator:
         changes.append(self._new(key, alert))
         return changes
 
-    def _remember(self, rule: Rule, per: Any, value: Any, moment: datetime) -> bool:
+    def _remember(self, rule: Rule, per: Any, value: Any, now: float) -> bool:
         """Record `value` for `per`; True when it is new (unseen, or unseen for `forget`)
         and the key already had a baseline (or the rule alerts on first values)."""
         spec = rule.new_value
         assert spec is not None
-        key = f"{rule.id}\x1f{_text(per)}"
-        now = _epoch(moment)
-        forget = spec.forget.total_seconds()
-        text = _text(value)
+        key = f"{rule.id}\x1f{per if type(per) is str else _text(per)}"
+        forget = spec.forget_seconds
+        text = value if type(value) is str else _text(value)
         seen: dict[str, float] | None = self.store.get(SEEN, key)
         if seen is None:
             seen = {}
@@ -298,7 +301,7 @@ class Correlator:
 
     def _is_new(self, match: Match) -> bool:
         return self._remember(
-            match.rule, match.new_value_key, match.new_value, match.activity.created_at
+            match.rule, match.new_value_key, match.new_value, match.activity.epoch
         )
 
     def _advance_sequence(self, match: Match) -> list[ActivityRecord] | None:

@@ -51,6 +51,14 @@ def compile_path(path: str, options: jmespath.Options) -> Getter:
         if len(steps) == 1:
             key = steps[0]
             return lambda data: data.get(key)
+        if len(steps) == 2:
+            outer, inner = steps
+
+            def two(data: Mapping[str, Any]) -> Any:
+                value = data.get(outer)
+                return value.get(inner) if type(value) is dict else None
+
+            return two
 
         def walk(data: Mapping[str, Any]) -> Any:
             value: Any = data

@@ -49,6 +49,10 @@ class NewValue:
     learn_from: str = "matches"
     alert_on_first: bool = False
 
+    @property
+    def forget_seconds(self) -> float:
+        return self.forget.total_seconds()
+
 
 @dataclass(frozen=True)
 class Step:

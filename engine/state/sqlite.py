@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 _DELETED = object()
+_MISSING = object()
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS state (
@@ -46,7 +48,8 @@ def _dumps(value: Any) -> str:
 
 
 class SqliteStore:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, cache_size: int = 100_000) -> None:
+        self.cache_size = cache_size
         self.path = Path(path)
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -58,15 +61,31 @@ class SqliteStore:
         self._pending: dict[tuple[str, str], tuple[Any, float | None]] = {}
         self._pending_alerts: dict[str, tuple[dict[str, Any], bool]] = {}
         self._pending_meta: dict[str, Any] = {}
+        self._cache: OrderedDict[tuple[str, str], Any] = OrderedDict()
 
     def get(self, namespace: str, key: str) -> Any | None:
         pending = self._pending.get((namespace, key))
         if pending is not None:
             return None if pending[0] is _DELETED else pending[0]
+        cached = self._cache.get((namespace, key), _MISSING)
+        if cached is not _MISSING:
+            self._cache.move_to_end((namespace, key))
+            return cached
         row = self._db.execute(
             "SELECT value FROM state WHERE namespace = ? AND key = ?", (namespace, key)
         ).fetchone()
-        return json.loads(row[0]) if row else None
+        value = json.loads(row[0]) if row else None
+        self._remember(namespace, key, value)
+        return value
+
+    def _remember(self, namespace: str, key: str, value: Any) -> None:
+        """Keep a committed value (None: known absent) in the read cache, LRU-bounded.
+        This process is the database's only writer, so the cache cannot go stale."""
+        cache = self._cache
+        cache[(namespace, key)] = value
+        cache.move_to_end((namespace, key))
+        if len(cache) > self.cache_size:
+            cache.popitem(last=False)
 
     def put(self, namespace: str, key: str, value: Any, expires: float | None = None) -> None:
         self._pending[(namespace, key)] = (value, expires)
@@ -112,6 +131,8 @@ class SqliteStore:
         cursor = self._db.execute(
             "DELETE FROM state WHERE expires IS NOT NULL AND expires < ?", (before,)
         )
+        if cursor.rowcount:
+            self._cache.clear()
         return cursor.rowcount
 
     def commit(self) -> None:
@@ -160,7 +181,10 @@ class SqliteStore:
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
+            self._cache.clear()  # it may hold objects changed for this failed write
             raise
+        for (ns, key), (value, _) in self._pending.items():
+            self._remember(ns, key, None if value is _DELETED else value)
         self._pending.clear()
         self._pending_alerts.clear()
         self._pending_meta.clear()
