@@ -1,0 +1,68 @@
+"""The reorder buffer: any disorder shorter than its capacity comes out in time order."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from engine.activity import parse_activity
+from engine.sources.files import Rejected
+from engine.sources.reorder import MAX_SLOT_DEPTH, reorder, sort_all
+
+START = datetime(2026, 5, 7, 10, 0, tzinfo=UTC)
+
+
+def _activity(index: int, second: int):
+    moment = (START + timedelta(seconds=second)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return parse_activity(
+        {"id": f"a{index}", "created_at": moment, "type": "t", "actor": {"type": "user_actor"}}
+    )
+
+
+def _keys(records):
+    return [(r.epoch, r.id) for r in records]
+
+
+@pytest.mark.parametrize("displacement", [1, 5, MAX_SLOT_DEPTH - 1, MAX_SLOT_DEPTH * 3])
+def test_bounded_disorder_comes_out_sorted(displacement):
+    rng = random.Random(displacement)
+    seconds = list(range(2000))
+    # Shuffle inside blocks: no activity moves further than `displacement` places.
+    for start in range(0, len(seconds), displacement + 1):
+        block = seconds[start : start + displacement + 1]
+        rng.shuffle(block)
+        seconds[start : start + displacement + 1] = block
+    records = [_activity(i, s) for i, s in enumerate(seconds)]
+    out = list(reorder(records, capacity=displacement + 2))
+    assert [r.epoch for r in out] == sorted(r.epoch for r in records)
+    assert len(out) == len(records)
+
+
+def test_a_newest_first_input_within_capacity_is_fully_sorted():
+    records = [_activity(i, 5000 - i) for i in range(5000)]
+    out = list(reorder(records, capacity=5000))
+    assert _keys(out) == sorted(_keys(records))
+
+
+def test_equal_times_keep_input_order():
+    records = [_activity(i, i // 10) for i in range(100)]
+    records = records[50:] + records[:50]
+    out = list(reorder(records, capacity=100))
+    assert [r.id for r in out] == [f"a{i}" for i in range(100)]
+
+
+def test_disorder_beyond_capacity_is_late_but_not_lost():
+    records = [_activity(i, i) for i in range(1, 50)] + [_activity(0, 0)]
+    out = list(reorder(records, capacity=10))
+    assert len(out) == 50
+    assert out[-1].id == "a0"  # released late, still released
+
+
+def test_rejected_records_pass_straight_through():
+    rejected = Rejected("f", 3, "bad", "{}")
+    out = list(reorder([_activity(0, 1), rejected, _activity(1, 0)], capacity=10))
+    assert out[0] is rejected
+    assert [r.id for r in out[1:]] == ["a1", "a0"]
+    assert [r.id for r in sort_all([_activity(0, 1), _activity(1, 0)])] == ["a1", "a0"]
