@@ -43,16 +43,18 @@ def _rule_dirs(given: list[str] | None, config: Config | None) -> list[Path]:
     return [local] if local.is_dir() else [bundled_rules_dir()]
 
 
-def _load(paths: list[Path]) -> RuleSet:
+def _load(paths: list[Path], args: argparse.Namespace | None = None) -> RuleSet:
     from engine.detection.loader import load_rules
+    from engine.panther.cli import panther_options
 
-    return load_rules(paths)
+    return load_rules(paths, panther_options(args))
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     import json
 
     from engine.detection.loader import check_rules
+    from engine.panther.cli import panther_options, report_skipped
     from engine.testing.report import print_problems, problems_json
 
     paths = _rule_dirs(args.paths, None)
@@ -60,7 +62,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if missing:
         print(f"error: no such file or directory: {', '.join(map(str, missing))}", file=sys.stderr)
         return EXIT_INVALID
-    ruleset, problems = check_rules(paths)
+    ruleset, problems = check_rules(paths, panther_options(args))
     if args.format == "json":
         print(
             json.dumps(
@@ -75,6 +77,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print_problems(problems, sys.stderr)
     else:
         total = len(ruleset.rules) + len(ruleset.skipped)
+        report_skipped(ruleset, sys.stderr)
         note = f" ({len(ruleset.skipped)} inactive)" if ruleset.skipped else ""
         print(f"{total} rules valid{note}, {len(ruleset.lists.lists)} named lists")
     return EXIT_INVALID if problems else EXIT_OK
@@ -82,13 +85,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_test(args: argparse.Namespace) -> int:
     from engine.detection.loader import check_rules
+    from engine.panther.cli import panther_options, report_skipped
     from engine.testing.report import print_problems, print_results, results_json
     from engine.testing.runner import collect, run_tests
 
-    ruleset, problems = check_rules(_rule_dirs(args.paths, None))
+    ruleset, problems = check_rules(_rule_dirs(args.paths, None), panther_options(args))
     if problems:
         print_problems(problems, sys.stderr)
         return EXIT_INVALID
+    report_skipped(ruleset, sys.stderr)
     tests = collect(ruleset, args.k)
     results = run_tests(tests, ruleset)
     if args.format == "json":
@@ -105,7 +110,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from engine.state.sqlite import SqliteStore
 
     config = _config(args.config)
-    ruleset = _load(_rule_dirs(args.rules, config))
+    ruleset = _load(_rule_dirs(args.rules, config), args)
     quarantine = (
         Path(args.quarantine)
         if args.quarantine
@@ -117,30 +122,66 @@ def cmd_replay(args: argparse.Namespace) -> int:
         reorder_capacity=args.reorder,
         quarantine=None if args.no_quarantine else quarantine,
     )
-    store = SqliteStore(args.state) if args.state else None
+    state = Path(args.state) if args.state else None
+    if args.deliver:
+        if config is None:
+            from engine.errors import ConfigError
+
+            raise ConfigError("--deliver needs a configuration (detect.yaml or --config)")
+        _check_destinations(ruleset, config)
+        state = state or config.state.path
+    store = SqliteStore(state) if state else None
     try:
         stats = replay(args.paths, ruleset, options, store=store)
     finally:
         if store is not None:
             store.close()
     print(summary(stats, len(ruleset.rules)), file=sys.stderr)
+    if args.deliver:
+        from engine.delivery import deliver_pending
+
+        report = deliver_pending(config, timeout=args.deliver_timeout)
+        print(f"delivery: {report}", file=sys.stderr)
     return EXIT_OK
 
 
+def _check_destinations(ruleset: RuleSet, config: Config) -> None:
+    """Rules naming destinations the configuration lacks stop the start, loudly."""
+    from engine.delivery import unknown_rule_destinations
+    from engine.errors import ConfigError
+
+    problems = unknown_rule_destinations(ruleset.rules, config.destinations)
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    from engine.replay import demo, summary
+    from engine.replay import summary
     from engine.resources import demo_feed_path
 
     if not args.demo:
-        print(
-            "error: polling the Compliance API is not part of this version yet; "
-            "use `detect run --demo`, or `detect replay FILE` for exported activity",
-            file=sys.stderr,
+        from engine.errors import ConfigError
+        from engine.live import run_from_config
+
+        config = _config(args.config)
+        if config is None:
+            raise ConfigError(
+                "no configuration: create detect.yaml (see docs/ingestion.md) or pass --config"
+            )
+        ruleset = _load(_rule_dirs(args.rules, config), args)
+        _check_destinations(ruleset, config)
+        return run_from_config(
+            config, ruleset, once=args.once, deliver_timeout=args.deliver_timeout
         )
-        return EXIT_INVALID
-    ruleset = _load(_rule_dirs(args.rules, None))
+    from engine.live import demo
+
+    ruleset = _load(_rule_dirs(args.rules, None), args)
     feed = Path(args.events) if args.events else demo_feed_path()
-    print(f"demo: replaying {feed} through {len(ruleset.rules)} rules", file=sys.stderr)
+    print(
+        f"demo: serving {feed} on a local mock Compliance API, polling it through "
+        f"{len(ruleset.rules)} rules",
+        file=sys.stderr,
+    )
     stats = demo(feed, ruleset)
     print(summary(stats, len(ruleset.rules)))
     return EXIT_OK
@@ -161,6 +202,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--rules", action="append", metavar="DIR", help="rules directory")
     run.add_argument("--events", metavar="FILE", help="with --demo: another activity file")
+    run.add_argument("--config", help="configuration file (default ./detect.yaml)")
+    run.add_argument(
+        "--once", action="store_true", help="catch up to the present, deliver, and exit"
+    )
+    run.add_argument(
+        "--deliver-timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="with --once: how long to keep retrying deliveries before exiting "
+        "with the rest pending in the outbox (default 120)",
+    )
     run.set_defaults(handler=cmd_run)
 
     rp = commands.add_parser("replay", help="evaluate JSON / JSONL / .gz files or - (stdin)")
@@ -196,6 +249,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="keep correlation state in this SQLite file (default: in memory)",
     )
+    rp.add_argument(
+        "--deliver",
+        action="store_true",
+        help="send the alerts to the configured destinations (state from config)",
+    )
+    rp.add_argument(
+        "--deliver-timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="with --deliver: how long to keep retrying before leaving the rest "
+        "pending in the outbox (default 120)",
+    )
     rp.set_defaults(handler=cmd_replay)
 
     test = commands.add_parser("test", help="run the rules' inline tests")
@@ -208,6 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("paths", nargs="*", metavar="PATH")
     validate.add_argument("--format", choices=("text", "json"), default="text")
     validate.set_defaults(handler=cmd_validate)
+    __import__("engine.delivery.commands", fromlist=["register"]).register(commands)
+    __import__("engine.sources.commands", fromlist=["register"]).register(commands)
+    __import__("engine.panther.cli", fromlist=["register"]).register(commands)
+    __import__("engine.bench", fromlist=["register"]).register(commands)
     return parser
 
 

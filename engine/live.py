@@ -1,0 +1,494 @@
+"""`detect run`: poll, evaluate, commit, deliver, sleep — until stopped, or caught up with
+`--once`.
+
+One page is one transaction: the poller's batch goes through the pipeline, the poller
+stages its seen ids and checkpoint, and `pipeline.commit()` writes correlation state, new
+alerts (the outbox), the checkpoint and the run's counters at once. Only then do the
+`after_commit` hooks run (delivery reads the outbox there), so a crash at any instant
+either loses a whole uncommitted page, which is read again on restart, or nothing.
+
+Clock and sleep are injectable: the tests drive hours of polling in milliseconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+from engine.activity import format_timestamp, parse_timestamp
+from engine.config import Config
+from engine.correlation.correlator import AlertChange
+from engine.detection.loader import RuleSet
+from engine.errors import ConfigError
+from engine.pipeline import Pipeline, Stats
+from engine.sources.compliance_api import ComplianceAPIError, ComplianceClient, PollingStopped
+from engine.sources.health import SourceHealth, describe
+from engine.sources.poller import Batch, Poller
+from engine.state.store import StateStore
+
+log = logging.getLogger(__name__)
+
+STATUS_KEY = "source"
+Hook = Callable[[], None]
+
+
+def _iso(moment: datetime) -> str:
+    return format_timestamp(moment)
+
+
+@dataclass
+class CycleResult:
+    """One pass: whether it reached the present, and what it read."""
+
+    ok: bool
+    activities: int = 0
+    batches: int = 0
+    complete: bool = False
+    error: ComplianceAPIError | None = None
+
+
+class Progress:
+    """A long catch-up made visible: a bar on a terminal, a log line every `interval`
+    seconds elsewhere. Passes shorter than `threshold` of event time stay silent."""
+
+    def __init__(
+        self,
+        stream: IO[str] | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        interval: float = 30.0,
+        threshold: timedelta = timedelta(hours=1),
+        tty: bool | None = None,
+    ) -> None:
+        self.stream = stream or sys.stderr
+        self.clock = clock
+        self.interval = interval
+        self.threshold = threshold
+        self.tty = tty if tty is not None else bool(getattr(self.stream, "isatty", bool)())
+        self._started: float | None = None
+        self._last = 0.0
+        self._activities = 0
+        self._drawn = False
+
+    def update(self, batch: Batch) -> None:
+        span = batch.upper - batch.pass_from
+        if span < self.threshold:
+            return
+        now = self.clock()
+        if self._started is None:
+            self._started = now
+            self._last = now
+        self._activities += batch.activities
+        if batch.complete:
+            reached, fraction = batch.upper, 1.0
+        else:
+            reached = batch.reached[0] if batch.reached else batch.pass_from
+            fraction = min(1.0, max(0.0, (reached - batch.pass_from) / span))
+        elapsed = now - self._started
+        rate = f"{self._activities / elapsed:,.0f}/s" if elapsed >= 1 else "-/s"
+        if self.tty:
+            width = 30
+            filled = int(fraction * width)
+            bar = "#" * filled + "-" * (width - filled)
+            self.stream.write(
+                f"\rcatching up [{bar}] {fraction:4.0%}  at {_iso(reached)[:19]}Z  "
+                f"{self._activities:,} activities  {rate} "
+            )
+            if batch.complete:
+                self.stream.write("\n")
+            self.stream.flush()
+            self._drawn = True
+        elif batch.complete or now - self._last >= self.interval:
+            self._last = now
+            log.info(
+                "catching up: %.0f%% (at %s, %d activities, %s)",
+                fraction * 100,
+                _iso(reached),
+                self._activities,
+                rate,
+            )
+        if batch.complete:
+            self._started = None
+            self._activities = 0
+
+
+class LiveRunner:
+    """The `detect run` loop around one poller and one pipeline."""
+
+    def __init__(
+        self,
+        *,
+        pipeline: Pipeline,
+        poller: Poller,
+        health: SourceHealth | None = None,
+        poll_interval: timedelta = timedelta(seconds=60),
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] | None = None,
+        after_commit: Iterable[Hook] = (),
+        progress: Progress | None = None,
+        stopping: threading.Event | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.poller = poller
+        self.store: StateStore = pipeline.store
+        self.health = health
+        self.poll_interval = poll_interval
+        self.clock = clock
+        self._sleep = sleep
+        # Called after every commit, in order; delivery (the outbox dispatcher) goes here.
+        self.after_commit: list[Hook] = list(after_commit)
+        self.progress = progress
+        self._tallied = 0
+        # Set by `request_stop` (signals); the client checks it before every request.
+        self.stopping = stopping or threading.Event()
+
+    def request_stop(self) -> None:
+        """Finish the page in hand, commit it, and return from `run` (signal-safe)."""
+        self.stopping.set()
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), tz=UTC)
+
+    def _commit(self) -> None:
+        self.pipeline.commit()
+        for hook in self.after_commit:
+            try:
+                hook()
+            except Exception:
+                log.exception("after-commit hook %r failed; polling goes on", hook)
+
+    def _status(self) -> dict[str, Any]:
+        value = self.store.get_meta(STATUS_KEY)
+        return dict(value) if isinstance(value, dict) else {}
+
+    # -- one pass --------------------------------------------------------------------
+
+    def cycle(self) -> CycleResult:
+        """Read from the checkpoint up to a minute ago, committing page by page."""
+        now = self._now()
+        status = self._status()
+        status.setdefault("first_poll_at", _iso(now))
+        status["last_poll_at"] = _iso(now)
+        result = CycleResult(ok=True)
+        self._tallied = self.poller.client.requests_sent
+        try:
+            for batch in self.poller.poll():
+                for record in batch.records:
+                    self.pipeline.process(record)
+                self.poller.stage(batch)
+                self._count(status, batch)
+                self.store.set_meta(STATUS_KEY, status)
+                self._commit()
+                result.batches += 1
+                result.activities += batch.activities
+                result.complete = batch.complete
+                if self.progress is not None:
+                    self.progress.update(batch)
+                if self.stopping.is_set() and not batch.complete:
+                    log.info("stopping: the pass ends at the last committed page")
+                    return result
+        except PollingStopped:
+            log.info("stopping: no further request; the checkpoint is the last committed page")
+            return result
+        except ComplianceAPIError as error:
+            self._count(status, None)
+            return self._failed(status, error, now)
+        finished = self._now()
+        status["last_success_at"] = _iso(finished)
+        status.pop("failing_since", None)
+        status.pop("last_error", None)
+        if self.health is not None:
+            newest = status.get("newest_activity_at")
+            self.health.succeeded(
+                finished,
+                parse_timestamp(newest) if newest else None,
+                parse_timestamp(status["first_poll_at"]),
+            )
+        self.store.set_meta(STATUS_KEY, status)
+        self._commit()
+        return result
+
+    def _count(self, status: dict[str, Any], batch: Batch | None) -> None:
+        """Add a page (and the requests made since the last count) to the counters."""
+        sent = self.poller.client.requests_sent
+        status["requests"] = status.get("requests", 0) + sent - self._tallied
+        self._tallied = sent
+        if batch is None:
+            return
+        activities = batch.activities
+        status["activities"] = status.get("activities", 0) + activities
+        status["rejected"] = status.get("rejected", 0) + len(batch.records) - activities
+        status["duplicates"] = status.get("duplicates", 0) + batch.duplicates
+        status["pages"] = status.get("pages", 0) + 1
+        newest = batch.newest
+        known = status.get("newest_activity_at")
+        if newest is not None and (known is None or newest > parse_timestamp(known)):
+            status["newest_activity_at"] = _iso(newest)
+
+    def _failed(
+        self, status: dict[str, Any], error: ComplianceAPIError, now: datetime
+    ) -> CycleResult:
+        since_text = status.get("failing_since") or _iso(now)
+        status["failing_since"] = since_text
+        status["last_error"] = {**error.to_dict(), "at": _iso(now)}
+        if self.health is not None:
+            # A fatal error on a source that used to work (a revoked key, a removed scope)
+            # is an incident: alert at once. On a first setup the person is at the terminal.
+            self.health.failed(
+                now,
+                parse_timestamp(since_text),
+                error,
+                alert_now=error.fatal and "last_success_at" in status,
+            )
+        self.store.set_meta(STATUS_KEY, status)
+        self._commit()
+        failing_for = describe(now - parse_timestamp(since_text))
+        if error.fatal:
+            log.error("polling stopped: %s", error)
+        else:
+            log.warning("polling failed (failing for %s): %s", failing_for, error)
+        return CycleResult(ok=False, error=error)
+
+    # -- the loop --------------------------------------------------------------------
+
+    def run(self, once: bool = False) -> int:
+        """0 when stopped (or, with `once`, caught up); 1 on an error polling cannot get
+        past by itself (with `once`: on any failed pass)."""
+        while not self.stopping.is_set():
+            started = self.clock()
+            result = self.cycle()
+            if once:
+                return 0 if result.ok else 1
+            if result.error is not None and result.error.fatal:
+                return 1
+            wait = self.poll_interval.total_seconds() - (self.clock() - started)
+            if wait > 0 and not self.stopping.is_set():
+                if self._sleep is not None:
+                    self._sleep(wait)
+                else:
+                    self.stopping.wait(wait)
+        return 0
+
+
+# -- wiring ---------------------------------------------------------------------------
+
+
+def build_runner(
+    config: Config,
+    ruleset: RuleSet,
+    store: StateStore,
+    *,
+    sinks: Iterable[Callable[[AlertChange], None]] = (),
+    on_rejected: Callable[[Any], None] | None = None,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] | None = None,
+    progress: Progress | None = None,
+    health: bool = True,
+) -> LiveRunner:
+    """Everything `detect run` needs, from the configuration."""
+    source = config.source
+    if source.api_key is None:
+        raise ConfigError(
+            "source.api_key is not set; for example `api_key: ${ANTHROPIC_COMPLIANCE_API_KEY}`"
+        )
+    stopping = threading.Event()
+
+    def interruptible(seconds: float) -> None:
+        stopping.wait(seconds)
+
+    client = ComplianceClient(
+        source.base_url,
+        source.api_key,
+        max_requests_per_minute=source.max_requests_per_minute,
+        max_retries=source.max_retries,
+        timeout=source.request_timeout.total_seconds(),
+        clock=clock,
+        sleep=sleep or interruptible,
+        should_stop=stopping.is_set,
+    )
+    poller = Poller(
+        client,
+        store,
+        organization_ids=source.organization_ids,
+        page_size=source.page_size,
+        lookback=source.lookback,
+        overlap=source.overlap,
+        clock=clock,
+    )
+    # No automatic mid-page commits: a page, its alerts and its checkpoint are one unit.
+    pipeline = Pipeline(ruleset, store, sinks, on_rejected=on_rejected, commit_every=sys.maxsize)
+
+    def emit(change: AlertChange) -> None:
+        for sink in pipeline.sinks:
+            sink(change)
+
+    monitor = None
+    if health:
+        monitor = SourceHealth(
+            store,
+            source=poller.scope,
+            silence_after=source.silence_alert_after,
+            failure_after=source.failure_alert_after,
+            emit=emit,
+        )
+    return LiveRunner(
+        pipeline=pipeline,
+        poller=poller,
+        health=monitor,
+        poll_interval=source.poll_interval,
+        clock=clock,
+        sleep=sleep,
+        progress=progress,
+        stopping=stopping,
+    )
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Log lines on stderr, unless the embedding program configured logging already."""
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(
+            level=level,
+            stream=sys.stderr,
+            format="%(asctime)s %(levelname)-7s %(message)s",
+            datefmt="%Y-%m-%dT%H:%M:%S%z",
+        )
+
+
+def run_from_config(
+    config: Config,
+    ruleset: RuleSet,
+    *,
+    once: bool,
+    out: IO[str] | None = None,
+    deliver_timeout: float = 120.0,
+) -> int:
+    """`detect run [--once]`: the live loop on the configured state store. Alerts reach
+    people only through the outbox: the dispatcher (console included) is woken after each
+    commit; with `--once` it gets `deliver_timeout` seconds to empty the outbox."""
+    from engine.delivery.dispatcher import Dispatcher
+    from engine.replay import Quarantine, summary
+    from engine.state.sqlite import SqliteStore
+
+    configure_logging()
+    out = out or sys.stdout
+    quarantine = Quarantine(config.quarantine, sys.stderr)
+    store = SqliteStore(config.state.path)
+    dispatcher = Dispatcher(config.state.path, config, stream=out)
+    runner = build_runner(
+        config, ruleset, store, sinks=[], on_rejected=quarantine, progress=Progress()
+    )
+    if not once:
+        dispatcher.start()
+        runner.after_commit.append(dispatcher.wake)
+    previous = _install_signal_handlers(runner)
+    log.info(
+        "polling %s every %s (%d rules, state %s)%s",
+        runner.poller.scope,
+        describe(config.source.poll_interval),
+        len(ruleset.rules),
+        config.state.path,
+        ", until caught up" if once else "",
+    )
+    try:
+        code = runner.run(once=once)
+        if once:
+            report = dispatcher.dispatch_pending(deadline=dispatcher.clock() + deliver_timeout)
+            log.info("delivery: %s", report)
+    except BaseException:
+        # Never close (= commit) the store here: that would write half a page without its
+        # checkpoint. Nothing uncommitted has reached the file; a restart reads it again.
+        _restore_signal_handlers(previous)
+        dispatcher.close()
+        raise
+    _restore_signal_handlers(previous)
+    dispatcher.close()
+    store.close()
+    quarantine.close()
+    runner.poller.client.close()
+    print(summary(runner.pipeline.stats, len(ruleset.rules)), file=sys.stderr)
+    return code
+
+
+def _install_signal_handlers(runner: LiveRunner) -> dict[int, Any]:
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is not threading.main_thread():
+        return previous
+
+    def handler(signum: int, _frame: Any) -> None:
+        if runner.stopping.is_set():
+            raise KeyboardInterrupt  # a second signal: stop now
+        log.info("received %s: finishing the current page", signal.Signals(signum).name)
+        runner.request_stop()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.signal(signum, handler)
+    return previous
+
+
+def _restore_signal_handlers(previous: dict[int, Any]) -> None:
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
+
+
+# -- the demo -------------------------------------------------------------------------
+
+DEMO_KEY = "demo-key-not-a-secret"
+
+
+def demo(feed: Path | None, ruleset: RuleSet, out: IO[str] | None = None) -> Stats:
+    """`detect run --demo`: the sample feed served by the local mock API, read by the real
+    poller over loopback, alerts printed as they open. Nothing is written to disk."""
+    from engine.config import SourceConfig
+    from engine.delivery.console import ConsoleSink
+    from engine.replay import Quarantine
+    from engine.sources.mock_api import MockComplianceAPI, load_feed
+    from engine.state.store import MemoryStore
+
+    out = out or sys.stdout
+    if feed is not None and feed.is_file():
+        activities = load_feed(feed)
+    else:
+        from engine.feedgen import generate
+
+        activities = list(generate(400, seed=7))
+    with MockComplianceAPI(activities, api_key=DEMO_KEY) as mock:
+        oldest = min(
+            (parse_timestamp(a["created_at"]) for a in activities if "created_at" in a),
+            default=datetime.now(tz=UTC),
+        )
+        lookback = max(timedelta(days=1), datetime.now(tz=UTC) - oldest + timedelta(days=1))
+        source = SourceConfig(
+            base_url=mock.url,
+            api_key=DEMO_KEY,
+            lookback=lookback,
+            page_size=5000,
+            max_requests_per_minute=600,
+            max_retries=2,
+        )
+        config = Config(source=source)
+        store = MemoryStore()
+        quarantine = Quarantine(None, sys.stderr)
+        runner = build_runner(
+            config,
+            ruleset,
+            store,
+            sinks=[ConsoleSink(out, on="opened")],
+            on_rejected=quarantine,
+            health=False,
+        )
+        result = runner.cycle()
+        runner.poller.client.close()
+    if result.error is not None:
+        raise result.error
+    stats = runner.pipeline.finish()
+    stats.rejected += mock.skipped
+    return stats

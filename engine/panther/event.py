@@ -1,0 +1,284 @@
+"""The event object Panther rules receive, with panther_core's semantics.
+
+Rules written for Panther rely on details of its `PantherEvent`, so this view copies them:
+
+- keys are looked up exactly first, then without case (`event["TYPE"]` finds `type`);
+- nested objects come back as read-only mappings and lists as read-only sequences, which
+  are *not* `dict`/`list` instances (`isinstance(event.get("updates"), list)` is False in
+  Panther too) but compare equal to lists;
+- `deep_get` treats a null like a missing key and returns the default;
+- `deep_walk` walks through lists and collects the values it finds (case-sensitive, as
+  Panther's is).
+
+Nothing here can change the activity: alerts quote it verbatim.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from engine.activity import Event, FrozenMapping
+
+PANTHER_LOG_TYPE = "Anthropic.Activity"
+
+
+def freeze(value: Any) -> Any:
+    """Panther's `_ensure_immutable`: objects and arrays become read-only views."""
+    if isinstance(value, dict):
+        return PantherMapping(value)
+    if isinstance(value, list):
+        return ImmutableList(value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """`json.dumps(default=thaw)`: the plain value behind a read-only view."""
+    if isinstance(value, FrozenMapping):
+        return value._data
+    if isinstance(value, ImmutableList):
+        return list(value._items)
+    raise TypeError(f"object of type {type(value).__name__} is not JSON serializable")
+
+
+def plain(value: Any) -> Any:
+    """A deep, plain-JSON copy of anything a rule returned (views included)."""
+    return json.loads(json.dumps(value, default=thaw, allow_nan=False))
+
+
+class _CaseInsensitive:
+    """Item access, `get`, `in` and `deep_get` as Panther's ImmutableCaseInsensitiveDict.
+
+    Mixed into `FrozenMapping` subclasses, whose `_data` is the wrapped dict; `_keymap`
+    (lower-cased key -> original key, first one wins) is built on the first miss only.
+    """
+
+    __slots__ = ()
+    _data: dict[str, Any]
+    _keymap: dict[str, str] | None
+
+    def _original_key(self, key: Any) -> Any:
+        keymap = self._keymap
+        if keymap is None:
+            keymap = {}
+            for original in self._data:
+                if isinstance(original, str):
+                    keymap.setdefault(original.lower(), original)
+            self._keymap = keymap
+        return keymap.get(key.lower()) if isinstance(key, str) else None
+
+    def __getitem__(self, key: Any) -> Any:
+        data = self._data
+        if key in data:
+            return freeze(data[key])
+        original = self._original_key(key)
+        if original is None:
+            raise KeyError(key)
+        return freeze(data[original])
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        data = self._data
+        if key in data:
+            return freeze(data[key])
+        original = self._original_key(key)
+        return default if original is None else freeze(data[original])
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data or self._original_key(key) is not None
+
+    def deep_get(self, *keys: Any, default: Any = None) -> Any:
+        """Walk nested mappings; `default` where a step is missing, not a mapping, or the
+        result is null (panther_core's `reduce` over `get(key, default)`)."""
+        value: Any = self._data
+        for index, key in enumerate(keys):
+            if type(value) is dict and key in value:
+                value = value[key]
+                continue
+            node: Any = freeze(value)
+            for step in keys[index:]:
+                node = node.get(step, default) if isinstance(node, Mapping) else default
+            return default if node is None else node
+        return default if value is None else freeze(value)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A deep copy the caller may change freely."""
+        return copy.deepcopy(self._data)
+
+    def copy(self) -> dict[str, Any]:
+        return copy.deepcopy(self._data)
+
+    def raw_view(self) -> Mapping[str, Any]:
+        """The wrapped dict itself; treat it as read-only."""
+        return self._data
+
+
+class PantherMapping(_CaseInsensitive, FrozenMapping):
+    """A nested object of the event, read-only and case-insensitive."""
+
+    __slots__ = ("_keymap",)
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        super().__init__(data)
+        self._keymap = None
+
+    json_encoder = staticmethod(thaw)
+
+
+class ImmutableList(Sequence[Any]):
+    """A read-only array: equal to a list or tuple with the same items, not a list itself."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Sequence[Any]) -> None:
+        self._items = tuple(items)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return ImmutableList(self._items[index])
+        return freeze(self._items[index])
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[Any]:
+        return (freeze(item) for item in self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ImmutableList):
+            return self._items == other._items
+        if isinstance(other, list | tuple):
+            return self._items == tuple(other)
+        return False
+
+    __hash__ = None  # type: ignore[assignment]  # as Panther's: unhashable
+
+    def __repr__(self) -> str:
+        return f"ImmutableList({list(self._items)!r})"
+
+    def copy(self) -> list[Any]:
+        return copy.deepcopy(list(self._items))
+
+    as_list = copy
+
+
+def _parse_time(text: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        pass
+    try:
+        from dateutil import parser as dateparser
+    except ImportError:  # pragma: no cover - dateutil is optional
+        return None
+    try:
+        return dateparser.parse(text)
+    except (ValueError, OverflowError):
+        return None
+
+
+def _empty_list(value: Any) -> bool:
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return all(_empty_list(item) for item in value)
+    return False
+
+
+def _walk(obj: Any, keys: tuple[Any, ...], default: Any, return_val: str) -> Any:
+    """panther_core's `deep_walk`, on the raw data."""
+    if not keys:
+        return default if obj is None or _empty_list(obj) else freeze(obj)
+    if isinstance(obj, Mapping):
+        return _walk(obj.get(keys[0], default), keys[1:], default, return_val)
+    found: dict[Any, None] = {}
+    if isinstance(obj, Sequence) and not isinstance(obj, str):
+        for item in obj:
+            value = _walk(item, keys, default, return_val)
+            if value is None:
+                continue
+            if isinstance(value, Sequence) and not isinstance(value, str):
+                for sub_item in value:
+                    found[sub_item] = None
+            else:
+                found[value] = None
+    values = list(found)
+    if not values:
+        return default
+    # Panther's quirk, kept: an unknown `return_val` returns the string "all".
+    return {
+        "first": values[0],
+        "last": values[-1],
+        "all": values[0] if len(values) == 1 else values,
+    }.get(return_val, "all")
+
+
+class PantherEvent(_CaseInsensitive, Event):
+    """What a Panther rule's functions receive: a read-only, case-insensitive mapping with
+    `get`, `deep_get`, `deep_walk`, `udm`, `lookup` and `event_time_epoch`."""
+
+    __slots__ = ("_keymap",)
+
+    def __init__(self, data: dict[str, Any], created_at: datetime | None = None) -> None:
+        super().__init__(data, created_at)  # type: ignore[arg-type]
+        self._keymap = None
+
+    @classmethod
+    def live(cls, data: dict[str, Any], created_at: datetime) -> PantherEvent:
+        """The event as Panther's log pipeline delivers it: the activity plus the `p_`
+        fields Panther adds (only where the activity does not carry them already)."""
+        enriched = dict(data)
+        enriched.setdefault("p_log_type", PANTHER_LOG_TYPE)
+        enriched.setdefault("p_event_time", created_at.strftime("%Y-%m-%d %H:%M:%S.%f"))
+        actor = data.get("actor")
+        if isinstance(actor, dict):
+            emails = [
+                v
+                for v in (actor.get("email_address"), actor.get("unauthenticated_email_address"))
+                if isinstance(v, str) and v
+            ]
+            if emails and "p_any_emails" not in data:
+                enriched["p_any_emails"] = list(dict.fromkeys(emails))
+            address = actor.get("ip_address")
+            if isinstance(address, str) and address and "p_any_ip_addresses" not in data:
+                enriched["p_any_ip_addresses"] = [address]
+        return cls(enriched, created_at)
+
+    def deep_walk(
+        self, *keys: Any, default: Any = None, return_val: str = "all"
+    ) -> Any | list[Any]:
+        """Like `deep_get`, but also through lists: one value, or a list of the distinct
+        values found (`return_val` "first" or "last" picks one)."""
+        return _walk(self._data, keys, default, return_val)
+
+    def udm(self, *keys: Any, default: Any = None) -> Any:
+        """Panther's `udm` without a data model: `p_udm.<keys>`, else the keys themselves."""
+        if keys:
+            result = self.deep_get("p_udm", *keys)
+            if not result:
+                result = self.deep_get(*keys)
+            if result:
+                return result
+        return default
+
+    def lookup(self, lookup_name: str, lookup_key: str) -> Any:
+        """Lookup tables are not available here; tests mock them as Panther's do, under
+        `_mocked_lookup_data_`."""
+        return self.deep_get("_mocked_lookup_data_", lookup_name, lookup_key)
+
+    def event_time_epoch(self, force_utc: bool = True) -> int:
+        """Seconds since the epoch of `p_event_time` (UTC unless it names a zone), else of
+        the activity's `created_at`; 0 when neither can be read."""
+        text = self._data.get("p_event_time")
+        if isinstance(text, str) and text:
+            moment = _parse_time(text)
+            if moment is not None:
+                if moment.tzinfo is None and force_utc:
+                    moment = moment.replace(tzinfo=UTC)
+                return int(moment.timestamp())
+            return 0
+        if self.created_at is not None:
+            return int(self.created_at.timestamp())
+        return 0
+
+    json_encoder = staticmethod(thaw)

@@ -1,0 +1,150 @@
+"""The event Panther rules receive behaves as panther_core's PantherEvent.
+
+Expected values were taken from panther_core 0.16 (panther-analysis-tool 1.11) on the same
+inputs; where a behaviour is a Panther quirk, the test says so.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+
+import pytest
+
+from engine.activity import Event
+from engine.panther.event import ImmutableList, PantherEvent, PantherMapping, plain
+
+DATA = {
+    "type": "claude_user_role_updated",
+    "actor": {"email_address": "ana@example.com", "ip_address": None, "Mixed_Case": 1},
+    "updates": [{"type": "a", "value": 1}, {"type": "b"}, {"other": True}],
+    "tags": ["x", "y"],
+    "nested": [[{"k": 1}], [{"k": 2}, {"k": 1}]],
+    "empty": [],
+    "zero": 0,
+}
+
+
+@pytest.fixture
+def event() -> PantherEvent:
+    return PantherEvent(json.loads(json.dumps(DATA)))
+
+
+def test_is_an_engine_event_and_a_read_only_mapping(event: PantherEvent) -> None:
+    assert isinstance(event, Event)
+    assert isinstance(event, Mapping)
+    with pytest.raises(TypeError):
+        event["type"] = "x"  # type: ignore[index]
+    assert not hasattr(event, "__setitem__")
+
+
+def test_item_access_get_and_in_fall_back_to_any_case(event: PantherEvent) -> None:
+    assert event["type"] == event["TYPE"] == event.get("Type") == "claude_user_role_updated"
+    assert "TyPe" in event
+    assert event.get("missing", "default") == "default"
+    with pytest.raises(KeyError):
+        event["missing"]
+    assert event["actor"]["mixed_case"] == 1
+
+
+def test_a_present_null_is_returned_by_get_but_defaulted_by_deep_get(event: PantherEvent) -> None:
+    assert event["actor"].get("ip_address", "d") is None
+    assert event.deep_get("actor", "ip_address", default="d") == "d"
+
+
+def test_deep_get_walks_mappings_and_defaults_elsewhere(event: PantherEvent) -> None:
+    assert event.deep_get("actor", "email_address") == "ana@example.com"
+    assert event.deep_get("ACTOR", "Email_Address") == "ana@example.com"
+    assert event.deep_get("tags", "0") is None  # lists are not walked
+    assert event.deep_get("type", "x", default=7) == 7
+    assert event.deep_get("nope", "deeper", default="d") == "d"
+    assert event.deep_get("zero") == 0
+
+
+def test_nested_values_are_read_only_views_not_dicts_or_lists(event: PantherEvent) -> None:
+    actor = event.get("actor")
+    tags = event.get("tags")
+    assert isinstance(actor, PantherMapping) and not isinstance(actor, dict)
+    assert isinstance(tags, ImmutableList) and isinstance(tags, Sequence)
+    assert not isinstance(tags, list)  # as in Panther: `isinstance(x, list)` is False
+    assert tags == ["x", "y"] and tags == ("x", "y") and tags != ["y", "x"]
+    assert list(tags) == ["x", "y"] and tags[0] == "x" and len(tags) == 2
+    assert actor.deep_get("email_address") == "ana@example.com"
+    update = event["updates"][0]
+    assert isinstance(update, PantherMapping) and update["TYPE"] == "a"
+    with pytest.raises(TypeError):
+        hash(tags)
+
+
+def test_deep_walk_collects_through_lists(event: PantherEvent) -> None:
+    assert event.deep_walk("updates", "type") == ["a", "b"]
+    assert event.deep_walk("updates", "type", return_val="first") == "a"
+    assert event.deep_walk("updates", "type", return_val="last") == "b"
+    assert event.deep_walk("updates", "value") == 1  # one value found: the value itself
+    assert event.deep_walk("updates", "missing", default="d") == "d"
+    assert event.deep_walk("nested", "k") == [1, 2]  # distinct, in order of first sight
+    assert event.deep_walk("empty", default="d") == "d"
+    assert event.deep_walk("actor", "email_address") == "ana@example.com"
+    assert event.deep_walk("updates", "type", return_val="bogus") == "all"  # Panther's quirk
+
+
+def test_deep_walk_is_case_sensitive_as_panthers(event: PantherEvent) -> None:
+    assert event.deep_walk("UPDATES", "type", default="d") == "d"
+
+
+def test_values_returned_by_deep_walk_are_read_only(event: PantherEvent) -> None:
+    tags = event.deep_walk("tags")
+    assert tags == ["x", "y"] and not isinstance(tags, list)
+
+
+def test_views_serialise_back_to_plain_json(event: PantherEvent) -> None:
+    value = {"actor": event["actor"], "tags": event["tags"], "n": event.deep_walk("nested")}
+    assert plain(value) == {
+        "actor": DATA["actor"],
+        "tags": DATA["tags"],
+        "n": DATA["nested"],
+    }
+    copy = event.to_dict()
+    copy["type"] = "changed"
+    assert event["type"] == "claude_user_role_updated"
+
+
+def test_live_events_carry_panthers_p_fields_without_changing_the_activity() -> None:
+    raw = {
+        "id": "a1",
+        "type": "sso_login_failed",
+        "actor": {
+            "type": "unauthenticated_user_actor",
+            "unauthenticated_email_address": "ana@example.com",
+            "ip_address": "198.51.100.7",
+        },
+    }
+    moment = datetime(2026, 5, 4, 8, 0, 1, 500, tzinfo=UTC)
+    event = PantherEvent.live(raw, moment)
+    assert event["p_log_type"] == "Anthropic.Activity"
+    assert event["p_any_ip_addresses"] == ["198.51.100.7"]
+    assert event["p_any_emails"] == ["ana@example.com"]
+    assert event["p_event_time"] == "2026-05-04 08:00:01.000500"
+    assert event.event_time_epoch() == int(moment.timestamp())
+    assert "p_log_type" not in raw
+
+
+def test_event_time_epoch_reads_p_event_time_then_created_at() -> None:
+    assert PantherEvent({"p_event_time": "2026-05-04 08:00:00"}).event_time_epoch() == 1777881600
+    assert PantherEvent({}).event_time_epoch() == 0
+    assert PantherEvent({"p_event_time": "not a time"}).event_time_epoch() == 0
+
+
+def test_udm_and_lookup_without_a_data_model() -> None:
+    event = PantherEvent(
+        {
+            "p_udm": {"source_ip": "10.0.0.1"},
+            "actor": {"ip_address": "1.2.3.4"},
+            "_mocked_lookup_data_": {"table": {"key": "value"}},
+        }
+    )
+    assert event.udm("source_ip") == "10.0.0.1"
+    assert event.udm("actor", "ip_address") == "1.2.3.4"
+    assert event.udm("nothing", default="d") == "d"
+    assert event.lookup("table", "key") == "value"
