@@ -32,7 +32,6 @@ from engine.detection.rule import (
     Step,
     Threshold,
 )
-from engine.detection.schema import check_document
 from engine.detection.templates import compile_template
 from engine.detection.yaml_lines import YamlError, line_at, load_yaml
 from engine.durations import parse_duration
@@ -306,6 +305,9 @@ def check_rules(
         if is_panther_document(doc):
             panther_files.append((path, doc))
             continue
+        # Imported here: jsonschema is slow to import, and Panther-only sets never need it.
+        from engine.detection.schema import check_document
+
         schema_problems = check_document(doc, path)
         if schema_problems:
             problems.extend(schema_problems)
