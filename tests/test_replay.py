@@ -146,7 +146,7 @@ def test_a_thousand_lines_with_one_malformed_and_one_invalid(cli, rules, make_ac
     assert "Login activity_0700" not in titles
     assert titles[0] == "Login activity_0001"
     assert titles[-1] == "Login activity_1000"
-    assert f"rejected {feed}:250: invalid JSON: Expecting value" in err
+    assert f"rejected {feed}:250: invalid JSON: EOF while parsing a value at column 37" in err
     assert f"rejected {feed}:700: created_at: " in err
     assert "998 activities read · 2 rejected" in err
     assert f"2 rejected record(s) written to {quarantine}" in err

