@@ -37,7 +37,7 @@ def parse_timestamp(text: str) -> datetime:
     ):
         # The API's own form; fromisoformat is ten times faster than the general path.
         try:
-            return datetime.fromisoformat(text[:-1] + "+00:00")
+            return datetime.fromisoformat(text)  # reads `Z` as UTC since Python 3.11
         except ValueError:
             pass
     m = _TIMESTAMP.match(text)
@@ -167,10 +167,14 @@ def _checked(obj: dict[str, Any]) -> ActivityRecord | None:
     for value in (get("organization_id"), get("organization_uuid")):
         if value is not None and type(value) is not str:
             return None
-    for name in _ACTOR_TEXT_FIELDS:
-        value = actor.get(name)
-        if value is not None and type(value) is not str:
-            return None
+    for value in actor.values():
+        if type(value) is not str:
+            # Rare (a null address, a nested provider): check only the typed fields.
+            for name in _ACTOR_TEXT_FIELDS:
+                value = actor.get(name)
+                if value is not None and type(value) is not str:
+                    return None
+            break
     try:
         moment = parse_timestamp(created)
     except ValueError:
