@@ -212,9 +212,12 @@ class HelperResolver:
         nearest = nearest_helpers_folder(rule_file)
         if nearest is not None and nearest.resolve() not in folders:
             folders.append(nearest.resolve())
+        # Specs kept outside a global_helpers/ folder serve every rule of the load; those
+        # inside one serve the rules below it (found above, as the nearest folder).
         for spec_path in self.specs:
-            if spec_path.parent not in folders:
-                folders.append(spec_path.parent)
+            folder = spec_path.parent
+            if folder.name != HELPERS_FOLDER and folder not in folders:
+                folders.append(folder)
         return tuple(folders)
 
     def _scan(self, folder: Path) -> dict[str, Path]:

@@ -276,7 +276,6 @@ class _Compiler:
             tests=doc.get("Tests") or [],
             document=doc,
             rule_id=rule_id,
-            yaml_severity=doc["Severity"],
             strict=self.strict,
         )
         if doc.get("Threshold", 1) > 1:

@@ -93,7 +93,6 @@ class PantherRule(Rule):
     tests_key: ClassVar[str] = "Tests"
 
     rule_id: str = ""
-    yaml_severity: str = "INFO"
     matcher: Callable[[Any], bool] | None = None
     simple_title: Callable[[Any], str] | None = None
     simple_dedup: Callable[[Any], str] | None = None
@@ -191,7 +190,7 @@ class PantherRule(Rule):
             if not live and "title" in errors:
                 title_output = None
         elif self.simple_title is not None:
-            title_output = self.simple_title(data)
+            title_output = truncate(self.simple_title(data))
         out.title = title_output or self.name
 
         if "dedup" in defined:

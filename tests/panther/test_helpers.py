@@ -88,6 +88,32 @@ def test_two_rules_directories_keep_their_own_helpers(tmp_path) -> None:
     assert titles(ruleset) == {"Test.First": "first", "Test.Second": "second"}
 
 
+def test_two_packs_with_global_specs_keep_their_own_helpers(tmp_path) -> None:
+    from engine.detection.loader import load_rules
+
+    packs = []
+    for name in ("first", "second"):
+        pack = PantherDir(tmp_path / name)
+        pack.helper("shared", f"def answer():\n    return {name!r}\n")
+        pack.write(
+            "global_helpers/shared.yml",
+            "AnalysisType: global\nGlobalID: shared\nFilename: shared.py\n",
+        )
+        pack.rule(f"Test.{name.capitalize()}", USES_HELPER)
+        packs.append(pack.path)
+    ruleset = load_rules(packs, PantherOptions())
+    assert titles(ruleset) == {"Test.First": "first", "Test.Second": "second"}
+
+
+def test_global_specs_outside_a_helpers_folder_serve_every_rule(panther_dir) -> None:
+    panther_dir.helper("shared_impl", "def answer():\n    return 'declared'\n", folder="lib")
+    panther_dir.write(
+        "lib/shared.yml", "AnalysisType: global\nGlobalID: shared\nFilename: shared_impl.py\n"
+    )
+    panther_dir.rule("Test.Declared", USES_HELPER)
+    assert titles(panther_dir.load()) == {"Test.Declared": "declared"}
+
+
 def test_one_module_name_from_two_folders_is_an_error(panther_dir, tmp_path) -> None:
     elsewhere = PantherDir(tmp_path / "elsewhere")
     elsewhere.write("shared.py", "def answer():\n    return 'explicit'\n")
