@@ -91,7 +91,12 @@ class Pipeline:
             stats.matches += 1
             stats.matches_by_rule[rule.id] += 1
             if rule.alert:
-                self._emit(self.correlator.process(match))
+                try:
+                    changes = self.correlator.process(match)
+                except Exception as error:  # noqa: BLE001 - the rule's title()/dedup() failed
+                    stats.rule_errors += 1
+                    changes = self.correlator.rule_error(rule, record, error)
+                self._emit(changes)
             for learn in rule.learn:
                 self.ruleset.lists.learn(learn.list_name, learn.value(record.raw), learn.add)
         if self.evaluator.learners:

@@ -126,19 +126,23 @@ class Correlator:
     # -- matches ----------------------------------------------------------------------
 
     def process(self, match: Match) -> list[AlertChange]:
+        """The alert changes one match causes. New values and sequences decide first, so
+        a match that changes nothing is never rendered (no title, no dedup key)."""
         rule = match.rule
-        key = f"detection\x1f{rule.id}\x1f{match.dedup_key}"
-        if rule.threshold is not None and not rule.threshold.anchored:
-            counted = self._count(key, match)
-        elif rule.new_value is not None:
+        if rule.new_value is not None:
             counted = [match.activity] if self._is_new(match) else None
         elif rule.sequence is not None:
             counted = self._advance_sequence(match)
         else:
-            counted = [match.activity]
-        if counted is None:
+            counted = None
+        if counted is None and (rule.new_value is not None or rule.sequence is not None):
             return []
-        return self._dedup(key, match, rule, counted)
+        key = f"detection\x1f{rule.id}\x1f{match.dedup_key}"
+        if rule.threshold is not None and not rule.threshold.anchored:
+            counted = self._count(key, match)
+            if counted is None:
+                return []
+        return self._dedup(key, match, rule, counted or [match.activity])
 
     def learn(self, rule: Rule, activity: ActivityRecord) -> None:
         """`learn_from: all`: remember the value of an activity the rule did not match."""

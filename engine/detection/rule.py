@@ -80,26 +80,99 @@ class Learn:
 
 
 @dataclass(frozen=True)
-class Match:
-    """A rule that held on an activity, with everything the alert needs from it."""
+class Rendered:
+    """What an alert takes from the activity that matched: title, dedup key and the rest."""
 
-    rule: Rule
-    activity: ActivityRecord
     title: str
     dedup_key: str
     severity: str
     context: dict[str, Any]
     destinations: list[str] | None
     runbook: str
-    distinct_value: Any = None
-    # new_value rules: the value and its key; sequence rules: (step index, by value) hits.
-    new_value: Any = None
-    new_value_key: Any = None
-    steps: tuple[tuple[int, Any], ...] = ()
     # Per-event text from the rule's code (Panther's description()/reference()); None:
     # the rule's own.
     description: str | None = None
     reference: str | None = None
+
+
+class Match:
+    """A rule that held on an activity. What the alert needs from it is rendered on first
+    use: a threshold counting below its count, or a sequence waiting for its next step,
+    never renders a title (and never runs the rule's title() code) for nothing. Give the
+    outputs as keywords to render eagerly, or `render` to defer."""
+
+    __slots__ = (
+        "_render",
+        "_rendered",
+        "activity",
+        "distinct_value",
+        "new_value",
+        "new_value_key",
+        "rule",
+        "steps",
+    )
+
+    def __init__(
+        self,
+        rule: Rule,
+        activity: ActivityRecord,
+        *,
+        render: Callable[[], Rendered] | None = None,
+        distinct_value: Any = None,
+        new_value: Any = None,
+        new_value_key: Any = None,
+        steps: tuple[tuple[int, Any], ...] = (),
+        **outputs: Any,
+    ) -> None:
+        self.rule = rule
+        self.activity = activity
+        self.distinct_value = distinct_value
+        # new_value rules: the value and its key; sequence rules: (step index, by value).
+        self.new_value = new_value
+        self.new_value_key = new_value_key
+        self.steps = steps
+        self._render = render
+        self._rendered = None if render is not None else Rendered(**outputs)
+
+    @property
+    def rendered(self) -> Rendered:
+        """The outputs; may raise what the rule's code raises (a rule error)."""
+        if self._rendered is None:
+            assert self._render is not None
+            self._rendered = self._render()
+        return self._rendered
+
+    @property
+    def title(self) -> str:
+        return self.rendered.title
+
+    @property
+    def dedup_key(self) -> str:
+        return self.rendered.dedup_key
+
+    @property
+    def severity(self) -> str:
+        return self.rendered.severity
+
+    @property
+    def context(self) -> dict[str, Any]:
+        return self.rendered.context
+
+    @property
+    def destinations(self) -> list[str] | None:
+        return self.rendered.destinations
+
+    @property
+    def runbook(self) -> str:
+        return self.rendered.runbook
+
+    @property
+    def description(self) -> str | None:
+        return self.rendered.description
+
+    @property
+    def reference(self) -> str | None:
+        return self.rendered.reference
 
 
 @dataclass
@@ -172,6 +245,23 @@ class Rule:
             new_value_key = self.new_value.per(data) if self.new_value.per else ""
             if new_value_key is None:
                 return None
+        distinct = None
+        if self.threshold is not None and self.threshold.distinct is not None:
+            distinct = self.threshold.distinct(data)
+        return Match(
+            self,
+            activity,
+            render=lambda: self.render(activity, event),
+            distinct_value=distinct,
+            new_value=new_value,
+            new_value_key=new_value_key,
+            steps=steps,
+        )
+
+    def render(self, activity: ActivityRecord, event: Event) -> Rendered:
+        """Title, dedup key, severity, context, destinations and runbook for an activity
+        the rule matched (templates, then the Python hooks that override them)."""
+        data = activity.raw
         title = self._text_hook("title", event)
         if title is None:
             title = self.title_template(data) if self.title_template else self.name
@@ -200,22 +290,13 @@ class Rule:
             # None keeps the default routing (as the absent YAML key does); [] sends none.
             destinations = None if chosen is None else [str(d) for d in chosen]
         runbook = self._text_hook("runbook", event) or self.runbook
-        distinct = None
-        if self.threshold is not None and self.threshold.distinct is not None:
-            distinct = self.threshold.distinct(data)
-        return Match(
-            rule=self,
-            activity=activity,
+        return Rendered(
             title=title[:1000],
             dedup_key=dedup[:1000],
             severity=severity,
             context=context,
             destinations=destinations,
             runbook=runbook,
-            distinct_value=distinct,
-            new_value=new_value,
-            new_value_key=new_value_key,
-            steps=steps,
         )
 
     def _text_hook(self, name: str, event: Event) -> str | None:

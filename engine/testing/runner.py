@@ -153,6 +153,8 @@ def _single(test: RuleTest, ruleset: RuleSet) -> list[str]:
     ruleset.lists.attach(MemoryStore())  # nothing learned by an earlier test leaks in
     try:
         match = rule.evaluate(activity, Event.of(activity, ruleset.options))
+        if match is not None:
+            match.rendered  # noqa: B018 - render now, so the rule's errors are reported here
     except Exception as exc:  # noqa: BLE001 - reported as the test's failure
         return [f"the rule raised {type(exc).__name__}: {exc}"]
     expected = bool(test.spec["expect"])
