@@ -27,7 +27,13 @@ What the feed holds:
   succeeded a few seconds later), Compliance API reads by the two keys
   `rules/lists/compliance_keys.yml` knows, some project and file work, rare admin actions
   that look like attacks but are benign (invites to corporate domains, members joining,
-  keys created by people, service keys created by the system, harmless settings changes).
+  keys created by people, service keys created by the system, harmless settings changes),
+  and one benign look-alike of each attack the rules count: a single session revoked, a
+  step-up prompt cancelled once and then passed, a stale chat link denied once or twice,
+  trusted devices enrolled (admins from the office), a workspace created by a person.
+- Admins sign in from their office address as the feed begins, as they would have before
+  any deployment's history: a feed that starts cold must not make an admin's first office
+  sign-in look new because their VPN address happened to show up first.
 - Activity follows office hours (UTC) and is thin at weekends; inter-arrival times are
   exponential, so bursts happen the way they do in real feeds.
 - In every feed, once per round: an activity of a type the API reference does not list, one
@@ -35,7 +41,10 @@ What the feed holds:
   and fields appear without notice and must flow through the engine.
 - With `attacks=True`, the scenarios of `SCENARIOS` (see `_Scenarios`), spread through the
   feed, repeated with fresh attacker addresses once per 50,000 activities so benchmark
-  files keep producing alerts from start to end.
+  files keep producing alerts from start to end. They tell one story per round: an admin
+  account taken over, a member promoted and minting a key, data exported and scraped,
+  defenses switched off. A feed too small for all of them keeps those that fit in a third
+  of its activities (the 400-activity demo drops none).
 
 Everything is plain stdlib and cheap per activity (a few dict builds, one random id and a
 cached timestamp prefix), because the same code writes million-activity benchmark files.
@@ -197,6 +206,9 @@ _COMPLIANCE_KEYS = (
 # An Admin API key automation legitimately holds; the attacks reuse it from elsewhere.
 _ADMIN_API_KEY_ID = "apikey_01Ua7Ev4sB2xJr9Nd5KtQw3P"
 
+# How many chats the scraping scenario loads (the mass-views rule fires at 50 distinct).
+_SCRAPED_CHATS = 55
+
 # Activity types and actor types the August 2026 reference does not list.
 UNLISTED_TYPE = "claude_chat_transcript_exported"
 UNLISTED_ACTOR_TYPE = "workload_identity_actor"
@@ -348,6 +360,8 @@ _HOURLY = (
 )
 # fmt: on
 _WEEKEND = 0.15
+# Cap on a person's activity weight (the median weight is about 1.5).
+_HEAVIEST_USER = 100.0
 _ACTIVITIES_PER_USER_DAY = 40.0
 
 
@@ -490,8 +504,14 @@ class _Feed:
             project = self.new_id("claude_proj_")
             user.projects = [project]
             self.org_projects[user.org.id].append(project)
-        # A long tail: a few people use Claude all day, most a little.
-        self.user_table = _lookup_table(((u, rng.paretovariate(1.6)) for u in self.users), 14)
+        # A long tail: a few people use Claude all day, most a little. The tail is capped:
+        # uncapped, one of 3,000 draws now and then weighs a thousand times the median and
+        # "a person" loads a chat every three seconds for a whole day, which is a script.
+        # At the cap the busiest person of a 3,000-member organization does about 200
+        # things an hour at the late-morning peak, one every 18 seconds.
+        self.user_table = _lookup_table(
+            ((u, min(rng.paretovariate(1.6), _HEAVIEST_USER)) for u in self.users), 14
+        )
         self.compliance_keys = _lookup_table(((k, k[3]) for k in _COMPLIANCE_KEYS), 8)
 
     def _type_mix(self) -> list[tuple[Callable[[int, User], Activity], float]]:
@@ -525,6 +545,12 @@ class _Feed:
             (self._api_key_created, 0.4),
             (self._service_key_created, 0.3),
             (self._members_exported, 0.2),
+            # Near misses for the bundled rules: each looks like its attack, once.
+            (self._session_revoked, 0.5),
+            (self._step_up_hiccup, 0.2),
+            (self._chat_link_denied, 0.3),
+            (self._trusted_device_enrolled, 0.2),
+            (self._workspace_created, 0.05),
         ]
 
     # -- the main loop -----------------------------------------------------------------
@@ -541,6 +567,7 @@ class _Feed:
         next_plan = 0
         emitted = 0
         t = self.start_us
+        self._admins_sign_in(t)
         count = self.count
         while emitted < count:
             hour_of_week = (t // 3_600_000_000 + 72) % 168  # the epoch was a Thursday
@@ -564,7 +591,7 @@ class _Feed:
         per_round = self.count / rounds
         plan: list[tuple[int, Callable[[int], list[_Scheduled]]]] = []
         for r in range(rounds):
-            scenarios = _Scenarios(self, r).chosen(self.attacks, budget=int(per_round) // 4)
+            scenarios = _Scenarios(self, r).chosen(self.attacks, budget=int(per_round) // 3)
             for i, scenario in enumerate(scenarios):
                 position = 0.03 + 0.82 * i / max(1, len(scenarios) - 1)
                 plan.append((int(r * per_round + position * per_round), scenario))
@@ -804,6 +831,87 @@ class _Feed:
     def _later(self, t: int, org: Org | None, actor: dict, kind: str, **fields: Any) -> None:
         self.schedule(t, self.activity(t, org, actor, kind, **fields))
 
+    def _admins_sign_in(self, t: int) -> None:
+        """Each admin signs in from the office as the feed begins. A deployment with
+        history knows their addresses; a feed that starts cold must not let an admin's VPN
+        address (seen first in ordinary activity, learned silently) make their first office
+        sign-in look new."""
+        for i, admin in enumerate(self.admins):
+            ip = admin.ips[0]
+            start = self.unauthenticated_actor(admin.email, ip, admin.agent)
+            self._later(t + 2 * i, None, start, "sso_login_initiated")
+            self._later(
+                t + 2 * i + 1,
+                None,
+                self.user_actor(admin, ip),
+                "sso_login_succeeded",
+                auth_method="sso",
+                mfa_method=None,
+            )
+
+    # -- near misses: what the attacks look like when nothing is wrong -----------------
+
+    def _session_revoked(self, t: int, user: User) -> Activity:
+        """Someone signs an old laptop out: one session, not a purge."""
+        return self.activity(t, None, self.user_actor(user), "session_revoked")
+
+    def _step_up_hiccup(self, t: int, user: User) -> Activity:
+        """A step-up prompt cancelled once, then passed."""
+        actor = self.user_actor(user)
+        self._later(
+            t + self.rng.randint(10_000_000, 60_000_000),
+            user.org,
+            dict(actor),
+            "step_up_authentication_succeeded",
+        )
+        return self.activity(
+            t,
+            user.org,
+            actor,
+            "step_up_authentication_failed",
+            user_agent=actor["user_agent"],
+            method="webauthn",
+            reason="challenge_rejected",
+            trusted_device_id=None,
+        )
+
+    def _chat_link_denied(self, t: int, user: User) -> Activity:
+        """A stale link to someone else's chat, opened and retried once or twice."""
+        actor = self.user_actor(user)
+        chat = self.new_id("claude_chat_")
+        for _ in range(self.rng.randint(0, 2)):
+            t2 = t + self.rng.randint(3_000_000, 30_000_000)
+            self._later(t2, user.org, dict(actor), "claude_chat_access_failed", claude_chat_id=chat)
+        return self.activity(t, user.org, actor, "claude_chat_access_failed", claude_chat_id=chat)
+
+    def _trusted_device_enrolled(self, t: int, user: User) -> Activity:
+        """A member (admins from the office) enrols their laptop or phone."""
+        ip = user.ips[0] if user.role != "user" else None
+        actor = self.user_actor(user, ip)
+        return self.activity(
+            t,
+            None,
+            actor,
+            "trusted_device_enrolled",
+            user_agent=actor["user_agent"],
+            enrollment_method="session",
+            platform=self.rng.choice(("desktop_app", "ios", "android")),
+            trusted_device_id=self.new_id("tdev_"),
+        )
+
+    def _workspace_created(self, t: int, user: User) -> Activity:
+        """An admin creates a workspace in the Console (a person, not a key)."""
+        admin = self._admin_of(user)
+        actor = self.user_actor(admin, admin.ips[0])
+        return self.activity(
+            t,
+            admin.org,
+            actor,
+            "platform_workspace_created",
+            user_agent=actor["user_agent"],
+            workspace_id=self.new_id("wrkspc_"),
+        )
+
     # -- rare administration, all benign -----------------------------------------------
 
     def _admin_of(self, user: User) -> User:
@@ -882,11 +990,12 @@ class _Feed:
         )
 
     def _api_key_created(self, t: int, user: User) -> Activity:
-        admin = self._admin_of(user)
+        """People create their own keys in the Console, one at a time, from where they work
+        (an admin creating every member's keys would be a key factory, not an admin)."""
         return self.activity(
             t,
-            admin.org,
-            self.user_actor(admin),
+            user.org,
+            self.user_actor(user),
             "api_key_created",
             api_key_id=self.new_id("apikey_"),
             scopes=["user:inference"],
@@ -918,20 +1027,47 @@ class _Feed:
 
 #: Scenario name -> the bundled rule(s) that should alert on it.
 SCENARIOS: dict[str, tuple[str, ...]] = {
-    "sso_brute_force": ("anthropic.auth.sso_login_failures_burst",),
+    "sso_brute_force": (
+        "anthropic.auth.sso_login_failures_burst",
+        "anthropic.auth.login_after_failures",
+    ),
     "admin_login_untrusted_network": (
         "anthropic.auth.admin_login_untrusted_network",
         "anthropic.auth.admin_login_new_address",
     ),
-    "role_escalated_to_admin": ("anthropic.identity.role_escalated_to_admin",),
+    "step_up_failures": ("anthropic.auth.step_up_failures",),
+    "privilege_escalation_then_key": (
+        "anthropic.identity.role_escalated_to_admin",
+        "anthropic.auth.admin_login_new_address",
+        "anthropic.auth.admin_login_untrusted_network",
+        "anthropic.keys.admin_api_key_created",
+        "anthropic.identity.privilege_escalation_then_key",
+    ),
     "public_projects_enabled": ("anthropic.posture.risky_org_settings",),
     "password_spraying": ("anthropic.auth.password_spraying",),
-    "external_invite": ("anthropic.identity.external_invite",),
+    "external_invite": (
+        "anthropic.identity.external_invite",
+        "anthropic.identity.privileged_role_invite",
+    ),
     "sso_disabled": ("anthropic.posture.sso_connection_removed", "anthropic.posture.sso_disabled"),
+    "ip_restriction_deleted": ("anthropic.posture.ip_restriction_deleted",),
+    "compliance_api_denied": ("anthropic.compliance_api.denied_requests",),
     "compliance_api_unknown_key": ("anthropic.keys.compliance_api_unknown_key",),
     "compliance_api_logging_disabled": ("anthropic.posture.compliance_api_logging_disabled",),
+    "data_exfiltration": (
+        "anthropic.data.members_exported",
+        "anthropic.data.audit_log_export",
+        "anthropic.data.org_data_export",
+    ),
+    "mass_chat_views": ("anthropic.data.mass_content_views",),
+    "mcp_server_created": ("anthropic.integrations.mcp_server_created",),
     "code_execution_full_egress": ("anthropic.posture.risky_org_settings",),
-    "api_key_created_by_non_user": ("anthropic.keys.api_key_created_by_non_user",),
+    "spend_limit_deleted": ("anthropic.integrations.spend_limit_deleted",),
+    "api_key_created_by_non_user": (
+        "anthropic.keys.api_key_created_by_non_user",
+        "anthropic.keys.key_creation_burst",
+    ),
+    "access_transparency": ("anthropic.access_transparency.anthropic_access",),
 }
 
 
@@ -944,8 +1080,8 @@ class _Scenarios:
         self.feed = feed
         rng = feed.rng
         self.round = round_index
-        addresses = rng.sample(range(128, 255), 4)
-        self.brute_ip, self.spray_ip, self.intruder_ip, self.tool_ip = (
+        addresses = rng.sample(range(128, 255), 5)
+        self.brute_ip, self.spray_ip, self.intruder_ip, self.tool_ip, self.accomplice_ip = (
             f"203.0.113.{n}" for n in addresses
         )
         # Round 0 is the demo's story: marco.bianchi@example.com is compromised.
@@ -963,23 +1099,37 @@ class _Scenarios:
             self.unlisted_type,
             self.sso_brute_force,
             self.admin_login_untrusted_network,
-            self.role_escalated_to_admin,
+            self.step_up_failures,
+            self.privilege_escalation_then_key,
             self.public_projects_enabled,
             self.password_spraying,
             self.external_invite,
             self.sso_disabled,
+            self.ip_restriction_deleted,
+            self.compliance_api_denied,
             self.compliance_api_unknown_key,
             self.unlisted_actor_type,
             self.compliance_api_logging_disabled,
+            self.data_exfiltration,
+            self.mass_chat_views,
+            self.mcp_server_created,
             self.code_execution_full_egress,
+            self.spend_limit_deleted,
             self.api_key_created_by_non_user,
+            self.access_transparency,
         ]
         sizes = {
-            self.sso_brute_force: 14,
+            self.sso_brute_force: 15,
             self.password_spraying: 12,
             self.compliance_api_unknown_key: 6,
+            self.compliance_api_denied: 6,
             self.sso_disabled: 2,
             self.admin_login_untrusted_network: 4,
+            self.step_up_failures: 3,
+            self.privilege_escalation_then_key: 5,
+            self.data_exfiltration: 4,
+            self.mass_chat_views: _SCRAPED_CHATS,
+            self.api_key_created_by_non_user: 5,
             self.unlisted_type: 2,
         }
         chosen = []
@@ -1052,7 +1202,8 @@ class _Scenarios:
     # -- attacks -----------------------------------------------------------------------
 
     def sso_brute_force(self, t: int) -> list[_Scheduled]:
-        """Seven SSO failures for one account from one address in about four minutes."""
+        """Seven SSO failures for one account from one address in about four minutes, and
+        then the guess that works: the script signs in as the member."""
         target = self.feed.rng.choice(self.feed.members)
         out: list[_Scheduled] = []
         for _ in range(7):
@@ -1060,6 +1211,37 @@ class _Scenarios:
             actor = self.feed.unauthenticated_actor(target.email, self.brute_ip, _ATTACKER_SCRIPT)
             out.append(self._at(t, None, actor, "sso_login_initiated"))
             out.append(self._at(t + self._seconds(1, 3), None, dict(actor), "sso_login_failed"))
+        t += self._seconds(20, 40)
+        out.append(
+            self._at(
+                t,
+                None,
+                self.feed.user_actor(target, self.brute_ip, _ATTACKER_SCRIPT),
+                "sso_login_succeeded",
+                auth_method="sso",
+                mfa_method=None,
+            )
+        )
+        return out
+
+    def step_up_failures(self, t: int) -> list[_Scheduled]:
+        """The intruder in the admin's session reaches a sensitive action and fails the
+        security-key check three times."""
+        out: list[_Scheduled] = []
+        for _ in range(3):
+            t += self._seconds(20, 60)
+            out.append(
+                self._at(
+                    t,
+                    self.victim_admin.org,
+                    self._admin_actor(),
+                    "step_up_authentication_failed",
+                    user_agent=_ATTACKER_BROWSER,
+                    method="webauthn",
+                    reason="verification_failed",
+                    trusted_device_id=None,
+                )
+            )
         return out
 
     def password_spraying(self, t: int) -> list[_Scheduled]:
@@ -1113,18 +1295,156 @@ class _Scenarios:
             ),
         ]
 
-    def role_escalated_to_admin(self, t: int) -> list[_Scheduled]:
+    def privilege_escalation_then_key(self, t: int) -> list[_Scheduled]:
+        """The intruder makes a member (the accomplice) admin; twenty minutes later the
+        accomplice signs in from an address of the intruder's and mints an Admin API key.
+        The member works from the office first, so their address has a baseline, and the
+        feed itself (not lists/admins.yml) tells the rules they are now an admin."""
         member = self.accomplice
+        org = self.victim_admin.org
+        t0 = t + self._seconds(5, 30)
+        t1 = t0 + self._seconds(30, 90)
+        t2 = t1 + self._seconds(480, 720)
+        t3 = t2 + self._seconds(300, 600)
+        intruder = self.feed.user_actor(member, self.accomplice_ip, _ATTACKER_BROWSER)
         return [
             self._at(
-                t + self._seconds(5, 60),
-                self.victim_admin.org,
+                t0,
+                member.org,
+                self.feed.user_actor(member, member.ips[0]),
+                "claude_chat_viewed",
+                claude_chat_id=member.chats[-1],
+                claude_project_id=None,
+            ),
+            self._at(
+                t1,
+                org,
                 self._admin_actor(),
                 "claude_user_role_updated",
                 current_role="admin",
                 previous_role="user",
                 user_email=member.email,
                 user_id=member.user_id,
+            ),
+            self._at(
+                t2,
+                None,
+                self.feed.unauthenticated_actor(
+                    member.email, self.accomplice_ip, _ATTACKER_BROWSER
+                ),
+                "sso_login_initiated",
+            ),
+            self._at(
+                t2 + self._seconds(2, 6),
+                None,
+                intruder,
+                "sso_login_succeeded",
+                auth_method="sso",
+                mfa_method=None,
+            ),
+            self._at(
+                t3,
+                org,
+                dict(intruder),
+                "admin_api_key_created",
+                admin_api_key_id=self.feed.new_id("apikey_"),
+                scopes=[],
+            ),
+        ]
+
+    def mass_chat_views(self, t: int) -> list[_Scheduled]:
+        """The promoted accomplice's script loads other people's chats, one every few
+        seconds: the harvest the new admin role was for."""
+        member = self.accomplice
+        pool = [c for m in self.feed.members if m is not member for c in m.chats]
+        self.feed.rng.shuffle(pool)
+        chats = pool[:_SCRAPED_CHATS]
+        while len(chats) < _SCRAPED_CHATS:
+            chats.append(self.feed.new_id("claude_chat_"))
+        actor = self.feed.user_actor(member, self.accomplice_ip, _ATTACKER_SCRIPT)
+        out: list[_Scheduled] = []
+        for chat in chats:
+            t += self._seconds(4, 9)
+            out.append(
+                self._at(
+                    t,
+                    member.org,
+                    dict(actor),
+                    "claude_chat_viewed",
+                    claude_chat_id=chat,
+                    claude_project_id=None,
+                )
+            )
+        return out
+
+    def data_exfiltration(self, t: int) -> list[_Scheduled]:
+        """From the admin's session: the member list, the audit log of the last day, and a
+        full conversations export, downloaded when it is ready."""
+        org = self.victim_admin.org
+        t0 = t + self._seconds(5, 30)
+        t1 = t0 + self._seconds(20, 60)
+        t2 = t1 + self._seconds(20, 60)
+        t3 = t2 + self._seconds(300, 600)
+        day_before = self.feed.clock.format(t1 - 86_400 * _US)[:10] + "T00:00:00Z"
+        return [
+            self._at(t0, org, self._admin_actor(), "org_members_exported"),
+            self._at(
+                t1,
+                org,
+                self._admin_actor(),
+                "audit_log_export_started",
+                from_date=day_before,
+                to_date=self.feed.clock.format(t1),
+            ),
+            self._at(
+                t2, org, self._admin_actor(), "org_data_export_started", export_type="conversations"
+            ),
+            self._at(t3, org, self._admin_actor(), "org_data_export_accessed"),
+        ]
+
+    def ip_restriction_deleted(self, t: int) -> list[_Scheduled]:
+        org = self.victim_admin.org
+        return [
+            self._at(
+                t + self._seconds(5, 60), org, self._admin_actor(), "org_ip_restriction_deleted"
+            )
+        ]
+
+    def mcp_server_created(self, t: int) -> list[_Scheduled]:
+        """An MCP server the intruder runs, added for the whole organization."""
+        return [
+            self._at(
+                t + self._seconds(5, 60),
+                self.victim_admin.org,
+                self._admin_actor(),
+                "mcp_server_created",
+                user_agent=_ATTACKER_BROWSER,
+                mcp_server_id=self.feed.new_id("mcpsrv_"),
+                mcp_server_name="workspace-sync",
+            )
+        ]
+
+    def spend_limit_deleted(self, t: int) -> list[_Scheduled]:
+        return [
+            self._at(
+                t + self._seconds(5, 60),
+                self.victim_admin.org,
+                self._admin_actor(),
+                "platform_spend_limit_deleted",
+                spend_limit_id=self.feed.new_id("spendlim_"),
+            )
+        ]
+
+    def access_transparency(self, t: int) -> list[_Scheduled]:
+        """Anthropic staff look at content while helping with the incident. The field name
+        of the reason code is an assumption (the reference snapshot lists none)."""
+        return [
+            self._at(
+                t + self._seconds(5, 60),
+                self.victim_admin.org,
+                {"type": "anthropic_actor", "email_address": None},
+                "anthropic_access",
+                reason_code="incident_response",
             )
         ]
 
@@ -1221,23 +1541,56 @@ class _Scenarios:
         ]
 
     def api_key_created_by_non_user(self, t: int) -> list[_Scheduled]:
-        """The automation's Admin API key, used from an unknown host, mints an API key."""
+        """The automation's Admin API key, used from an unknown host, mints five API keys in
+        a couple of minutes."""
         actor = {
             "type": "admin_api_key_actor",
             "admin_api_key_id": _ADMIN_API_KEY_ID,
             "ip_address": self.tool_ip,
             "user_agent": _ATTACKER_CURL,
         }
-        return [
-            self._at(
-                t + self._seconds(5, 60),
-                self.victim_admin.org,
-                actor,
-                "platform_api_key_created",
-                user_agent=_ATTACKER_CURL,
-                api_key_id=self.feed.new_id("apikey_"),
+        out: list[_Scheduled] = []
+        for _ in range(5):
+            t += self._seconds(15, 40)
+            out.append(
+                self._at(
+                    t,
+                    self.victim_admin.org,
+                    dict(actor),
+                    "platform_api_key_created",
+                    user_agent=_ATTACKER_CURL,
+                    api_key_id=self.feed.new_id("apikey_"),
+                )
             )
-        ]
+        return out
+
+    def compliance_api_denied(self, t: int) -> list[_Scheduled]:
+        """A Compliance key revoked last month, found in an old script, tried again and
+        again: every call answered 401."""
+        key = self.feed.new_id("apikey_")
+        actor = {
+            "type": "api_actor",
+            "api_key_id": key,
+            "ip_address": self.tool_ip,
+            "user_agent": _ATTACKER_SCRIPT,
+        }
+        out: list[_Scheduled] = []
+        for _ in range(6):
+            t += self._seconds(5, 15)
+            out.append(
+                self._at(
+                    t,
+                    None,
+                    dict(actor),
+                    "compliance_api_accessed",
+                    request_id=self.feed.new_id("req_"),
+                    request_method="GET",
+                    status_code=401,
+                    url="/v1/compliance/activities?limit=5000",
+                    request_body=None,
+                )
+            )
+        return out
 
     def compliance_api_unknown_key(self, t: int) -> list[_Scheduled]:
         """A key nobody listed pages through the whole audit trail and reads chats."""
