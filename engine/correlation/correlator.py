@@ -319,9 +319,13 @@ class Correlator:
         within = spec.within.total_seconds()
         now = _epoch(match.activity.created_at)
         raw = match.activity.raw
-        # Later steps first, so one activity cannot satisfy two steps of one sequence.
+        # Later steps first, so one activity cannot satisfy two steps of one sequence; the
+        # reset (-1) last, so an activity that completes a sequence still completes it.
         for index, value in sorted(match.steps, reverse=True):
             key = f"{rule.id}\x1f{_text(value)}"
+            if index == -1:
+                self.store.delete(PARTIALS, key)
+                continue
             partials: dict[str, list[Any]] = self.store.get(PARTIALS, key) or {}
             if index == 0:
                 if last_step == 0:

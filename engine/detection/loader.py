@@ -183,10 +183,22 @@ class _Compiler:
                 pinned = False
             else:
                 step_types |= types
+        reset = None
+        if "reset" in spec:
+            where = ["sequence", "reset"]
+            checks, types = self.conditions(where, spec["reset"])
+            by = self.path_getter([*where, "by"], spec["reset"]["by"])
+            if by is None:
+                return None
+            reset = Step(tuple(checks), by, spec["reset"]["by"])
+            if types is None:
+                pinned = False
+            else:
+                step_types |= types
         self.step_types = frozenset(step_types) if pinned else None
         if within is None or len(steps) != len(spec["steps"]):
             return None
-        return Sequence(within, tuple(steps))
+        return Sequence(within, tuple(steps), reset)
 
     def compile(self) -> Rule:
         doc = self.doc

@@ -68,6 +68,7 @@ class Sequence:
 
     within: timedelta
     steps: tuple[Step, ...]
+    reset: Step | None = None
 
 
 @dataclass(frozen=True)
@@ -218,7 +219,8 @@ class Rule:
         return True
 
     def step_hits(self, data: Mapping[str, Any]) -> tuple[tuple[int, Any], ...]:
-        """The sequence steps this activity satisfies, with their correlation values."""
+        """The sequence steps this activity satisfies, with their correlation values; the
+        reset, when it holds, as step -1."""
         assert self.sequence is not None
         hits = []
         for index, step in enumerate(self.sequence.steps):
@@ -226,6 +228,11 @@ class Rule:
                 value = step.by(data)
                 if value is not None:
                     hits.append((index, value))
+        reset = self.sequence.reset
+        if reset is not None and all(check(data) for check in reset.checks):
+            value = reset.by(data)
+            if value is not None:
+                hits.append((-1, value))
         return tuple(hits)
 
     def evaluate(self, activity: ActivityRecord, event: Event) -> Match | None:
