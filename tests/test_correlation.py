@@ -326,3 +326,20 @@ def test_a_late_activity_after_a_closed_window_joins_the_keys_current_alert(
         ("user_01", 1, "2026-05-07T10:00:00.000000Z", "2026-05-07T10:00:00.000000Z"),
         ("user_01", 2, "2026-05-07T10:30:00.000000Z", "2026-05-07T11:10:00.000000Z"),
     ]
+
+
+def test_a_large_threshold_counts_every_activity_and_keeps_ten_samples(rules_dir, make_activity):
+    rules_dir.write(
+        "big.yml",
+        THRESHOLD_RULE.replace("count: 3", "count: 40").replace("t.threshold", "t.big"),
+    )
+    raws = failures(make_activity, [m / 10 for m in range(45)])
+    run = run_pipeline(rules_dir.load(), raws)
+    (opened,) = run.opened
+    assert opened.event_count == 40
+    assert len(opened.events) == 10
+    assert opened.events[:10] == raws[:10]  # the window's first activities
+    (final,) = run.final
+    assert final["event_count"] == 45
+    assert final["first_event_at"] == "2026-05-07T10:00:00.000000Z"
+    assert final["last_event_at"] == "2026-05-07T10:04:24.000000Z"

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.activity import ActivityRecord, parse_activity
-from engine.alerts import Alert, alert_id_for
+from engine.alerts import MAX_SAMPLE_EVENTS, Alert, alert_id_for
 from engine.detection.rule import Match, Rule
 from engine.state.store import StateStore
 
@@ -35,6 +35,16 @@ log = logging.getLogger(__name__)
 _NOTHING: list[AlertChange] = []  # shared, never appended to: no allocation per activity
 RULE_ERROR_WINDOW = timedelta(hours=1)
 RULE_ERROR_SEVERITY = "medium"
+
+
+@dataclass(frozen=True)
+class Counted:
+    """A threshold's full window: how many activities, their span, and a few samples."""
+
+    samples: list[ActivityRecord]
+    count: int
+    first: float
+    last: float
 
 
 @dataclass(frozen=True)
@@ -218,7 +228,7 @@ class Correlator:
         return self._save(key, alert, "opened")
 
     def _dedup(
-        self, key: str, match: Match, rule: Rule, activities: list[ActivityRecord]
+        self, key: str, match: Match, rule: Rule, activities: list[ActivityRecord] | Counted
     ) -> list[AlertChange]:
         moment = match.activity.created_at
         existing = self._open_alert(key, moment)
@@ -254,8 +264,15 @@ class Correlator:
             context=match.context,
             destinations=match.destinations,
         )
-        for activity in activities:
-            alert.add(activity)
+        if isinstance(activities, Counted):
+            for activity in activities.samples:
+                alert.add(activity)
+            alert.event_count = activities.count
+            alert.first_event_at = _from_epoch(activities.first)
+            alert.last_event_at = max(alert.last_event_at or moment, _from_epoch(activities.last))
+        else:
+            for activity in activities:
+                alert.add(activity)
         threshold = rule.threshold
         if threshold is not None and threshold.anchored and alert.event_count < threshold.count:
             alert.pending = True
@@ -354,7 +371,7 @@ class Correlator:
                 self.store.delete(PARTIALS, key)
         return None
 
-    def _count(self, key: str, match: Match) -> list[ActivityRecord] | None:
+    def _count(self, key: str, match: Match) -> Counted | None:
         """Add the match to its sliding window; the counted activities when it completes
         the threshold, else None."""
         threshold = match.rule.threshold
@@ -367,7 +384,10 @@ class Correlator:
             distinct = repr(distinct)
         times = [e[0] for e in entries]
         position = bisect.bisect_right(times, now)
-        entries.insert(position, [now, distinct, match.activity.raw])
+        # Only the first few entries keep their activity (the alert's samples): a busy
+        # key's counter stays small in memory and in every commit.
+        sampled = sum(1 for e in entries if e[2] is not None) < MAX_SAMPLE_EVENTS
+        entries.insert(position, [now, distinct, match.activity.raw if sampled else None])
         times.insert(position, now)
         newest = times[-1]
         cut = bisect.bisect_right(times, newest - width)
@@ -378,7 +398,10 @@ class Correlator:
         window = self._full_window(entries, times, now, width, threshold.count, distinct_on)
         if window is None:
             return None
-        return [parse_activity(raw) for _, _, raw in window]
+        samples = [parse_activity(raw) for _, _, raw in window if raw is not None]
+        if all(e[2] is not match.activity.raw for e in window):
+            samples.append(match.activity)  # the activity that completed the count
+        return Counted(samples, len(window), window[0][0], window[-1][0])
 
     @staticmethod
     def _full_window(

@@ -15,6 +15,7 @@ from typing import Any
 import jmespath
 
 from engine.detection.functions import NamedLists, make_options
+from engine.detection.jmespath_closures import compile_expression
 from engine.detection.operators import (
     MatchError,
     MatchErrors,
@@ -145,9 +146,8 @@ class _Compiler:
                 types = pinned_values(match["type"])
         if "when" in block:
             try:
-                expression = jmespath.compile(block["when"])
-                options = self.options
-                checks.append(lambda d: _truthy(expression.search(d, options=options)))
+                expression = compile_expression(block["when"], self.options)
+                checks.append(lambda d: _truthy(expression(d)))
             except jmespath.exceptions.JMESPathError as exc:
                 self.problem([*where, "when"], f"invalid JMESPath: {exc}")
         return checks, types

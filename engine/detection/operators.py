@@ -20,6 +20,7 @@ from engine.detection.functions import (
     parse_ip,
     parse_network,
 )
+from engine.detection.jmespath_closures import compile_expression
 
 Getter = Callable[[Mapping[str, Any]], Any]
 Predicate = Callable[[Any], bool]
@@ -70,10 +71,9 @@ def compile_path(path: str, options: jmespath.Options) -> Getter:
 
         return walk
     try:
-        compiled = jmespath.compile(path)
+        return compile_expression(path, options)
     except jmespath.exceptions.JMESPathError as exc:
         raise MatchError(path, f"invalid JMESPath {path!r}: {exc}") from exc
-    return lambda data: compiled.search(data, options=options)
 
 
 def same(a: Any, b: Any) -> bool:

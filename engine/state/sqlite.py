@@ -131,8 +131,8 @@ class SqliteStore:
         cursor = self._db.execute(
             "DELETE FROM state WHERE expires IS NOT NULL AND expires < ?", (before,)
         )
-        if cursor.rowcount:
-            self._cache.clear()
+        # Cached copies of purged rows may stay: every reader already treats an expired
+        # value exactly as an absent one (that is what `expires` promises).
         return cursor.rowcount
 
     def commit(self) -> None:
