@@ -103,6 +103,7 @@ class Match:
     outputs as keywords to render eagerly, or `render` to defer."""
 
     __slots__ = (
+        "_dedup",
         "_render",
         "_rendered",
         "activity",
@@ -119,6 +120,7 @@ class Match:
         activity: ActivityRecord,
         *,
         render: Callable[[], Rendered] | None = None,
+        dedup: Callable[[], str] | None = None,
         distinct_value: Any = None,
         new_value: Any = None,
         new_value_key: Any = None,
@@ -134,6 +136,9 @@ class Match:
         self.steps = steps
         self._render = render
         self._rendered = None if render is not None else Rendered(**outputs)
+        # The dedup key alone is needed for every match a threshold counts; the rest only
+        # when an alert opens.
+        self._dedup = dedup
 
     @property
     def rendered(self) -> Rendered:
@@ -149,6 +154,10 @@ class Match:
 
     @property
     def dedup_key(self) -> str:
+        if self._rendered is None and self._dedup is not None:
+            if callable(self._dedup):
+                self._dedup = self._dedup()
+            return self._dedup
         return self.rendered.dedup_key
 
     @property
@@ -259,11 +268,22 @@ class Rule:
             self,
             activity,
             render=lambda: self.render(activity, event),
+            dedup=lambda: self.render_dedup(activity, event),
             distinct_value=distinct,
             new_value=new_value,
             new_value_key=new_value_key,
             steps=steps,
         )
+
+    def render_dedup(self, activity: ActivityRecord, event: Event) -> str:
+        """The dedup key alone (the title too only when the key defaults to it)."""
+        dedup = self._text_hook("dedup", event)
+        if dedup is None:
+            if self.dedup_template is not None:
+                dedup = self.dedup_template(activity.raw)
+            else:
+                return self.render(activity, event).dedup_key
+        return dedup[:1000]
 
     def render(self, activity: ActivityRecord, event: Event) -> Rendered:
         """Title, dedup key, severity, context, destinations and runbook for an activity
