@@ -62,6 +62,11 @@ class SqliteStore:
         self._pending_alerts: dict[str, tuple[dict[str, Any], bool]] = {}
         self._pending_meta: dict[str, Any] = {}
         self._cache: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        # Hashes of the keys the database may hold (this process is its only writer): most
+        # lookups of a new user's state are for keys that were never written.
+        self._present: set[int] = {
+            hash(row) for row in self._db.execute("SELECT namespace, key FROM state")
+        }
 
     def get(self, namespace: str, key: str) -> Any | None:
         pending = self._pending.get((namespace, key))
@@ -71,10 +76,13 @@ class SqliteStore:
         if cached is not _MISSING:
             self._cache.move_to_end((namespace, key))
             return cached
-        row = self._db.execute(
-            "SELECT value FROM state WHERE namespace = ? AND key = ?", (namespace, key)
-        ).fetchone()
-        value = json.loads(row[0]) if row else None
+        if hash((namespace, key)) not in self._present:
+            value = None  # never stored: no need to ask the database
+        else:
+            row = self._db.execute(
+                "SELECT value FROM state WHERE namespace = ? AND key = ?", (namespace, key)
+            ).fetchone()
+            value = json.loads(row[0]) if row else None
         self._remember(namespace, key, value)
         return value
 
@@ -149,6 +157,7 @@ class SqliteStore:
                     deletes.append((ns, key))
                 else:
                     upserts.append((ns, key, _dumps(value), expires))
+                    self._present.add(hash((ns, key)))
             db.executemany("DELETE FROM state WHERE namespace = ? AND key = ?", deletes)
             db.executemany(
                 "INSERT INTO state (namespace, key, value, expires) VALUES (?, ?, ?, ?) "
