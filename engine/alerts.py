@@ -10,7 +10,6 @@ from typing import Any
 from engine.activity import ActivityRecord, format_timestamp, parse_timestamp
 
 SCHEMA = "detect.alert/v1"
-KINDS = ("detection", "rule_error", "source_health")
 MAX_SAMPLE_EVENTS = 10
 MAX_INDICATORS = 50
 

@@ -22,10 +22,6 @@ DataCheck = Callable[[Mapping[str, Any]], bool]
 DataRender = Callable[[Mapping[str, Any]], Any]
 
 
-def severity_rank(severity: str) -> int:
-    return SEVERITIES.index(severity)
-
-
 @dataclass(frozen=True)
 class Threshold:
     count: int
