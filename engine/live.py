@@ -411,6 +411,7 @@ def run_from_config(
         raise
     _restore_signal_handlers(previous)
     dispatcher.close()
+    runner.pipeline.suspend()
     store.close()
     quarantine.close()
     runner.poller.client.close()

@@ -134,8 +134,14 @@ class Pipeline:
                 self._last_purge = now
         self.store.commit()
 
+    def suspend(self) -> Stats:
+        """A clean stop: commit, keeping what only memory held, so the next process on
+        the same store resumes exactly here."""
+        self.correlator.save_samples()
+        self.commit()
+        return self.stats
+
     def finish(self) -> Stats:
         """End of a finite input: close every open alert so sinks see final counts."""
         self._emit(self.correlator.close_all())
-        self.commit()
-        return self.stats
+        return self.suspend()

@@ -142,7 +142,7 @@ def run_pipeline(
         ruleset, store if store is not None else MemoryStore(), [result.changes.append]
     )
     pipeline.run(parse_activity(raw) for raw in raws)
-    result.stats = pipeline.finish() if finish else pipeline.stats
+    result.stats = pipeline.finish() if finish else pipeline.suspend()
     return result
 
 

@@ -26,6 +26,10 @@ from engine.state.store import StateStore
 
 ALERTS = "alert"
 COUNTERS = "threshold"
+HELD_SAMPLES = "threshold_samples"
+# Sample activities of threshold windows held in memory, oldest dropped first (about
+# 12 MB of activities at most).
+MAX_HELD_SAMPLES = 20_000
 SEEN = "new_value"
 PARTIALS = "sequence"
 # A key that gathers more values than this forgets its least recently seen ones first.
@@ -93,6 +97,7 @@ class Correlator:
         self.watermark: datetime | None = None
         # (window end, state key): open alerts to close when event time passes their end.
         self._closing: list[tuple[float, str, str]] = []
+        self._samples: dict[str, dict[str, Any]] = dict(store.get(HELD_SAMPLES, "held") or {})
         for key, state in store.items(ALERTS):
             alert = Alert.from_state(state)
             heapq.heappush(self._closing, (_epoch(alert.window_end), key, alert.alert_id))
@@ -132,6 +137,13 @@ class Correlator:
             self.store.delete(ALERTS, key)
             if not state.get("_pending"):
                 yield AlertChange("closed", Alert.from_state(state))
+
+    def save_samples(self) -> None:
+        """A clean stop: store the sample activities the live threshold windows name."""
+        named = {e[2] for _, entries in self.store.items(COUNTERS) for e in entries if e[2]}
+        held = {name: raw for name, raw in self._samples.items() if name in named}
+        if held or self.store.get(HELD_SAMPLES, "held") is not None:
+            self.store.put(HELD_SAMPLES, "held", held)
 
     # -- matches ----------------------------------------------------------------------
 
@@ -384,10 +396,17 @@ class Correlator:
             distinct = repr(distinct)
         times = [e[0] for e in entries]
         position = bisect.bisect_right(times, now)
-        # Only the first few entries keep their activity (the alert's samples): a busy
-        # key's counter stays small in memory and in every commit.
-        sampled = sum(1 for e in entries if e[2] is not None) < MAX_SAMPLE_EVENTS
-        entries.insert(position, [now, distinct, match.activity.raw if sampled else None])
+        # The first few entries of a window name a sample activity, held in memory:
+        # writing activities into the counter would rewrite kilobytes per busy key at every
+        # commit. A clean stop saves them (`save_samples`); after a crash an alert may carry
+        # fewer samples, while its count and times, from the durable counter, stay exact.
+        sample = None
+        if sum(1 for e in entries if e[2] is not None) < MAX_SAMPLE_EVENTS:
+            sample = match.activity.id
+            self._samples[sample] = match.activity.raw
+            if len(self._samples) > MAX_HELD_SAMPLES:
+                del self._samples[next(iter(self._samples))]
+        entries.insert(position, [now, distinct, sample])
         times.insert(position, now)
         newest = times[-1]
         cut = bisect.bisect_right(times, newest - width)
@@ -398,8 +417,12 @@ class Correlator:
         window = self._full_window(entries, times, now, width, threshold.count, distinct_on)
         if window is None:
             return None
-        samples = [parse_activity(raw) for _, _, raw in window if raw is not None]
-        if all(e[2] is not match.activity.raw for e in window):
+        samples = [
+            parse_activity(self._samples[name])
+            for _, _, name in window
+            if name is not None and name in self._samples
+        ]
+        if sample is None:
             samples.append(match.activity)  # the activity that completed the count
         return Counted(samples, len(window), window[0][0], window[-1][0])
 

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pydantic_core import to_json
+
 _DELETED = object()
 _MISSING = object()
 
@@ -44,7 +46,9 @@ CREATE TABLE IF NOT EXISTS meta (
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=str)
+    # pydantic-core's encoder: several times json.dumps, and commits encode every value
+    # a batch touched.
+    return to_json(value, fallback=str).decode("utf-8")
 
 
 class SqliteStore:
