@@ -88,6 +88,140 @@ def measure_pipeline(path: Path, rules: Sequence[Path], profile: bool) -> dict[s
     return result
 
 
+# -- Panther-format rules: our evaluator next to panther_core's Rule.run ----------------
+
+PANTHER_CHUNK = 20_000  # activities decoded (untimed) before each timed evaluation pass
+
+
+def _python_rule_spec(rule: Any) -> dict[str, Any]:
+    """What engine/panther/core_bench.py needs to load the same rule with panther_core."""
+    doc = rule.document
+    return {
+        "id": rule.rule_id,
+        "path": str((rule.path.parent / doc["Filename"]).resolve()),
+        "severity": str(doc["Severity"]),
+        "dedup_minutes": doc.get("DedupPeriodMinutes") or 60,
+        "helper_dirs": sorted({str(p.parent) for p in rule.helper_files.values()}),
+    }
+
+
+def measure_panther_eval(path: Path, rules: Sequence[Path]) -> dict[str, Any]:
+    """The evaluator alone over decoded activities: what panther_core's `Rule.run` is
+    compared with. Activities are read and validated a chunk at a time before the clock
+    starts; only `Evaluator.evaluate` is timed, on each chunk, for each set of rules:
+
+    - `all`: every active rule of the directory;
+    - `python`: its Python rules alone, the rules panther_core runs too (the same set as
+      `all` unless the directory has simple detections or native rules);
+    - `unindexed`: those Python rules on every activity, without the type index their code
+      earns them (see engine/panther/pinning.py): the per-call cost of a rule that cannot
+      be pinned.
+    """
+    import dataclasses
+    import itertools
+
+    from engine.detection.evaluator import Evaluator
+    from engine.detection.loader import load_rules
+    from engine.panther.rule import PantherRule
+    from engine.sources.files import Rejected, read_source
+
+    ruleset = load_rules(list(rules))
+    python = [r for r in ruleset.rules if isinstance(r, PantherRule) and r.module is not None]
+    sets = {"all": ruleset.rules}
+    if len(python) != len(ruleset.rules):
+        sets["python"] = python
+    sets["unindexed"] = [dataclasses.replace(r, types=None) for r in python]
+    result: dict[str, Any] = {
+        "rules": len(ruleset.rules),
+        "python_rules": [_python_rule_spec(r) for r in python],
+        "pinned_rules": sum(1 for r in python if r.types is not None),
+        "simple_rules": sum(
+            1 for r in ruleset.rules if isinstance(r, PantherRule) and r.module is None
+        ),
+        "native_rules": sum(1 for r in ruleset.rules if not isinstance(r, PantherRule)),
+    }
+    names = list(sets)
+    evaluators = {
+        name: Evaluator(dataclasses.replace(ruleset, rules=list(chosen)))
+        for name, chosen in sets.items()
+    }
+    matches = {name: dict.fromkeys((r.id for r in sets[name]), 0) for name in names}
+    errors = {name: dict.fromkeys((r.id for r in sets[name]), 0) for name in names}
+    seconds = dict.fromkeys(names, 0.0)
+    clock = time.perf_counter
+    count = 0
+    source = read_source(str(path))
+    for turn in itertools.count():
+        chunk = [r for r in itertools.islice(source, PANTHER_CHUNK) if type(r) is not Rejected]
+        if not chunk:
+            break
+        count += len(chunk)
+        shift = turn % len(names)  # each set goes first in turn
+        for name in names[shift:] + names[:shift]:
+            evaluate = evaluators[name].evaluate
+            found_by, failed_by = matches[name], errors[name]
+            started = clock()
+            for activity in chunk:
+                found, failed = evaluate(activity)
+                if found:
+                    for match in found:
+                        found_by[match.rule.id] += 1
+                if failed:
+                    for rule, _ in failed:
+                        failed_by[rule.id] += 1
+            seconds[name] += clock() - started
+    for name in names:
+        result[name] = {
+            "activities": count,
+            "seconds": seconds[name],
+            "rules": len(sets[name]),
+            "matches": matches[name],
+            "errors": errors[name],
+        }
+    result.setdefault("python", result["all"])
+    result["peak_rss_mb"] = _peak_rss_mb()
+    return result
+
+
+CORE_BENCH = Path(__file__).resolve().parent / "panther" / "core_bench.py"
+
+
+def panther_interpreter(option: str | None) -> tuple[str | None, str]:
+    """The interpreter that runs panther_core's side, and a note saying which (or why
+    none). Raises ValueError when `--panther-python` names one that cannot import it."""
+    if option:
+        try:
+            done = subprocess.run(
+                [option, "-c", "import panther_core"], capture_output=True, check=False
+            )
+        except OSError as exc:
+            raise ValueError(f"--panther-python {option}: cannot be run ({exc})") from exc
+        if done.returncode != 0:
+            raise ValueError(f"--panther-python {option}: cannot import panther_core")
+        return option, f"--panther-python {option}"
+    import importlib.util
+
+    if importlib.util.find_spec("panther_core") is not None:
+        return sys.executable, f"this interpreter ({sys.executable})"
+    return None, (
+        f"not measured: panther_core is not importable by {sys.executable}; install"
+        " panther-analysis-tool in a separate venv and pass --panther-python"
+        " /that/venv/bin/python"
+    )
+
+
+def _panther_core_child(python: str, path: Path, specs: Path) -> dict[str, Any]:
+    done = subprocess.run(
+        [python, str(CORE_BENCH), str(path), str(specs)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"panther_core measurement failed:\n{done.stderr.strip()}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def _instrument(rules: list[Any], per_rule: dict[str, list[float]]) -> None:
     """Wrap each rule's `evaluate` with a timer (instance attributes shadow the method)."""
     clock = time.perf_counter
@@ -126,14 +260,43 @@ def _median(runs: list[dict[str, Any]], key: str) -> float:
 
 
 def run_bench(
-    path: Path, rules: Sequence[Path], repeat: int, out: IO[str], as_json: bool = False
+    path: Path,
+    rules: Sequence[Path],
+    repeat: int,
+    out: IO[str],
+    as_json: bool = False,
+    panther_python: str | bool | None = False,
+    panther_note: str = "",
 ) -> dict[str, Any]:
-    """Measure and print; returns the figures (for tests and docs)."""
+    """Measure and print; returns the figures (for tests and docs). With `panther_python`
+    (not False: the rules are a Panther-format directory) the evaluator alone and, when
+    that is an interpreter, panther_core's `Rule.run` are measured too, over the same
+    activities (None: panther_core is not available)."""
     loads_runs, pipeline_runs = [], []
-    for _ in range(repeat):
-        # Interleaved, so a burst of noise hits both sides alike.
-        loads_runs.append(_child("loads", path, rules))
-        pipeline_runs.append(_child("pipeline", path, rules))
+    panther = panther_python is not False
+    eval_runs: list[dict[str, Any]] = []
+    core_runs: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="detect-bench-panther-") as scratch:
+        specs = Path(scratch) / "rules.json"
+        for _ in range(repeat):
+            # Interleaved, so a burst of noise hits both sides alike.
+            loads_runs.append(_child("loads", path, rules))
+            pipeline_runs.append(_child("pipeline", path, rules))
+            if panther:
+                eval_runs.append(_child("panther-eval", path, rules))
+                if isinstance(panther_python, str) and not eval_runs[0]["python_rules"]:
+                    panther_python = None
+                    panther_note = (
+                        "not measured: no active Python rules (panther_core cannot run simple"
+                        " detections without a Panther backend)"
+                    )
+                if isinstance(panther_python, str):
+                    if not specs.exists():
+                        specs.write_text(json.dumps(eval_runs[0]["python_rules"]))
+                    try:
+                        core_runs.append(_panther_core_child(panther_python, path, specs))
+                    except RuntimeError as exc:
+                        panther_python, panther_note, core_runs = None, f"not measured: {exc}", []
     profiled = _child("pipeline", path, rules, profile=True)
     count = pipeline_runs[0]["activities"]
     loads_rate = count / _median(loads_runs, "seconds")
@@ -157,11 +320,57 @@ def run_bench(
         "python": sys.version.split()[0],
         "cpus": os.cpu_count(),
     }
+    if panther:
+        figures["panther"] = _panther_figures(pipeline_rate, eval_runs, core_runs)
+        figures["panther_note"] = panther_note
     if as_json:
         out.write(json.dumps(figures, indent=2) + "\n")
     else:
         _print(figures, out)
     return figures
+
+
+def _rate(runs: list[dict[str, Any]], key: str | None = None) -> float:
+    chosen = [r[key] for r in runs] if key else runs
+    seconds = statistics.median(r["seconds"] for r in chosen)
+    return chosen[0]["activities"] / seconds if seconds else float("inf")
+
+
+def _panther_figures(
+    pipeline_rate: float, eval_runs: list[dict[str, Any]], core_runs: list[dict[str, Any]]
+) -> dict[str, Any]:
+    first = eval_runs[0]
+    ours_python = first["python"]
+    result: dict[str, Any] = {
+        "rules": first["rules"],
+        "python_rules": len(first["python_rules"]),
+        "simple_rules": first["simple_rules"],
+        "native_rules": first["native_rules"],
+        "pipeline_per_s": pipeline_rate,
+        "evaluation_per_s": _rate(eval_runs, "all"),
+        "evaluation_python_per_s": _rate(eval_runs, "python"),
+        "evaluation_unindexed_per_s": _rate(eval_runs, "unindexed"),
+        "pinned_rules": first["pinned_rules"],
+        "matches_python": ours_python["matches"],
+        "errors_python": ours_python["errors"],
+        "panther_core_per_s": None,
+    }
+    if core_runs:
+        core = core_runs[0]
+        core_rate = _rate(core_runs)
+        result.update(
+            panther_core_per_s=core_rate,
+            panther_core_version=core["panther_core"],
+            panther_core_python=core["python"],
+            panther_core_matches=core["matches"],
+            panther_core_errors=core["errors"],
+            panther_core_activities=core["activities"],
+            ratio_evaluation=result["evaluation_python_per_s"] / core_rate,
+            ratio_pipeline=pipeline_rate / core_rate,
+            same_matches=core["matches"] == ours_python["matches"]
+            and core["errors"] == ours_python["errors"],
+        )
+    return result
 
 
 def _print(f: dict[str, Any], out: IO[str]) -> None:
@@ -194,18 +403,86 @@ def _print(f: dict[str, Any], out: IO[str]) -> None:
             f"{r['seconds'] * 1e3:>10.1f}{mean:>9.2f}",
             file=out,
         )
+    if "panther" in f:
+        _print_panther(f["panther"], f.get("panther_note", ""), out)
+
+
+def _print_panther(p: dict[str, Any], note: str, out: IO[str]) -> None:
+    import textwrap
+
+    kinds = [f"{p['python_rules']} Python"]
+    if p["simple_rules"]:
+        kinds.append(f"{p['simple_rules']} simple detections")
+    if p["native_rules"]:
+        kinds.append(f"{p['native_rules']} native")
+    python_rules = f"{p['python_rules']} Python rules"
+    core = p["panther_core_per_s"]
+
+    def say(label: str, text: str) -> None:
+        wrapped = textwrap.wrap(text, 86, break_on_hyphens=False) or [""]
+        print(f"{label:14}{wrapped[0]}", file=out)
+        for line in wrapped[1:]:
+            print(f"{'':14}{line}", file=out)
+
+    def row(label: str, rate: float | None, versus: bool = True) -> None:
+        shown = f"{rate:>14,.0f}" if rate is not None else f"{'-':>14}"
+        ratio = f"{rate / core:>16.1f}x" if versus and core and rate is not None else ""
+        print(f"{label:44}{shown}{ratio}", file=out)
+
+    print("", file=out)
+    say("Panther", f"{p['rules']} active rules ({', '.join(kinds)})")
+    say(
+        "type index",
+        f"{p['pinned_rules']} of {p['python_rules']} Python rules pinned to activity types by"
+        " their first statement (engine/panther/pinning.py)",
+    )
+    print(f"{'':44}{'activities/s':>14}{'vs panther_core':>17}", file=out)
+    row(f"detect, full pipeline ({p['rules']} rules)", p["pipeline_per_s"])
+    if p["rules"] != p["python_rules"]:
+        row(f"detect, evaluation only ({p['rules']} rules)", p["evaluation_per_s"])
+    if p["python_rules"]:
+        row(f"detect, evaluation only ({python_rules})", p["evaluation_python_per_s"])
+        row("  the same, without the type index", p["evaluation_unindexed_per_s"])
+        row(f"panther_core Rule.run ({python_rules})", core, versus=False)
+    if core is None:
+        say("panther_core", note)
+    else:
+        say(
+            "panther_core",
+            f"{p['panther_core_version']} on Python {p['panther_core_python']} ({note}):"
+            " Rule.run in batch mode, events already decoded, p_ fields added",
+        )
+        ours = sum(p["matches_python"].values())
+        if p["same_matches"]:
+            say("matches", f"the same per rule on both sides ({ours:,})")
+        else:
+            say(
+                "matches",
+                f"DIFFER: detect {p['matches_python']} (errors {p['errors_python']}),"
+                f" panther_core {p['panther_core_matches']} (errors"
+                f" {p['panther_core_errors']})",
+            )
+    say(
+        "evaluation",
+        "the evaluator alone over activities already read and validated (what Rule.run"
+        " does); the full pipeline also reads, parses and validates the JSON, correlates"
+        " and writes state.",
+    )
 
 
 def _worker(argv: list[str]) -> int:
-    """The child side: `python -m engine.bench loads|pipeline FILE [--rules D] [--profile]`."""
+    """The child side: `python -m engine.bench loads|pipeline|panther-eval FILE [--rules D]
+    [--profile]`."""
     parser = argparse.ArgumentParser(prog="engine.bench")
-    parser.add_argument("kind", choices=("loads", "pipeline"))
+    parser.add_argument("kind", choices=("loads", "pipeline", "panther-eval"))
     parser.add_argument("path", type=Path)
     parser.add_argument("--rules", action="append", type=Path, default=[])
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args(argv)
     if args.kind == "loads":
         result = measure_loads(args.path)
+    elif args.kind == "panther-eval":
+        result = measure_panther_eval(args.path, args.rules)
     else:
         result = measure_pipeline(args.path, args.rules, args.profile)
     print(json.dumps(result))
@@ -220,8 +497,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from engine.resources import bundled_rules_dir
 
     rules = [Path(p) for p in args.rules] if args.rules else None
+    panther_python: str | bool | None = False
+    panther_note = ""
     if args.panther:
         rules = [Path(args.panther)]
+        try:
+            panther_python, panther_note = panther_interpreter(args.panther_python)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    elif args.panther_python:
+        print("error: --panther-python needs --panther DIR", file=sys.stderr)
+        return 2
     if rules is None:
         local = Path("rules")
         rules = [local if local.is_dir() else bundled_rules_dir()]
@@ -239,7 +526,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 f"generated {args.generate:,} activities (seed {args.seed}) in {took:.1f}s",
                 file=sys.stderr,
             )
-        run_bench(path, rules, args.repeat, sys.stdout, as_json=args.json)
+        if panther_python is False:
+            run_bench(path, rules, args.repeat, sys.stdout, as_json=args.json)
+        else:
+            run_bench(
+                path,
+                rules,
+                args.repeat,
+                sys.stdout,
+                as_json=args.json,
+                panther_python=panther_python,
+                panther_note=panther_note,
+            )
     return 0
 
 
@@ -263,7 +561,18 @@ def register(commands: Any) -> None:
         metavar="DIR",
         help="rules directory (default ./rules or the shipped pack)",
     )
-    bench.add_argument("--panther", metavar="DIR", help="a Panther-format rules directory")
+    bench.add_argument(
+        "--panther",
+        metavar="DIR",
+        help="a Panther-format rules directory: also time the evaluator alone and, when"
+        " panther_core is available, Panther's own engine on the same rules and activities",
+    )
+    bench.add_argument(
+        "--panther-python",
+        metavar="PATH",
+        help="with --panther: a Python interpreter that can import panther_core (e.g. a venv"
+        " with panther-analysis-tool); default: this interpreter, when it can",
+    )
     bench.add_argument("--repeat", type=int, default=3, help="runs per figure (median)")
     bench.add_argument("--json", action="store_true", help="print the figures as JSON")
     bench.set_defaults(handler=cmd_bench)

@@ -275,6 +275,10 @@ def convert_python(rule: PantherRule, stem: str) -> Converted:
     converted = Converted({})
     native = _common(rule, converted)
     match, when = _conditions(rule)
+    if rule.types is not None and "type" not in match:
+        # The types the module's rule() pins (pinning.py): the same index, natively.
+        kinds = sorted(rule.types)
+        match["type"] = kinds[0] if len(kinds) == 1 else kinds
     if match:
         native["match"] = match
     if when:

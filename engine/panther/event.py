@@ -28,6 +28,8 @@ PANTHER_LOG_TYPE = "Anthropic.Activity"
 
 def freeze(value: Any) -> Any:
     """Panther's `_ensure_immutable`: objects and arrays become read-only views."""
+    if type(value) in _PLAIN:
+        return value
     if isinstance(value, dict):
         return PantherMapping(value)
     if isinstance(value, list):
@@ -35,9 +37,27 @@ def freeze(value: Any) -> Any:
     return value
 
 
+# The JSON scalars, returned as they are (checked first: most values read are strings).
+_PLAIN = frozenset((str, int, float, bool, type(None)))
+_MISSING: Any = object()
+
+
+def _deep_copy(value: dict[str, Any] | list[Any]) -> Any:
+    """`copy.deepcopy` of a fresh container, with its answer for a flat one (only
+    scalars, which deepcopy returns as they are) computed without its machinery:
+    `pantherflow_investigation` copies the `p_any_` lists of every event it sees."""
+    items = value.values() if isinstance(value, dict) else value
+    for item in items:
+        if type(item) not in _PLAIN:
+            return copy.deepcopy(value)
+    return value.copy()
+
+
 def thaw(value: Any) -> Any:
     """`json.dumps(default=thaw)`: the plain value behind a read-only view."""
     if isinstance(value, FrozenMapping):
+        if isinstance(value, PantherEvent):
+            value._settle()
         return value._data
     if isinstance(value, ImmutableList):
         return list(value._items)
@@ -54,11 +74,16 @@ class _CaseInsensitive:
 
     Mixed into `FrozenMapping` subclasses, whose `_data` is the wrapped dict; `_keymap`
     (lower-cased key -> original key, first one wins) is built on the first miss only.
+    A live event may add its `p_` fields in `_original_key`, so `_data` must be read
+    again after it.
     """
 
     __slots__ = ()
     _data: dict[str, Any]
     _keymap: dict[str, str] | None
+
+    def _settle(self) -> None:
+        """Nothing to add: only a live `PantherEvent` completes its data lazily."""
 
     def _original_key(self, key: Any) -> Any:
         keymap = self._keymap
@@ -71,20 +96,22 @@ class _CaseInsensitive:
         return keymap.get(key.lower()) if isinstance(key, str) else None
 
     def __getitem__(self, key: Any) -> Any:
-        data = self._data
-        if key in data:
-            return freeze(data[key])
-        original = self._original_key(key)
-        if original is None:
-            raise KeyError(key)
-        return freeze(data[original])
+        value = self._data.get(key, _MISSING)
+        if value is _MISSING:
+            original = self._original_key(key)
+            if original is None:
+                raise KeyError(key)
+            value = self._data[original]
+        return value if type(value) in _PLAIN else freeze(value)
 
     def get(self, key: Any, default: Any = None) -> Any:
-        data = self._data
-        if key in data:
-            return freeze(data[key])
-        original = self._original_key(key)
-        return default if original is None else freeze(data[original])
+        value = self._data.get(key, _MISSING)
+        if value is _MISSING:
+            original = self._original_key(key)
+            if original is None:
+                return default
+            value = self._data[original]
+        return value if type(value) in _PLAIN else freeze(value)
 
     def __contains__(self, key: object) -> bool:
         return key in self._data or self._original_key(key) is not None
@@ -92,12 +119,15 @@ class _CaseInsensitive:
     def deep_get(self, *keys: Any, default: Any = None) -> Any:
         """Walk nested mappings; `default` where a step is missing, not a mapping, or the
         result is null (panther_core's `reduce` over `get(key, default)`)."""
+        if not keys:
+            self._settle()
         value: Any = self._data
         for index, key in enumerate(keys):
             if type(value) is dict and key in value:
                 value = value[key]
                 continue
-            node: Any = freeze(value)
+            # A miss: the slow path, through `get` (any case; a live event's p_ fields).
+            node: Any = self if index == 0 else freeze(value)
             for step in keys[index:]:
                 node = node.get(step, default) if isinstance(node, Mapping) else default
             return default if node is None else node
@@ -105,13 +135,16 @@ class _CaseInsensitive:
 
     def to_dict(self) -> dict[str, Any]:
         """A deep copy the caller may change freely."""
-        return copy.deepcopy(self._data)
+        self._settle()
+        return _deep_copy(self._data)
 
     def copy(self) -> dict[str, Any]:
-        return copy.deepcopy(self._data)
+        self._settle()
+        return _deep_copy(self._data)
 
     def raw_view(self) -> Mapping[str, Any]:
         """The wrapped dict itself; treat it as read-only."""
+        self._settle()
         return self._data
 
 
@@ -159,7 +192,7 @@ class ImmutableList(Sequence[Any]):
         return f"ImmutableList({list(self._items)!r})"
 
     def copy(self) -> list[Any]:
-        return copy.deepcopy(list(self._items))
+        return _deep_copy(list(self._items))
 
     as_list = copy
 
@@ -213,42 +246,100 @@ def _walk(obj: Any, keys: tuple[Any, ...], default: Any, return_val: str) -> Any
     }.get(return_val, "all")
 
 
+def with_p_fields(data: dict[str, Any], created_at: datetime) -> dict[str, Any]:
+    """The activity plus the `p_` fields Panther's log pipeline adds (only where the
+    activity does not carry them already): a new dict, the activity is not changed."""
+    enriched = dict(data)
+    enriched.setdefault("p_log_type", PANTHER_LOG_TYPE)
+    enriched.setdefault("p_event_time", created_at.strftime("%Y-%m-%d %H:%M:%S.%f"))
+    actor = data.get("actor")
+    if isinstance(actor, dict):
+        emails = [
+            v
+            for v in (actor.get("email_address"), actor.get("unauthenticated_email_address"))
+            if isinstance(v, str) and v
+        ]
+        if emails and "p_any_emails" not in data:
+            enriched["p_any_emails"] = list(dict.fromkeys(emails))
+        address = actor.get("ip_address")
+        if isinstance(address, str) and address and "p_any_ip_addresses" not in data:
+            enriched["p_any_ip_addresses"] = [address]
+    return enriched
+
+
 class PantherEvent(_CaseInsensitive, Event):
     """What a Panther rule's functions receive: a read-only, case-insensitive mapping with
-    `get`, `deep_get`, `deep_walk`, `udm`, `lookup` and `event_time_epoch`."""
+    `get`, `deep_get`, `deep_walk`, `udm`, `lookup` and `event_time_epoch`.
 
-    __slots__ = ("_keymap",)
+    A live event (`PantherEvent.live`) wraps the activity itself and adds the `p_` fields
+    only when something asks for a key the activity lacks, or for the whole mapping
+    (iteration, length, copies, JSON): most rules read `type` and a few actor fields, and
+    never pay for the copy and the timestamp formatting."""
+
+    __slots__ = ("_keymap", "_pending")
 
     def __init__(self, data: dict[str, Any], created_at: datetime | None = None) -> None:
         super().__init__(data, created_at)  # type: ignore[arg-type]
         self._keymap = None
+        self._pending = False
 
     @classmethod
     def live(cls, data: dict[str, Any], created_at: datetime) -> PantherEvent:
         """The event as Panther's log pipeline delivers it: the activity plus the `p_`
         fields Panther adds (only where the activity does not carry them already)."""
-        enriched = dict(data)
-        enriched.setdefault("p_log_type", PANTHER_LOG_TYPE)
-        enriched.setdefault("p_event_time", created_at.strftime("%Y-%m-%d %H:%M:%S.%f"))
-        actor = data.get("actor")
-        if isinstance(actor, dict):
-            emails = [
-                v
-                for v in (actor.get("email_address"), actor.get("unauthenticated_email_address"))
-                if isinstance(v, str) and v
-            ]
-            if emails and "p_any_emails" not in data:
-                enriched["p_any_emails"] = list(dict.fromkeys(emails))
-            address = actor.get("ip_address")
-            if isinstance(address, str) and address and "p_any_ip_addresses" not in data:
-                enriched["p_any_ip_addresses"] = [address]
-        return cls(enriched, created_at)
+        # Built field by field: this runs once per activity a Python rule sees.
+        event = cls.__new__(cls)
+        event._data = data
+        event.created_at = created_at
+        event._options = None
+        event._keymap = None
+        event._pending = True
+        return event
+
+    def _settle(self) -> None:
+        if self._pending:
+            self._pending = False
+            self._data = with_p_fields(self._data, self.created_at)
+            # The p_ keys come after the activity's own, so a key map built before keeps
+            # every entry it had ("first one wins"); rebuilt on the next miss.
+            self._keymap = None
+
+    def _original_key(self, key: Any) -> Any:
+        # Only a key that is a p_ field in some case can be one the activity lacks.
+        if self._pending and isinstance(key, str) and key.lower().startswith("p_"):
+            self._settle()
+            if key in self._data:
+                return key  # now an exact hit, which comes before any other case
+        keymap = self._keymap
+        if keymap is not None and type(key) is str:
+            return keymap.get(key.lower())
+        return _CaseInsensitive._original_key(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        self._settle()
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        self._settle()
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        self._settle()
+        return super().__repr__()
+
+    def search(self, expression: str, default: Any = None) -> Any:
+        self._settle()
+        return super().search(expression, default)
 
     def deep_walk(
         self, *keys: Any, default: Any = None, return_val: str = "all"
     ) -> Any | list[Any]:
         """Like `deep_get`, but also through lists: one value, or a list of the distinct
         values found (`return_val` "first" or "last" picks one)."""
+        if not keys:
+            self._settle()
+        elif self._pending and isinstance(keys[0], str) and keys[0].startswith("p_"):
+            self._settle()  # deep_walk is case-sensitive: only an exact p_ key is one
         return _walk(self._data, keys, default, return_val)
 
     def udm(self, *keys: Any, default: Any = None) -> Any:
@@ -269,6 +360,7 @@ class PantherEvent(_CaseInsensitive, Event):
     def event_time_epoch(self, force_utc: bool = True) -> int:
         """Seconds since the epoch of `p_event_time` (UTC unless it names a zone), else of
         the activity's `created_at`; 0 when neither can be read."""
+        self._settle()
         text = self._data.get("p_event_time")
         if isinstance(text, str) and text:
             moment = _parse_time(text)

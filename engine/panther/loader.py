@@ -34,6 +34,7 @@ from engine.detection.yaml_lines import YamlError, line_at, load_yaml
 from engine.errors import RuleProblem
 from engine.panther import PantherOptions
 from engine.panther.helpers import HelperError, HelperResolver, describe_import_error
+from engine.panther.pinning import pinned_types
 from engine.panther.rule import PantherRule, defined_functions
 from engine.panther.schema import check_global, check_rule
 from engine.panther.simple import (
@@ -301,6 +302,12 @@ class _Compiler:
             rule.skip_reason = "CreateAlert: false (a signal; detect only raises alerts)"
         elif LOG_TYPE not in log_types:
             rule.skip_reason = f"LogTypes {', '.join(log_types)}: detect evaluates {LOG_TYPE} only"
+        elif rule.module is not None:
+            # A rule() that returns False at once outside some activity types is indexed
+            # by them (proven on its code, see pinning.py); only rules that run live.
+            pinned = pinned_types(rule.module, Path(rule.module.__file__ or ""))
+            if pinned is not None:
+                rule.types = pinned if rule.types is None else rule.types & pinned
         return None if self.problems else rule
 
 

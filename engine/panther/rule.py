@@ -73,7 +73,8 @@ class Outputs:
 
 
 # A single-slot cache: the evaluator runs every rule on one activity before the next, so
-# the Panther view of an activity is built once, not once per rule.
+# the Panther view of an activity is built once, not once per rule, and only when a
+# Python rule runs on it (its p_ fields only when a rule reads one: see PantherEvent.live).
 _LAST: list[Any] = [None, None]
 
 
@@ -129,10 +130,27 @@ class PantherRule(Rule):
         return result
 
     def evaluate(self, activity: ActivityRecord, event: Event) -> Match | None:
-        if not self.holds(activity, event):
-            return None
-        subject = None if self.module is None else live_event(activity)
-        out = self.outputs(subject, activity.raw, live=True)
+        # `holds` inlined: this runs once per rule and activity.
+        data = activity.raw
+        for check in self.checks:
+            if not check(data):
+                return None
+        matcher = self.matcher
+        if matcher is not None:
+            if not matcher(data):
+                return None
+            subject = None
+        else:
+            subject = _LAST[1] if _LAST[0] is activity else live_event(activity)
+            result = self.module.rule(subject)  # type: ignore[union-attr]
+            if result is not True:
+                if result is False:
+                    return None
+                raise FunctionReturnTypeError(
+                    f"detection [{self.rule_id}] function [rule] returned"
+                    f" [{type(result).__name__}], expected [bool]"
+                )
+        out = self.outputs(subject, data, live=True)
         return Match(
             rule=self,
             activity=activity,

@@ -148,3 +148,91 @@ def test_udm_and_lookup_without_a_data_model() -> None:
     assert event.udm("actor", "ip_address") == "1.2.3.4"
     assert event.udm("nothing", default="d") == "d"
     assert event.lookup("table", "key") == "value"
+
+
+LIVE = {
+    "id": "a1",
+    "created_at": "2026-05-04T08:00:01.000500Z",
+    "type": "sso_login_failed",
+    "Type_Again": "shadow",
+    "P_Log_Type": "upper-case, present in the activity",
+    "actor": {"type": "user_actor", "email_address": "ana@example.com", "ip_address": "1.2.3.4"},
+    "updates": [{"type": "a"}],
+}
+PROBES = [
+    "type",
+    "TYPE",
+    "type_again",
+    "p_log_type",
+    "P_LOG_TYPE",
+    "p_event_time",
+    "p_any_emails",
+    "P_Any_Ip_Addresses",
+    "p_missing",
+    "missing",
+    "actor",
+    "updates",
+    1,
+]
+
+
+def _live_and_eager() -> tuple[PantherEvent, PantherEvent]:
+    from engine.panther.event import with_p_fields
+
+    moment = datetime(2026, 5, 4, 8, 0, 1, 500, tzinfo=UTC)
+    raw = json.loads(json.dumps(LIVE))
+    return PantherEvent.live(raw, moment), PantherEvent(with_p_fields(raw, moment), moment)
+
+
+@pytest.mark.parametrize("probe", PROBES)
+def test_a_live_event_adds_its_p_fields_lazily_with_the_same_answers(probe) -> None:
+    """Whatever is asked first, a live event answers as the eagerly built one."""
+    for first in [None, *PROBES]:
+        live, eager = _live_and_eager()
+        if first is not None:
+            assert live.get(first) == eager.get(first)
+        assert live.get(probe, "d") == eager.get(probe, "d")
+        assert (probe in live) == (probe in eager)
+        assert live.deep_get(probe, "type") == eager.deep_get(probe, "type")
+        if isinstance(probe, str):
+            assert live.deep_walk(probe) == eager.deep_walk(probe)
+        if probe in eager:
+            assert live[probe] == eager[probe]
+        else:
+            with pytest.raises(KeyError):
+                live[probe]
+
+
+def test_a_live_event_is_whole_when_seen_whole() -> None:
+    for view in (
+        lambda e: list(e),
+        len,
+        lambda e: dict(e.items()),
+        lambda e: e.to_dict(),
+        lambda e: e.copy(),
+        lambda e: dict(e.raw_view()),
+        lambda e: plain({"event": e}),
+        repr,
+        lambda e: e.event_time_epoch(),
+        lambda e: e.deep_get(),
+        lambda e: e.search("p_log_type"),
+        lambda e: e.udm("p_any_emails"),
+    ):
+        live, eager = _live_and_eager()
+        assert view(live) == view(eager)
+    live, eager = _live_and_eager()
+    assert live == eager
+    assert "p_log_type" not in LIVE
+
+
+def test_reading_the_activity_own_keys_does_not_copy_it() -> None:
+    live, _ = _live_and_eager()
+    raw = live._data
+    assert live.get("type") == "sso_login_failed"
+    assert live.deep_get("actor", "ip_address") == "1.2.3.4"
+    assert live.get("TYPE") == "sso_login_failed"  # any case, still the activity's key
+    assert live.get("missing") is None
+    assert live._data is raw
+    assert live.get("P_LOG_TYPE") == "upper-case, present in the activity"  # first wins
+    assert live._data is not raw and "p_log_type" not in raw
+    assert live.get("p_log_type") == "Anthropic.Activity"  # the exact key comes first
