@@ -267,6 +267,7 @@ def run_bench(
     as_json: bool = False,
     panther_python: str | bool | None = False,
     panther_note: str = "",
+    benign: Path | None = None,
 ) -> dict[str, Any]:
     """Measure and print; returns the figures (for tests and docs). With `panther_python`
     (not False: the rules are a Panther-format directory) the evaluator alone and, when
@@ -320,6 +321,12 @@ def run_bench(
         "python": sys.version.split()[0],
         "cpus": os.cpu_count(),
     }
+    if benign is not None:
+        # Noise: what the rules raise on ordinary activity (the generator, attacks off).
+        quiet = _child("pipeline", benign, rules)
+        figures["benign_activities"] = quiet["activities"]
+        figures["benign_alerts"] = quiet["alerts"]
+        figures["benign_alerts_per_100k"] = quiet["alerts"] * 100_000 / quiet["activities"]
     if panther:
         figures["panther"] = _panther_figures(pipeline_rate, eval_runs, core_runs)
         figures["panther_note"] = panther_note
@@ -393,6 +400,12 @@ def _print(f: dict[str, Any], out: IO[str]) -> None:
         f"{f['state_rows']:,} rows, {f['state_bytes'] / 1e6:.1f} MB on disk",
         file=out,
     )
+    if "benign_alerts_per_100k" in f:
+        print(
+            f"noise     {f['benign_alerts_per_100k']:.1f} alerts per 100k benign activities "
+            f"({f['benign_alerts']} over {f['benign_activities']:,}, attacks off)",
+            file=out,
+        )
     print("", file=out)
     print(f"{'rule':52}{'evals':>10}{'matches':>9}{'total ms':>10}{'mean µs':>9}", file=out)
     ranked = sorted(f["per_rule"].items(), key=lambda kv: kv[1]["seconds"], reverse=True)
@@ -513,6 +526,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         local = Path("rules")
         rules = [local if local.is_dir() else bundled_rules_dir()]
     with tempfile.TemporaryDirectory(prefix="detect-bench-") as folder:
+        benign = None
         if args.file:
             path = Path(args.file)
         else:
@@ -521,13 +535,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
             path = Path(folder) / "activities.jsonl"
             started = time.perf_counter()
             write_jsonl(path, generate(args.generate, seed=args.seed))
+            benign = Path(folder) / "benign.jsonl"
+            write_jsonl(
+                benign, generate(min(args.generate, 100_000), seed=args.seed, attacks=False)
+            )
             took = time.perf_counter() - started
             print(
                 f"generated {args.generate:,} activities (seed {args.seed}) in {took:.1f}s",
                 file=sys.stderr,
             )
         if panther_python is False:
-            run_bench(path, rules, args.repeat, sys.stdout, as_json=args.json)
+            run_bench(path, rules, args.repeat, sys.stdout, as_json=args.json, benign=benign)
         else:
             run_bench(
                 path,
