@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -70,6 +70,18 @@ class Alert:
             self.organization_ids.append(org)
         for kind, values in activity.indicators.items():
             _merge(self.indicators.setdefault(kind, []), values)
+
+    def snapshot(self) -> Alert:
+        """A copy that later joins do not change."""
+        return replace(
+            self,
+            tags=list(self.tags),
+            mitre=list(self.mitre),
+            organization_ids=list(self.organization_ids),
+            indicators={k: list(v) for k, v in self.indicators.items()},
+            context=dict(self.context),
+            events=list(self.events),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The public JSON form, keys in the documented order."""

@@ -124,6 +124,7 @@ class Pipeline:
     def commit(self) -> None:
         """Make state, alerts and checkpoint durable together; purge expired state daily."""
         self._since_commit = 0
+        self.correlator.flush()
         watermark = self.correlator.watermark
         if watermark is not None:
             # Event time reached so far: the dispatcher closes alert windows against it.

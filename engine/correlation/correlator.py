@@ -98,6 +98,10 @@ class Correlator:
         # (window end, state key): open alerts to close when event time passes their end.
         self._closing: list[tuple[float, str, str]] = []
         self._samples: dict[str, dict[str, Any]] = dict(store.get(HELD_SAMPLES, "held") or {})
+        # Open alerts by state key, and those changed since the last flush (with whether
+        # they owe a notification).
+        self._open: dict[str, Alert] = {}
+        self._dirty: dict[str, tuple[Alert, bool]] = {}
         for key, state in store.items(ALERTS):
             alert = Alert.from_state(state)
             heapq.heappush(self._closing, (_epoch(alert.window_end), key, alert.alert_id))
@@ -119,24 +123,28 @@ class Correlator:
         closed = []
         while closing and closing[0][0] <= now:
             _, key, alert_id = heapq.heappop(closing)
-            state = self.store.get(ALERTS, key)
-            if state is None or state["alert_id"] != alert_id:
-                continue
-            self.store.delete(ALERTS, key)
-            if not state.get("_pending"):
-                closed.append(AlertChange("closed", Alert.from_state(state)))
+            alert = self._take(key, alert_id)
+            if alert is not None and not alert.pending:
+                closed.append(AlertChange("closed", alert))
         return closed
 
     def close_all(self) -> Iterator[AlertChange]:
         """End of input: every open alert is final (used by replays and tests)."""
         while self._closing:
             _, key, alert_id = heapq.heappop(self._closing)
-            state = self.store.get(ALERTS, key)
-            if state is None or state["alert_id"] != alert_id:
-                continue
-            self.store.delete(ALERTS, key)
-            if not state.get("_pending"):
-                yield AlertChange("closed", Alert.from_state(state))
+            alert = self._take(key, alert_id)
+            if alert is not None and not alert.pending:
+                yield AlertChange("closed", alert)
+
+    def flush(self) -> None:
+        """Write the alerts changed since the last flush into the store (state and outbox);
+        the pipeline calls it right before each commit."""
+        for key, (alert, notify) in self._dirty.items():
+            state = alert.to_state()
+            self.store.put(ALERTS, key, state, expires=_epoch(alert.window_end))
+            if not alert.pending:
+                self.store.save_alert(state, notify=notify)
+        self._dirty.clear()
 
     def save_samples(self) -> None:
         """A clean stop: store the sample activities the live threshold windows name."""
@@ -219,21 +227,45 @@ class Correlator:
 
     # -- internals --------------------------------------------------------------------
 
-    def _open_alert(self, key: str, moment: datetime) -> Alert | None:
-        state = self.store.get(ALERTS, key)
-        if state is None:
+    def _load(self, key: str) -> Alert | None:
+        """The key's current alert: from memory, else from the store (after a restart)."""
+        alert = self._open.get(key)
+        if alert is None:
+            state = self.store.get(ALERTS, key)
+            if state is None:
+                return None
+            alert = self._open[key] = Alert.from_state(state)
+        return alert
+
+    def _take(self, key: str, alert_id: str | None = None) -> Alert | None:
+        """Remove the key's alert (when it is `alert_id`), writing its final state to the
+        outbox first; the alert, as a copy sinks may keep."""
+        alert = self._load(key)
+        if alert is None or (alert_id is not None and alert.alert_id != alert_id):
             return None
-        alert = Alert.from_state(state)
-        if moment >= alert.window_end:
+        if key in self._dirty:
+            _, notify = self._dirty.pop(key)
+            if not alert.pending:
+                self.store.save_alert(alert.to_state(), notify=notify)
+        del self._open[key]
+        self.store.delete(ALERTS, key)
+        return alert
+
+    def _open_alert(self, key: str, moment: datetime) -> Alert | None:
+        alert = self._load(key)
+        if alert is None or moment >= alert.window_end:
             return None
         return alert
 
     def _save(self, key: str, alert: Alert, change: str) -> AlertChange:
-        state = alert.to_state()
-        self.store.put(ALERTS, key, state, expires=_epoch(alert.window_end))
-        if not alert.pending:
-            self.store.save_alert(state, notify=change == "opened")
-        return AlertChange(change, alert)
+        """Record a change; the alert is written at the next flush (once per commit, however
+        many activities joined it). Sinks get a copy of an opened alert, which later joins
+        do not change."""
+        previous = self._dirty.get(key)
+        notify = change == "opened" or (previous is not None and previous[1])
+        self._open[key] = alert
+        self._dirty[key] = (alert, notify)
+        return AlertChange(change, alert.snapshot() if change == "opened" else alert)
 
     def _new(self, key: str, alert: Alert) -> AlertChange:
         heapq.heappush(self._closing, (_epoch(alert.window_end), key, alert.alert_id))
@@ -252,12 +284,10 @@ class Correlator:
             change = self._save(key, existing, "joined")
             return [] if existing.pending else [change]
         changes: list[AlertChange] = []
-        previous = self.store.get(ALERTS, key)
-        if previous is not None:
+        previous = self._take(key)
+        if previous is not None and not previous.pending:
             # Its window has passed but event time has not closed it yet (a late batch).
-            self.store.delete(ALERTS, key)
-            if not previous.get("_pending"):
-                changes.append(AlertChange("closed", Alert.from_state(previous)))
+            changes.append(AlertChange("closed", previous))
         alert = Alert(
             alert_id=alert_id_for(rule.id, match.dedup_key, moment),
             kind="detection",
