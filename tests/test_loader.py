@@ -262,7 +262,9 @@ def test_invalid_yaml_names_the_line(validate, rules_dir):
     code, _, err = validate()
     assert code == 2
     lines = [text for text in err.splitlines() if text.startswith(f"error: {path}:")]
-    assert lines == [f"error: {path}:6: invalid YAML: mapping values are not allowed here"]
+    # libyaml says "in this context", the pure-Python scanner "here": the line is what counts
+    assert len(lines) == 1
+    assert lines[0].startswith(f"error: {path}:6: invalid YAML: mapping values are not allowed")
 
 
 def test_duplicate_yaml_key_is_an_error(validate, rules_dir):

@@ -72,6 +72,25 @@ _LineLoader.add_implicit_resolver(
 )
 
 
+# libyaml's scanner, when PyYAML was built with it, under the same constructors and
+# resolvers: about ten times faster on rule files heavy with test events.
+_CBase = getattr(yaml, "CSafeLoader", None)
+if _CBase is not None:
+
+    class _FastLineLoader(_CBase):  # type: ignore[misc, valid-type]
+        yaml_implicit_resolvers = _LineLoader.yaml_implicit_resolvers
+
+    _FastLineLoader.add_constructor(
+        yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping
+    )
+    _FastLineLoader.add_constructor(
+        yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence
+    )
+    _LOADER: type = _FastLineLoader
+else:  # pragma: no cover - PyYAML without libyaml
+    _LOADER = _LineLoader
+
+
 class YamlError(ValueError):
     """A file that is not valid YAML; carries the line of the problem."""
 
@@ -89,7 +108,7 @@ def load_yaml(path: Path) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise YamlError(path, 0, f"cannot read: {exc}") from exc
     try:
-        return yaml.load(text, Loader=_LineLoader)  # a SafeLoader subclass
+        return yaml.load(text, Loader=_LOADER)  # a SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 0

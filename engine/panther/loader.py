@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import jmespath
-import yaml
 
 from engine.detection.rule import Rule, Threshold
 from engine.detection.templates import compile_template
@@ -62,48 +61,6 @@ IGNORED_TYPES = (
 )
 _ID_KEYS = ("RuleID", "PolicyID", "QueryName", "DataModelID", "PackID", "LookupName")
 _OPTIONS = jmespath.Options()
-
-
-def _fast_loader() -> type | None:
-    """A libyaml-backed twin of the native line-recording loader (same booleans, same
-    timestamps-as-text, same line numbers), about ten times faster on test-heavy files."""
-    try:
-        from engine.detection import yaml_lines
-    except ImportError:  # pragma: no cover
-        return None
-    base = getattr(yaml, "CSafeLoader", None)
-    line_loader = getattr(yaml_lines, "_LineLoader", None)
-    mapping = getattr(yaml_lines, "_construct_mapping", None)
-    sequence = getattr(yaml_lines, "_construct_sequence", None)
-    if base is None or line_loader is None or mapping is None or sequence is None:
-        return None
-
-    class FastLineLoader(base):  # type: ignore[misc, valid-type]
-        yaml_implicit_resolvers = line_loader.yaml_implicit_resolvers
-
-    FastLineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
-    FastLineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, sequence)
-    return FastLineLoader
-
-
-_FAST = _fast_loader()
-
-
-def read_document(path: Path) -> Any:
-    """Parse one YAML file with line numbers; raises `YamlError`."""
-    if _FAST is None:
-        return load_yaml(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise YamlError(path, 0, f"cannot read: {exc}") from exc
-    try:
-        return yaml.load(text, Loader=_FAST)  # a SafeLoader subclass
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        raise YamlError(path, mark.line + 1 if mark else 0, f"{exc.problem or exc}") from exc
-    except yaml.YAMLError as exc:
-        raise YamlError(path, 0, str(exc)) from exc
 
 
 def _mitre(reports: Mapping[str, Any] | None) -> list[str]:
@@ -342,7 +299,7 @@ def compile_documents(
     for path, doc in documents:
         if doc is None:
             try:
-                doc = read_document(path)
+                doc = load_yaml(path)
             except YamlError as exc:
                 problems.append(RuleProblem(path, exc.line, "", f"invalid YAML: {exc.message}"))
                 continue
