@@ -534,10 +534,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
             path = Path(folder) / "activities.jsonl"
             started = time.perf_counter()
-            write_jsonl(path, generate(args.generate, seed=args.seed))
+            write_jsonl(path, generate(args.generate, seed=args.seed, users=args.users))
             benign = Path(folder) / "benign.jsonl"
             write_jsonl(
-                benign, generate(min(args.generate, 100_000), seed=args.seed, attacks=False)
+                benign,
+                generate(
+                    min(args.generate, 100_000), seed=args.seed, attacks=False, users=args.users
+                ),
             )
             took = time.perf_counter() - started
             print(
@@ -573,6 +576,13 @@ def register(commands: Any) -> None:
     )
     source.add_argument("--file", metavar="F", help="measure an existing JSONL file instead")
     bench.add_argument("--seed", type=int, default=1, help="generator seed (default 1)")
+    bench.add_argument(
+        "--users",
+        type=int,
+        default=None,
+        metavar="N",
+        help="people in the generated organization (default: grows with N)",
+    )
     bench.add_argument(
         "--rules",
         action="append",

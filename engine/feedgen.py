@@ -397,8 +397,11 @@ class _Feed:
     """State of one feed: the seeded world, the clock, and activities scheduled for later
     (the second half of a sign-in, the steps of an attack)."""
 
-    def __init__(self, count: int, seed: int, start: datetime, attacks: bool) -> None:
+    def __init__(
+        self, count: int, seed: int, start: datetime, attacks: bool, users: int | None = None
+    ) -> None:
         self.rng = random.Random(seed)
+        self.users_wanted = users
         self.count = count
         self.attacks = attacks
         self.clock = _Clock()
@@ -462,7 +465,7 @@ class _Feed:
     def _build_world(self) -> None:
         rng = self.rng
         # Big feeds get big organizations, so a million activities span days, not years.
-        n_users = max(24, min(3000, self.count // 16))
+        n_users = self.users_wanted or max(24, min(3000, self.count // 16))
         agents = _lookup_table(_USER_AGENTS, 8)
         # Offices egress through a handful of NAT addresses; VPN users through others;
         # some people work from home addresses nobody lists.
@@ -1630,18 +1633,23 @@ class _Scenarios:
 
 
 def generate(
-    count: int, seed: int = 0, start: datetime | None = None, attacks: bool = True
+    count: int,
+    seed: int = 0,
+    start: datetime | None = None,
+    attacks: bool = True,
+    users: int | None = None,
 ) -> Iterator[dict]:
     """Yield `count` activities in `created_at` order (oldest first), as plain dicts in the
     Compliance API's wire shape. The same arguments always give the same activities.
 
     `start` defaults to `DEFAULT_START` (not the current time: output must not depend on the
     clock). With `attacks`, the scenarios of `SCENARIOS` are mixed in; feeds too small to
-    hold them all keep the ones that fit.
+    hold them all keep the ones that fit. `users` sets the size of the organization
+    (default: grows with `count`, up to 3,000 people).
     """
     if count <= 0:
         return iter(())
-    return _Feed(count, seed, start or DEFAULT_START, attacks).run()
+    return _Feed(count, seed, start or DEFAULT_START, attacks, users).run()
 
 
 def write_jsonl(path: str | Path, activities: Iterable[dict]) -> int:
@@ -1699,10 +1707,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_false",
         help="background activity only, no attack scenarios",
     )
+    parser.add_argument(
+        "--users",
+        type=int,
+        default=None,
+        help="people in the organization (default: grows with --count)",
+    )
     parser.add_argument("--out", default="-", help="output file (.gz compresses); - = stdout")
     args = parser.parse_args(argv)
     began = time.perf_counter()
-    written = write_jsonl(args.out, generate(args.count, args.seed, args.start, args.attacks))
+    feed = generate(args.count, args.seed, args.start, args.attacks, args.users)
+    written = write_jsonl(args.out, feed)
     elapsed = time.perf_counter() - began
     rate = written / elapsed if elapsed > 0 else float("inf")
     print(
