@@ -18,23 +18,14 @@ from engine.errors import RuleProblem
 from engine.panther import PantherOptions
 from engine.pipeline import Pipeline
 from engine.state.store import MemoryStore
+from tests.conftest import RulesDir
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "fixtures" / "panther"
 
 
-class PantherDir:
+class PantherDir(RulesDir):
     """A Panther-format rules directory under tmp_path."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.mkdir(parents=True, exist_ok=True)
-
-    def write(self, name: str, text: str) -> Path:
-        target = self.path / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
-        return target
 
     def rule(
         self,
