@@ -19,6 +19,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from pydantic_core import from_json, to_json
+
 from engine.activity import ActivityRecord, parse_activity
 from engine.alerts import MAX_SAMPLE_EVENTS, Alert, alert_id_for
 from engine.detection.rule import Match, Rule
@@ -27,9 +29,10 @@ from engine.state.store import StateStore
 ALERTS = "alert"
 COUNTERS = "threshold"
 HELD_SAMPLES = "threshold_samples"
-# Sample activities of threshold windows held in memory, oldest dropped first (about
-# 12 MB of activities at most).
+# Sample activities of threshold windows held in memory (JSON-encoded), oldest dropped
+# first: about 12 MB at most.
 MAX_HELD_SAMPLES = 20_000
+SAMPLE_LIFETIME = 7 * 86_400  # saved samples outlive any threshold window worth having
 SEEN = "new_value"
 PARTIALS = "sequence"
 # A key that gathers more values than this forgets its least recently seen ones first.
@@ -97,7 +100,11 @@ class Correlator:
         self.watermark: datetime | None = None
         # (window end, state key): open alerts to close when event time passes their end.
         self._closing: list[tuple[float, str, str]] = []
-        self._samples: dict[str, dict[str, Any]] = dict(store.get(HELD_SAMPLES, "held") or {})
+        self._samples: dict[str, bytes] = {}
+        for name, raw in store.items(HELD_SAMPLES):
+            if len(self._samples) >= MAX_HELD_SAMPLES:
+                break
+            self._samples[name] = to_json(raw)
         # Open alerts by state key, and those changed since the last flush (with whether
         # they owe a notification).
         self._open: dict[str, Alert] = {}
@@ -147,11 +154,11 @@ class Correlator:
         self._dirty.clear()
 
     def save_samples(self) -> None:
-        """A clean stop: store the sample activities the live threshold windows name."""
-        named = {e[2] for _, entries in self.store.items(COUNTERS) for e in entries if e[2]}
-        held = {name: raw for name, raw in self._samples.items() if name in named}
-        if held or self.store.get(HELD_SAMPLES, "held") is not None:
-            self.store.put(HELD_SAMPLES, "held", held)
+        """A clean stop: store the held sample activities, one row each (they expire with
+        the longest window they can belong to), for the next process to pick up."""
+        expires = (self.watermark.timestamp() if self.watermark else 0.0) + SAMPLE_LIFETIME
+        for name, raw in self._samples.items():
+            self.store.put(HELD_SAMPLES, name, from_json(raw), expires=expires)
 
     # -- matches ----------------------------------------------------------------------
 
@@ -433,7 +440,8 @@ class Correlator:
         sample = None
         if sum(1 for e in entries if e[2] is not None) < MAX_SAMPLE_EVENTS:
             sample = match.activity.id
-            self._samples[sample] = match.activity.raw
+            # Encoded: a quarter of the memory of the decoded mapping.
+            self._samples[sample] = to_json(match.activity.raw)
             if len(self._samples) > MAX_HELD_SAMPLES:
                 del self._samples[next(iter(self._samples))]
         entries.insert(position, [now, distinct, sample])
@@ -441,6 +449,9 @@ class Correlator:
         newest = times[-1]
         cut = bisect.bisect_right(times, newest - width)
         if cut:
+            for dropped in entries[:cut]:
+                if dropped[2] is not None:
+                    self._samples.pop(dropped[2], None)
             del entries[:cut], times[:cut]
         self.store.put(COUNTERS, key, entries, expires=newest + width)
         distinct_on = threshold.distinct is not None
@@ -448,7 +459,7 @@ class Correlator:
         if window is None:
             return None
         samples = [
-            parse_activity(self._samples[name])
+            parse_activity(from_json(self._samples[name]))
             for _, _, name in window
             if name is not None and name in self._samples
         ]
