@@ -98,7 +98,13 @@ class Pipeline:
                     changes = self.correlator.rule_error(rule, record, error)
                 self._emit(changes)
             for learn in rule.learn:
-                self.ruleset.lists.learn(learn.list_name, learn.value(record.raw), learn.add)
+                try:
+                    value = learn.value(record.raw)
+                except Exception as error:  # noqa: BLE001 - a path's function failed on data
+                    stats.rule_errors += 1
+                    self._emit(self.correlator.rule_error(rule, record, error))
+                    continue
+                self.ruleset.lists.learn(learn.list_name, value, learn.add)
         if self.evaluator.learners:
             self._learn(record, {m.rule.id for m in matches} if matches else _NONE)
         self._since_commit += 1
