@@ -9,6 +9,7 @@ import pytest
 
 from engine.state.sqlite import SqliteStore
 from tests.conftest import at, moment, run_pipeline
+from tests.test_correlation import THRESHOLD_RULE
 
 
 def peek(path, sql: str, *args):
@@ -110,20 +111,6 @@ def test_outbox_keeps_the_notification_owed(tmp_path):
     assert alert["event_count"] == 2
     assert alert["_notify"] is True
     reopened.close()
-
-
-THRESHOLD_RULE = """
-id: t.threshold
-name: Repeated failures
-severity: medium
-match:
-  type: login_failed
-dedup:
-  key: "{organization_id}"
-threshold:
-  count: 3
-  window: 10m
-"""
 
 
 def test_a_threshold_counter_split_across_two_pipelines_fires_once(

@@ -20,7 +20,7 @@ import secrets
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
@@ -538,17 +538,7 @@ class Outbox:
             db.execute(
                 "INSERT INTO silences (silence_id, rule_id, dedup_key, starts_at, ends_at, "
                 "reason, created_by, created_at, lifted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    silence.silence_id,
-                    rule_id,
-                    dedup_key,
-                    starts_at,
-                    ends_at,
-                    reason,
-                    created_by,
-                    now,
-                    None,
-                ),
+                astuple(silence),
             )
         return silence
 
