@@ -6,6 +6,7 @@ import itertools
 
 import jmespath
 import pytest
+from jmespath import visitor
 
 from engine.detection.functions import NamedList, NamedLists, make_options
 from engine.detection.jmespath_closures import compile_expression
@@ -38,8 +39,27 @@ EXPRESSIONS = [
     "@",
     "`[1, 2]`",
     "a[0]",
+    "a[-1]",
     "a[?b == 'x'].c",
     "a | b",
+    "a | lower(@)",
+    "a[*]",
+    "a[*].b",
+    "a[*].b || [a.b]",
+    "[a, b]",
+    "[a.b, c][0]",
+    "a[?@ != `null`]",
+    "a[?@]",
+    "length(a[?@ != `null` && !in_list(@, 'admins')]) > `0`",
+    "length((a[*].b || [a.b])[?@ != `null`])",
+    "lower(a || b)",
+    "contains(['x', 'y'], a)",
+    "cidr_match(a, '10.0.0.0/8')",
+    "starts_with(a, 'x')",
+    "join(',', a)",
+    "a[1:]",
+    "a[]",
+    "a.*",
 ]
 VALUES = [
     None,
@@ -60,6 +80,9 @@ VALUES = [
     {"b": "x"},
     {"b": {"c": 3}},
     [{"b": "x", "c": 1}],
+    ["ana@example.com", None, "bob@example.com"],
+    [{"b": "X"}, {"b": None}, {"c": 1}, "x", None],
+    "10.1.2.3",
 ]
 DOCUMENTS = [
     {"a": a, "b": b, "c": "y", "d": None}
@@ -86,3 +109,19 @@ def test_closures_agree_with_the_interpreter(expression):
 def test_a_malformed_expression_raises_the_library_error():
     with pytest.raises(jmespath.exceptions.ParseError):
         compile_expression("a ||", OPTIONS)
+
+
+# Forms the closures leave to the interpreter (the rules do not write them).
+INTERPRETED = {"a[1:]", "a[]", "a.*"}
+
+
+@pytest.mark.parametrize("expression", [e for e in EXPRESSIONS if e not in INTERPRETED])
+def test_the_forms_rules_write_never_walk_the_syntax_tree(expression, monkeypatch):
+    compiled = compile_expression(expression, OPTIONS)
+
+    def walked(*args, **kwargs):
+        raise AssertionError(f"{expression!r} fell back to the interpreter")
+
+    monkeypatch.setattr(visitor.TreeInterpreter, "visit", walked)
+    for document in DOCUMENTS:
+        assert _outcome(compiled, document) != ("error", "AssertionError"), expression

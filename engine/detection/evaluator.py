@@ -1,15 +1,25 @@
 """Running the rules on one activity.
 
 Rules whose `match` pins `type` are indexed by it, so an activity meets only the rules that
-can hold on its type (most rules read one or two of the ~470 types). An exception in one
-rule is caught here and reported, and the other rules still run.
+can hold on its type (most rules read one or two of the ~470 types). Each rule is compiled
+once per type it meets (`Rule.runner`), and the `Event` that Python rules read is built
+only for an activity some rule with Python code will see. An exception in one rule is
+caught here and reported, and the other rules still run.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import jmespath
+
 from engine.activity import ActivityRecord, Event
 from engine.detection.loader import RuleSet
-from engine.detection.rule import Match, Rule
+from engine.detection.rule import Match, Rule, Runner
+
+Found = tuple[list[Match], list[tuple[Rule, Exception]]]
+# The evaluation of every rule of one activity type.
+Plan = Callable[[ActivityRecord], Found]
 
 
 class Evaluator:
@@ -24,7 +34,7 @@ class Evaluator:
             else:
                 for activity_type in rule.types:
                     self._typed.setdefault(activity_type, []).append(rule)
-        self._plan: dict[str, list[Rule]] = {}
+        self._plans: dict[str, Plan] = {}
         # new_value rules with `learn_from: all` see every activity, whatever its type.
         self.learners = [
             rule
@@ -33,28 +43,61 @@ class Evaluator:
         ]
 
     def rules_for(self, activity_type: str) -> list[Rule]:
-        """The rules that can hold on this type, in load order (cached per type)."""
-        plan = self._plan.get(activity_type)
-        if plan is None:
-            merged = self._typed.get(activity_type, []) + self._any
-            plan = self._plan[activity_type] = sorted(merged, key=lambda r: self._order[id(r)])
+        """The rules that can hold on this type, in load order."""
+        merged = self._typed.get(activity_type, []) + self._any
+        return sorted(merged, key=lambda r: self._order[id(r)])
+
+    def _plan(self, activity_type: str) -> Plan:
+        """The plan of a type, built on its first activity; a rule that cannot hold on the
+        type is left out."""
+        runners = []
+        for rule in self.rules_for(activity_type):
+            run = rule.runner(activity_type)
+            if run is not None:
+                runners.append((rule, run))
+        python = any(rule.module is not None for rule, _ in runners)
+        plan = _compose(tuple(runners), self.ruleset.options if python else None)
+        self._plans[activity_type] = plan
         return plan
 
-    def evaluate(
-        self, activity: ActivityRecord
-    ) -> tuple[list[Match], list[tuple[Rule, Exception]]]:
+    def evaluate(self, activity: ActivityRecord) -> Found:
+        return (self._plans.get(activity.type) or self._plan(activity.type))(activity)
+
+
+def _nothing(activity: ActivityRecord) -> Found:
+    return [], []
+
+
+def _compose(runners: tuple[tuple[Rule, Runner], ...], options: jmespath.Options | None) -> Plan:
+    """The runners as one function of the activity. `options`: some rule has Python code,
+    so an `Event` is built for it (None: none is). Most types meet no rule, or one rule
+    without Python code (the content views), and get a function without the loop."""
+    if not runners:
+        return _nothing
+    if len(runners) == 1 and options is None:
+        ((rule, run),) = runners
+
+        def one(activity: ActivityRecord) -> Found:
+            try:
+                found = run(activity, None)
+            except Exception as exc:  # noqa: BLE001 - a rule's bug must not stop the stream
+                return [], [(rule, exc)]
+            return ([] if found is None else [found]), []
+
+        return one
+
+    def every(activity: ActivityRecord) -> Found:
         matches: list[Match] = []
         errors: list[tuple[Rule, Exception]] = []
-        rules = self.rules_for(activity.type)
-        if not rules:
-            return matches, errors
-        event = Event.of(activity, self.ruleset.options)
-        for rule in rules:
+        event = None if options is None else Event.of(activity, options)
+        for rule, run in runners:
             try:
-                found = rule.evaluate(activity, event)
+                found = run(activity, event)
             except Exception as exc:  # noqa: BLE001 - a rule's bug must not stop the stream
                 errors.append((rule, exc))
                 continue
             if found is not None:
                 matches.append(found)
         return matches, errors
+
+    return every

@@ -3,11 +3,12 @@
 The JMESPath interpreter walks its syntax tree on every call, which costs more than the
 rule's logic: `lower(actor.email_address)` or `claude_chat_id || claude_file_id` run on
 every matching activity. This module turns fields, sub-expressions, `||`, `&&`, `!`,
-literals, comparisons and function calls into nested closures that do exactly what the
-interpreter's visitor does for those nodes (functions still go through the interpreter's
-function table, so argument checks and errors are the library's own). Any other node
-(projections, filters, slices, pipes...) makes the whole expression fall back to the
-interpreter; tests compare both on many inputs.
+literals, comparisons, function calls, indexes, pipes, `[*]` projections, `[?...]` filters
+and `[a, b]` lists into nested closures that do exactly what the interpreter's visitor
+does for those nodes (functions come from the interpreter's function table, and any call
+the fast path does not vouch for goes through the library, so argument checks and errors
+are its own). Any other node (slices, flattening, object projections...) makes the whole
+expression fall back to the interpreter; tests compare both on many inputs.
 """
 
 from __future__ import annotations
@@ -26,7 +27,11 @@ class _Unsupported(Exception):
 
 
 def _is_false(value: Any) -> bool:
-    # The interpreter's own definition (equality, not Python truth: 0 is true).
+    # The interpreter's own definition (equality, not Python truth: 0 is true); for the
+    # usual types of a value, the same answer without four comparisons.
+    kind = type(value)
+    if kind is str or kind is dict or kind is list:
+        return not value
     return value == "" or value == [] or value == {} or value is None or value is False
 
 
@@ -47,7 +52,8 @@ def _node(node: Mapping[str, Any], interpreter: visitor.TreeInterpreter) -> Comp
     children = node.get("children", [])
     if kind == "field":
         return _field(node["value"])
-    if kind == "subexpression":
+    if kind == "subexpression" or kind == "index_expression" or kind == "pipe":
+        # The interpreter visits all three the same way: each child on the last's result.
         steps = [_node(child, interpreter) for child in children]
         if all(child["type"] == "field" for child in children):
             names = [child["value"] for child in children]
@@ -71,8 +77,49 @@ def _node(node: Mapping[str, Any], interpreter: visitor.TreeInterpreter) -> Comp
             return value
 
         return chain
-    if kind == "current":
+    if kind == "current" or kind == "identity":
         return lambda value: value
+    if kind == "index":
+        position = node["value"]
+
+        def index(value: Any) -> Any:
+            if not isinstance(value, list):
+                return None
+            try:
+                return value[position]
+            except IndexError:
+                return None
+
+        return index
+    if kind == "projection":
+        base, each = (_node(child, interpreter) for child in children)
+
+        def projection(value: Any) -> Any:
+            items = base(value)
+            if not isinstance(items, list):
+                return None
+            return [found for found in map(each, items) if found is not None]
+
+        return projection
+    if kind == "filter_projection":
+        base, each, condition = (_node(child, interpreter) for child in children)
+
+        def filtered(value: Any) -> Any:
+            items = base(value)
+            if not isinstance(items, list):
+                return None
+            collected = []
+            for item in items:
+                if not _is_false(condition(item)):
+                    found = each(item)
+                    if found is not None:
+                        collected.append(found)
+            return collected
+
+        return filtered
+    if kind == "multi_select_list":
+        parts = [_node(child, interpreter) for child in children]
+        return lambda value: None if value is None else [part(value) for part in parts]
     if kind == "literal":
         literal = node["value"]
         return lambda value: literal
@@ -116,15 +163,64 @@ def _node(node: Mapping[str, Any], interpreter: visitor.TreeInterpreter) -> Comp
 
         return ordered
     if kind == "function_expression":
-        name = node["value"]
         arguments = [_node(child, interpreter) for child in children]
-        call = interpreter._functions.call_function
-
-        def function(value: Any) -> Any:
-            return call(name, [argument(value) for argument in arguments])
-
-        return function
+        return _function(node["value"], arguments, interpreter)
     raise _Unsupported(kind)
+
+
+def _function(
+    name: str, arguments: list[Compiled], interpreter: visitor.TreeInterpreter
+) -> Compiled:
+    """A function call. The library validates the arguments against the function's
+    signature on every call; when each argument's type name is one the signature allows
+    (what that validation checks), the function is called directly, and any other case
+    (a wrong type, a typed array, variadic or unknown functions) goes through the
+    library, which then raises its own error or does its own checks."""
+    functions = interpreter._functions
+    call = functions.call_function
+
+    def general(value: Any) -> Any:
+        return call(name, [argument(value) for argument in arguments])
+
+    spec = functions.FUNCTION_TABLE.get(name)
+    if spec is None:
+        return general
+    signature = spec["signature"]
+    if len(signature) != len(arguments) or not all(
+        isinstance(parameter.get("types"), list)
+        and not parameter.get("variadic")
+        and not any("-" in t for t in parameter["types"])
+        for parameter in signature
+    ):
+        return general
+    method = spec["function"]
+    # None: any type (the library checks nothing for an empty type list).
+    allowed = [
+        frozenset(functions._get_allowed_pytypes(parameter["types"])[0])
+        if parameter["types"]
+        else None
+        for parameter in signature
+    ]
+    if len(arguments) == 1:
+        (argument,) = arguments
+        (types,) = allowed
+
+        def unary(value: Any) -> Any:
+            resolved = argument(value)
+            if types is None or type(resolved).__name__ in types:
+                return method(functions, resolved)
+            return call(name, [resolved])
+
+        return unary
+
+    def function(value: Any) -> Any:
+        resolved = [argument(value) for argument in arguments]
+        for item, types in zip(resolved, allowed, strict=True):
+            if types is not None and type(item).__name__ not in types:
+                return call(name, resolved)
+        return method(functions, *resolved)
+
+    return function
 
 
 def compile_expression(text: str, options: jmespath.Options) -> Compiled:

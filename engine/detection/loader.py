@@ -21,6 +21,7 @@ from engine.detection.operators import (
     MatchErrors,
     compile_match,
     compile_path,
+    exact_values,
     pinned_values,
 )
 from engine.detection.python_rules import PythonRuleError, import_rule_module
@@ -32,6 +33,7 @@ from engine.detection.rule import (
     Sequence,
     Step,
     Threshold,
+    TypePin,
 )
 from engine.detection.templates import compile_template
 from engine.detection.yaml_lines import YamlError, line_at, load_yaml
@@ -130,13 +132,14 @@ class _Compiler:
 
     def conditions(
         self, where: list[Any], block: Mapping[str, Any]
-    ) -> tuple[list[DataCheck], frozenset[str] | None]:
-        """The compiled `match` and `when` of a rule or a sequence step, and the activity
-        types the `match` pins (None when it could hold on any type)."""
+    ) -> tuple[list[DataCheck], frozenset[str] | None, TypePin | None]:
+        """The compiled `match` and `when` of a rule or a sequence step, the activity types
+        the `match` pins (None when it could hold on any type), and its `TypePin` when its
+        `type` entry admits exactly some types."""
         checks: list[DataCheck] = []
         types = None
+        match = block.get("match", {})
         if "match" in block:
-            match = block["match"]
             try:
                 checks.append(compile_match(match, self.lists, self.options))
             except MatchErrors as exc:
@@ -144,13 +147,21 @@ class _Compiler:
                     self.problem([*where, "match", path], message)
             if "type" in match:
                 types = pinned_values(match["type"])
+        when: list[DataCheck] = []
         if "when" in block:
             try:
                 expression = compile_expression(block["when"], self.options)
-                checks.append(lambda d: _truthy(expression(d)))
+                when.append(lambda d: _truthy(expression(d)))
             except jmespath.exceptions.JMESPathError as exc:
                 self.problem([*where, "when"], f"invalid JMESPath: {exc}")
-        return checks, types
+        checks.extend(when)
+        pin = None
+        exact = exact_values(match["type"]) if "type" in match else None
+        if exact is not None and not self.problems:
+            rest = {path: condition for path, condition in match.items() if path != "type"}
+            unpinned = [compile_match(rest, self.lists, self.options)] if rest else []
+            pin = TypePin(exact, (*unpinned, *when), first=next(iter(match)) == "type")
+        return checks, types, pin
 
     def new_value(self, spec: Mapping[str, Any]) -> NewValue | None:
         of = self.path_getter(["new_value", "of"], spec["of"])
@@ -175,10 +186,10 @@ class _Compiler:
         pinned = True
         for index, step in enumerate(spec["steps"]):
             where = ["sequence", "steps", index]
-            checks, types = self.conditions(where, step)
+            checks, types, pin = self.conditions(where, step)
             by = self.path_getter([*where, "by"], step["by"])
             if by is not None:
-                steps.append(Step(tuple(checks), by, step["by"]))
+                steps.append(Step(tuple(checks), by, step["by"], pin))
             if types is None:
                 pinned = False
             else:
@@ -186,11 +197,11 @@ class _Compiler:
         reset = None
         if "reset" in spec:
             where = ["sequence", "reset"]
-            checks, types = self.conditions(where, spec["reset"])
+            checks, types, pin = self.conditions(where, spec["reset"])
             by = self.path_getter([*where, "by"], spec["reset"]["by"])
             if by is None:
                 return None
-            reset = Step(tuple(checks), by, spec["reset"]["by"])
+            reset = Step(tuple(checks), by, spec["reset"]["by"], pin)
             if types is None:
                 pinned = False
             else:
@@ -218,9 +229,10 @@ class _Compiler:
             tests=doc.get("tests", []),
             document=doc,
         )
-        checks, types = self.conditions([], doc)
+        checks, types, pin = self.conditions([], doc)
         rule.checks.extend(checks)
         rule.types = types
+        rule.pin = pin
         if "python" in doc:
             try:
                 rule.module = import_rule_module(self.path.parent / doc["python"])

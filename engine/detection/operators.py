@@ -8,7 +8,7 @@ semantics (missing values, type-aware equality) are written down in docs/archite
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jmespath
@@ -24,6 +24,7 @@ from engine.detection.jmespath_closures import compile_expression
 
 Getter = Callable[[Mapping[str, Any]], Any]
 Predicate = Callable[[Any], bool]
+DataCheck = Callable[[Mapping[str, Any]], bool]
 
 _SIMPLE_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
@@ -44,11 +45,16 @@ class MatchErrors(ValueError):
         self.errors = errors
 
 
+def _simple_steps(path: str) -> list[str] | None:
+    """The names of a dotted path (`actor.user_id`), None for any other JMESPath."""
+    return path.split(".") if _SIMPLE_PATH.match(path) else None
+
+
 def compile_path(path: str, options: jmespath.Options) -> Getter:
     """A getter for a JMESPath path; dotted names skip the JMESPath machinery (same result:
     a missing step or a non-object on the way gives None)."""
-    if _SIMPLE_PATH.match(path):
-        steps = path.split(".")
+    steps = _simple_steps(path)
+    if steps is not None:
         if len(steps) == 1:
             key = steps[0]
             return lambda data: data.get(key)
@@ -81,6 +87,23 @@ def same(a: Any, b: Any) -> bool:
     if isinstance(a, bool) or isinstance(b, bool):
         return isinstance(a, bool) and isinstance(b, bool) and a is b
     return a == b
+
+
+# Values of these exact types compare with `same` as Python's `==` and `hash` do (no bool
+# among them: `True == 1`), so a set of them answers `in` with one lookup.
+_MEMBER_TYPES = frozenset({str, int})
+
+
+def _members(items: list[Any]) -> frozenset[Any] | None:
+    """`items` as a set when every item is a plain string or integer, else None."""
+    if all(type(i) in _MEMBER_TYPES for i in items):
+        return frozenset(items)
+    return None
+
+
+def _any_same(value: Any, items: list[Any]) -> bool:
+    """The `in` operator for any value: not null, and `same` as some item."""
+    return value is not None and any(same(value, item) for item in items)
 
 
 def _is_number(v: Any) -> bool:
@@ -119,12 +142,18 @@ def _require_str(key: str, argument: Any) -> str:
 def _operator(key: str, argument: Any, lists: NamedLists) -> Predicate:
     """The predicate of one operator over the resolved value."""
     if key == "equals":
+        if type(argument) is str:
+            # A string equals only an equal string (never null, a bool or a number).
+            return lambda v: v == argument
         return lambda v: v is not None and same(v, argument)
     if key == "not_equals":
         return lambda v: not same(v, argument)
     if key == "in":
         items = _require_list(key, argument)
-        return lambda v: v is not None and any(same(v, i) for i in items)
+        members = _members(items)
+        if members is not None:
+            return lambda v: v in members if type(v) in _MEMBER_TYPES else _any_same(v, items)
+        return lambda v: _any_same(v, items)
     if key == "not_in":
         items = _require_list(key, argument)
         return lambda v: not any(same(v, i) for i in items)
@@ -177,7 +206,7 @@ def _operator(key: str, argument: Any, lists: NamedLists) -> Predicate:
         except KeyError as exc:
             raise MatchError(key, str(exc.args[0])) from exc
         if key == "in_list":
-            return lambda v: v in named
+            return named.__contains__
         return lambda v: v not in named
     raise MatchError(key, f"unknown operator {key!r}")
 
@@ -214,21 +243,135 @@ def pinned_values(condition: Any) -> frozenset[str] | None:
     return None
 
 
+def exact_values(condition: Any) -> frozenset[str] | None:
+    """The string values a condition admits when it admits exactly those (`pinned_values`
+    with no other operator beside `equals` or `in`); None otherwise."""
+    if isinstance(condition, Mapping) and len(condition) != 1:
+        return None
+    return pinned_values(condition)
+
+
+def _shape(condition: Any) -> tuple[str, Any] | None:
+    """What `_fused` inlines: ("present" | "absent", None), ("equals", a string) or
+    ("members", a list of plain strings and integers); None for anything else."""
+    if isinstance(condition, Mapping):
+        if len(condition) != 1:
+            return None
+        ((key, argument),) = condition.items()
+        if key == "exists" and isinstance(argument, bool):
+            return ("present" if argument else "absent", None)
+        if key == "in" and isinstance(argument, list) and _members(argument) is not None:
+            return ("members", argument)
+        if key != "equals":
+            return None
+        condition = argument
+    elif condition is None:
+        return ("absent", None)
+    elif isinstance(condition, list):
+        return ("members", condition) if _members(condition) is not None else None
+    if type(condition) is str:
+        return ("equals", condition)
+    if type(condition) is int:
+        # Equal to an integer is being in a list of just that integer.
+        return ("members", [condition])
+    return None
+
+
+def _fused(steps: list[str], shape: tuple[str, Any]) -> DataCheck:
+    """A match entry on a one- or two-name path as a single closure: the same result as
+    the getter and the predicate, in one call instead of three (this runs for every rule
+    on every activity of its types)."""
+    kind, argument = shape
+    if len(steps) == 1:
+        (key,) = steps
+        if kind == "present":
+            return lambda data: data.get(key) is not None
+        if kind == "absent":
+            return lambda data: data.get(key) is None
+        if kind == "equals":
+            return lambda data: data.get(key) == argument
+        members = frozenset(argument)
+
+        def member(data: Mapping[str, Any]) -> bool:
+            value = data.get(key)
+            if type(value) in _MEMBER_TYPES:
+                return value in members
+            return _any_same(value, argument)
+
+        return member
+    outer, inner = steps
+    if kind == "present":
+
+        def present(data: Mapping[str, Any]) -> bool:
+            value = data.get(outer)
+            return type(value) is dict and value.get(inner) is not None
+
+        return present
+    if kind == "absent":
+
+        def absent(data: Mapping[str, Any]) -> bool:
+            value = data.get(outer)
+            return type(value) is not dict or value.get(inner) is None
+
+        return absent
+    if kind == "equals":
+
+        def equals(data: Mapping[str, Any]) -> bool:
+            value = data.get(outer)
+            return type(value) is dict and value.get(inner) == argument
+
+        return equals
+    members = frozenset(argument)
+
+    def nested_member(data: Mapping[str, Any]) -> bool:
+        value = data.get(outer)
+        value = value.get(inner) if type(value) is dict else None
+        if type(value) in _MEMBER_TYPES:
+            return value in members
+        return _any_same(value, argument)
+
+    return nested_member
+
+
+def compile_check(
+    path: str, condition: Any, lists: NamedLists, options: jmespath.Options
+) -> DataCheck:
+    """One entry of `match` as a function of the event data; raises `MatchError`."""
+    getter = compile_path(path, options)
+    predicate = compile_condition(condition, lists)
+    steps = _simple_steps(path)
+    shape = _shape(condition)
+    if steps is not None and len(steps) <= 2 and shape is not None:
+        return _fused(steps, shape)
+    return lambda data: predicate(getter(data))
+
+
+def all_of(checks: Sequence[DataCheck]) -> DataCheck | None:
+    """One function true when every check is (in order, stopping at the first false);
+    None for no checks at all."""
+    if not checks:
+        return None
+    if len(checks) == 1:
+        return checks[0]
+    if len(checks) == 2:
+        first, second = checks
+        return lambda data: first(data) and second(data)
+    every = tuple(checks)
+    return lambda data: all(check(data) for check in every)
+
+
 def compile_match(
     match: Mapping[str, Any], lists: NamedLists, options: jmespath.Options
-) -> Callable[[Mapping[str, Any]], bool]:
+) -> DataCheck:
     """One function of the event data that is true when every entry of `match` holds;
     raises `MatchErrors` naming every entry that does not compile."""
-    checks: list[tuple[Getter, Predicate]] = []
+    checks: list[DataCheck] = []
     errors: list[tuple[str, str]] = []
     for path, condition in match.items():
         try:
-            checks.append((compile_path(str(path), options), compile_condition(condition, lists)))
+            checks.append(compile_check(str(path), condition, lists, options))
         except MatchError as exc:
             errors.append((str(path), str(exc)))
     if errors:
         raise MatchErrors(errors)
-    if len(checks) == 1:
-        ((getter, predicate),) = checks
-        return lambda data: predicate(getter(data))
-    return lambda data: all(predicate(getter(data)) for getter, predicate in checks)
+    return all_of(checks) or (lambda data: True)

@@ -16,10 +16,14 @@ from types import ModuleType
 from typing import Any
 
 from engine.activity import ActivityRecord, Event
+from engine.detection.operators import DataCheck, all_of
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
-DataCheck = Callable[[Mapping[str, Any]], bool]
 DataRender = Callable[[Mapping[str, Any]], Any]
+# A rule's evaluation compiled for one activity type: (activity, event) -> match or None;
+# the event is None for a rule without Python code (nothing reads it then).
+Runner = Callable[[ActivityRecord, Event | None], "Match | None"]
+StepHits = Callable[[Mapping[str, Any]], tuple[tuple[int, Any], ...]]
 
 
 @dataclass(frozen=True)
@@ -51,10 +55,35 @@ class NewValue:
 
 
 @dataclass(frozen=True)
+class TypePin:
+    """The `type` entry of a `match` that admits exactly `types`, and the checks of the
+    rule (or step) without it: for an activity of one of those types they give the same
+    result, one condition cheaper. `first`: the entry comes first, so an activity of any
+    other type fails before any other check runs (and cannot raise)."""
+
+    types: frozenset[str]
+    checks: tuple[DataCheck, ...]
+    first: bool
+
+
+def _checks_for(
+    pin: TypePin | None, activity_type: str | None, checks: list[DataCheck] | tuple[DataCheck, ...]
+) -> tuple[DataCheck, ...] | None:
+    """The checks that decide an activity of `activity_type` (any type: None); None when
+    they cannot all hold on that type."""
+    if pin is None or activity_type is None:
+        return tuple(checks)
+    if activity_type in pin.types:
+        return pin.checks
+    return None if pin.first else tuple(checks)
+
+
+@dataclass(frozen=True)
 class Step:
     checks: tuple[DataCheck, ...]
     by: DataRender
     by_path: str
+    pin: TypePin | None = None
 
 
 @dataclass(frozen=True)
@@ -96,11 +125,12 @@ class Match:
     """A rule that held on an activity. What the alert needs from it is rendered on first
     use: a threshold counting below its count, or a sequence waiting for its next step,
     never renders a title (and never runs the rule's title() code) for nothing. Give the
-    outputs as keywords to render eagerly, or `render` to defer."""
+    outputs as keywords to render eagerly; without them the rule renders them from the
+    activity (and `event`, what its Python code reads)."""
 
     __slots__ = (
         "_dedup",
-        "_render",
+        "_event",
         "_rendered",
         "activity",
         "distinct_value",
@@ -114,9 +144,7 @@ class Match:
         self,
         rule: Rule,
         activity: ActivityRecord,
-        *,
-        render: Callable[[], Rendered] | None = None,
-        dedup: Callable[[], str] | None = None,
+        event: Event | None = None,
         distinct_value: Any = None,
         new_value: Any = None,
         new_value_key: Any = None,
@@ -130,19 +158,19 @@ class Match:
         self.new_value = new_value
         self.new_value_key = new_value_key
         self.steps = steps
-        self._render = render
-        self._rendered = None if render is not None else Rendered(**outputs)
+        self._event = event
+        self._rendered = Rendered(**outputs) if outputs else None
         # The dedup key alone is needed for every match a threshold counts; the rest only
         # when an alert opens.
-        self._dedup = dedup
+        self._dedup: str | None = None
 
     @property
     def rendered(self) -> Rendered:
         """The outputs; may raise what the rule's code raises (a rule error)."""
-        if self._rendered is None:
-            assert self._render is not None
-            self._rendered = self._render()
-        return self._rendered
+        rendered = self._rendered
+        if rendered is None:
+            rendered = self._rendered = self.rule.render(self.activity, self._event)
+        return rendered
 
     @property
     def title(self) -> str:
@@ -150,11 +178,11 @@ class Match:
 
     @property
     def dedup_key(self) -> str:
-        if self._rendered is None and self._dedup is not None:
-            if callable(self._dedup):
-                self._dedup = self._dedup()
+        if self._rendered is None:
+            if self._dedup is None:
+                self._dedup = self.rule.render_dedup(self.activity, self._event)
             return self._dedup
-        return self.rendered.dedup_key
+        return self._rendered.dedup_key
 
     @property
     def severity(self) -> str:
@@ -196,6 +224,7 @@ class Rule:
     enabled: bool = True
     types: frozenset[str] | None = None
     checks: list[DataCheck] = field(default_factory=list)
+    pin: TypePin | None = None
     module: ModuleType | None = None
     title_template: DataRender | None = None
     dedup_template: DataRender | None = None
@@ -209,11 +238,15 @@ class Rule:
     destinations: list[str] | None = None
     tests: list[Any] = field(default_factory=list)
     document: Any = None
+    # `evaluate` compiled per activity type, on first use (see `runner`).
+    _runners: dict[str | None, Runner | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def _hook(self, name: str) -> Callable[[Event], Any] | None:
         return getattr(self.module, name, None) if self.module is not None else None
 
-    def holds(self, activity: ActivityRecord, event: Event) -> bool:
+    def holds(self, activity: ActivityRecord, event: Event | None) -> bool:
         """Whether `match`, `when` and `rule()` all hold (cheapest first)."""
         data = activity.raw
         for check in self.checks:
@@ -223,55 +256,105 @@ class Rule:
             return bool(self.module.rule(event))
         return True
 
-    def step_hits(self, data: Mapping[str, Any]) -> tuple[tuple[int, Any], ...]:
-        """The sequence steps this activity satisfies, with their correlation values; the
-        reset, when it holds, as step -1."""
-        assert self.sequence is not None
-        hits = []
-        for index, step in enumerate(self.sequence.steps):
-            if all(check(data) for check in step.checks):
-                value = step.by(data)
-                if value is not None:
-                    hits.append((index, value))
-        reset = self.sequence.reset
-        if reset is not None and all(check(data) for check in reset.checks):
-            value = reset.by(data)
-            if value is not None:
-                hits.append((-1, value))
-        return tuple(hits)
+    def evaluate(self, activity: ActivityRecord, event: Event | None) -> Match | None:
+        """The match of this rule on an activity, or None; raises what the rule's code or
+        a path function raises. `event` may be None for a rule without Python code."""
+        run = self._compiled(activity.type)
+        return None if run is None else run(activity, event)
 
-    def evaluate(self, activity: ActivityRecord, event: Event) -> Match | None:
-        if not self.holds(activity, event):
+    def runner(self, activity_type: str | None = None) -> Runner | None:
+        """What the evaluator runs on activities of `activity_type` (of any type: None):
+        `evaluate` compiled for that type, or None when the rule cannot hold on it. An
+        `evaluate` of a subclass (a Panther rule) or set on the instance (the per-rule
+        timer of `detect bench`) is run as it is."""
+        if getattr(self.evaluate, "__func__", None) is not Rule.evaluate:
+            return self.evaluate
+        return self._compiled(activity_type)
+
+    def _compiled(self, activity_type: str | None) -> Runner | None:
+        try:
+            return self._runners[activity_type]
+        except KeyError:
+            run = self._runners[activity_type] = self._compile(activity_type)
+            return run
+
+    def _compile(self, activity_type: str | None) -> Runner | None:
+        """`evaluate` as one closure for activities of `activity_type`, with the rule's
+        fields read once (a loaded rule does not change): only the checks that can differ
+        between activities run on each one."""
+        checks = _checks_for(self.pin, activity_type, self.checks)
+        if checks is None:
             return None
-        data = activity.raw
-        steps: tuple[tuple[int, Any], ...] = ()
-        if self.sequence is not None:
-            steps = self.step_hits(data)
-            if not steps:
-                return None
-        new_value = new_value_key = None
-        if self.new_value is not None:
-            new_value = self.new_value.of(data)
-            if new_value is None:
-                return None
-            new_value_key = self.new_value.per(data) if self.new_value.per else ""
-            if new_value_key is None:
-                return None
-        distinct = None
-        if self.threshold is not None and self.threshold.distinct is not None:
-            distinct = self.threshold.distinct(data)
-        return Match(
-            self,
-            activity,
-            render=lambda: self.render(activity, event),
-            dedup=lambda: self.render_dedup(activity, event),
-            distinct_value=distinct,
-            new_value=new_value,
-            new_value_key=new_value_key,
-            steps=steps,
-        )
+        check = all_of(checks)
+        module = self.module
+        hits = self._step_hits(activity_type) if self.sequence is not None else None
+        new_value = self.new_value
+        distinct = self.threshold.distinct if self.threshold is not None else None
+        rule = self
 
-    def render_dedup(self, activity: ActivityRecord, event: Event) -> str:
+        def run(activity: ActivityRecord, event: Event | None) -> Match | None:
+            data = activity.raw
+            if check is not None and not check(data):
+                return None
+            if module is not None and not module.rule(event):
+                return None
+            steps: tuple[tuple[int, Any], ...] = ()
+            if hits is not None:
+                steps = hits(data)
+                if not steps:
+                    return None
+            value = key = None
+            if new_value is not None:
+                value = new_value.of(data)
+                if value is None:
+                    return None
+                key = new_value.per(data) if new_value.per is not None else ""
+                if key is None:
+                    return None
+            return Match(
+                rule,
+                activity,
+                event,
+                None if distinct is None else distinct(data),
+                value,
+                key,
+                steps,
+            )
+
+        return run
+
+    def _step_hits(self, activity_type: str | None) -> StepHits:
+        """The sequence steps an activity of this type satisfies, with their correlation
+        values; the reset, when it holds, as step -1. Steps that cannot hold on the type
+        are left out, and neighbouring steps that share a `by` path (N failures, then a
+        success and the reset) compute its value once."""
+        assert self.sequence is not None
+        steps = [*enumerate(self.sequence.steps)]
+        if self.sequence.reset is not None:
+            steps.append((-1, self.sequence.reset))
+        paths: dict[str, str] = {}  # one object per path text, compared with `is`
+        plan = []
+        for index, step in steps:
+            checks = _checks_for(step.pin, activity_type, step.checks)
+            if checks is not None:
+                path = paths.setdefault(step.by_path, step.by_path)
+                plan.append((index, all_of(checks), step.by, path))
+
+        def hits(data: Mapping[str, Any]) -> tuple[tuple[int, Any], ...]:
+            found = []
+            last = value = None
+            for index, check, by, path in plan:
+                if check is None or check(data):
+                    if path is not last:
+                        value = by(data)
+                        last = path
+                    if value is not None:
+                        found.append((index, value))
+            return tuple(found)
+
+        return hits
+
+    def render_dedup(self, activity: ActivityRecord, event: Event | None) -> str:
         """The dedup key alone (the title too only when the key defaults to it)."""
         dedup = self._text_hook("dedup", event)
         if dedup is None:
@@ -281,7 +364,7 @@ class Rule:
                 return self.render(activity, event).dedup_key
         return dedup[:1000]
 
-    def render(self, activity: ActivityRecord, event: Event) -> Rendered:
+    def render(self, activity: ActivityRecord, event: Event | None) -> Rendered:
         """Title, dedup key, severity, context, destinations and runbook for an activity
         the rule matched (templates, then the Python hooks that override them)."""
         data = activity.raw
@@ -322,7 +405,7 @@ class Rule:
             runbook=runbook,
         )
 
-    def _text_hook(self, name: str, event: Event) -> str | None:
+    def _text_hook(self, name: str, event: Event | None) -> str | None:
         hook = self._hook(name)
         if hook is None:
             return None

@@ -70,8 +70,13 @@ def compile_template(
     if all(isinstance(p, str) for p in pieces):
         constant = "".join(pieces)  # type: ignore[arg-type]
         return lambda data: constant
+    if len(pieces) == 1:
+        # A dedup key is often one path ("{actor.user_id}"), rendered for every match a
+        # threshold counts.
+        (getter,) = pieces
+        return lambda data: render_value(getter(data))  # type: ignore[operator]
 
     def render(data: Mapping[str, Any]) -> str:
-        return "".join(p if isinstance(p, str) else render_value(p(data)) for p in pieces)
+        return "".join([p if isinstance(p, str) else render_value(p(data)) for p in pieces])
 
     return render
