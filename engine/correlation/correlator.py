@@ -8,7 +8,6 @@ store, so a restart resumes open windows and counters where they were.
 
 from __future__ import annotations
 
-import bisect
 import heapq
 import json
 import logging
@@ -23,6 +22,7 @@ from pydantic_core import from_json, to_json
 
 from engine.activity import ActivityRecord, parse_activity
 from engine.alerts import MAX_SAMPLE_EVENTS, Alert, alert_id_for
+from engine.correlation.windows import Window
 from engine.detection.rule import Match, Rule
 from engine.state.store import StateStore
 
@@ -33,11 +33,14 @@ HELD_SAMPLES = "threshold_samples"
 # first: about 12 MB at most.
 MAX_HELD_SAMPLES = 20_000
 SAMPLE_LIFETIME = 7 * 86_400  # saved samples outlive any threshold window worth having
+# How often (event time, seconds) windows that slid out of use are dropped from memory.
+SWEEP_EVERY = 3600.0
 SEEN = "new_value"
 PARTIALS = "sequence"
 # A key that gathers more values than this forgets its least recently seen ones first.
 MAX_VALUES_PER_KEY = 1000
 LAST_SEEN_SLACK = 0.01
+MAX_FRESH = 200_000
 log = logging.getLogger(__name__)
 _NOTHING: list[AlertChange] = []  # shared, never appended to: no allocation per activity
 RULE_ERROR_WINDOW = timedelta(hours=1)
@@ -97,10 +100,19 @@ def _from_epoch(value: float) -> datetime:
 class Correlator:
     def __init__(self, store: StateStore) -> None:
         self.store = store
-        self.watermark: datetime | None = None
+        # Event time reached so far, as an epoch, and the activity that reached it.
+        self._watermark_epoch = float("-inf")
+        self._watermark_activity: ActivityRecord | None = None
         # (window end, state key): open alerts to close when event time passes their end.
         self._closing: list[tuple[float, str, str]] = []
         self._samples: dict[str, bytes] = {}
+        # Threshold windows by state key, those changed since the last flush, and when
+        # windows that event time has left behind were last dropped from memory.
+        self._windows: dict[str, Window] = {}
+        self._changed_windows: set[str] = set()
+        self._swept = 0.0
+        # (rule id, key, value) -> the last-seen time stored for new_value values lately.
+        self._fresh: dict[tuple[str, str, str], float] = {}
         for name, raw in store.items(HELD_SAMPLES):
             if len(self._samples) >= MAX_HELD_SAMPLES:
                 break
@@ -115,16 +127,14 @@ class Correlator:
 
     # -- event time -------------------------------------------------------------------
 
-    def advance(self, moment: datetime, now: float | None = None) -> list[AlertChange]:
-        """Move event time forward to `moment` (`now`: its epoch, when the caller has it);
-        the alerts whose window closed."""
-        watermark = self.watermark
-        if watermark is not None and moment <= watermark:
+    def advance(self, activity: ActivityRecord) -> list[AlertChange]:
+        """Move event time forward to the activity's; the alerts whose window closed."""
+        now = activity.epoch
+        if now <= self._watermark_epoch:
             return _NOTHING
-        self.watermark = moment
+        self._watermark_epoch = now
+        self._watermark_activity = activity
         closing = self._closing
-        if now is None:
-            now = moment.timestamp()
         if not closing or closing[0][0] > now:
             return _NOTHING
         closed = []
@@ -134,6 +144,12 @@ class Correlator:
             if alert is not None and not alert.pending:
                 closed.append(AlertChange("closed", alert))
         return closed
+
+    @property
+    def watermark(self) -> datetime | None:
+        """Event time reached so far: the newest `created_at` seen."""
+        latest = self._watermark_activity
+        return None if latest is None else latest.created_at
 
     def close_all(self) -> Iterator[AlertChange]:
         """End of input: every open alert is final (used by replays and tests)."""
@@ -152,11 +168,29 @@ class Correlator:
             if not alert.pending:
                 self.store.save_alert(state, notify=notify)
         self._dirty.clear()
+        windows = self._windows
+        put = self.store.put
+        for key in self._changed_windows:
+            window = windows[key]
+            put(COUNTERS, key, list(window.entries), expires=window.newest + window.width)
+        self._changed_windows.clear()
+        now = self._watermark_epoch
+        if now - self._swept >= SWEEP_EVERY:
+            self._sweep(now)
+
+    def _sweep(self, now: float) -> None:
+        """Drop from memory the windows whose every entry is older than their width: what
+        a later match on the key would evict anyway (their stored rows expire with them).
+        Bounds memory by the keys active lately."""
+        self._swept = now
+        gone = [k for k, w in self._windows.items() if w.newest + w.width <= now]
+        for key in gone:
+            self._windows.pop(key).release(self._samples)
 
     def save_samples(self) -> None:
         """A clean stop: store the held sample activities, one row each (they expire with
         the longest window they can belong to), for the next process to pick up."""
-        expires = (self.watermark.timestamp() if self.watermark else 0.0) + SAMPLE_LIFETIME
+        expires = max(self._watermark_epoch, 0.0) + SAMPLE_LIFETIME
         for name, raw in self._samples.items():
             self.store.put(HELD_SAMPLES, name, from_json(raw), expires=expires)
 
@@ -190,8 +224,12 @@ class Correlator:
         if value is None:
             return
         per = spec.per(data) if spec.per is not None else ""
-        if per is not None:
-            self._remember(rule, per, value, activity.epoch)
+        if per is None:
+            return
+        last = self._fresh.get((rule.id, per, value)) if type(value) is type(per) is str else None
+        if last is not None and activity.epoch - last <= spec.forget_seconds * LAST_SEEN_SLACK:
+            return  # seen lately: `_remember` would find it and change nothing
+        self._remember(rule, per, value, activity.epoch)
 
     def rule_error(
         self, rule: Rule, activity: ActivityRecord, error: BaseException
@@ -350,6 +388,7 @@ class Correlator:
             if now - last > forget * LAST_SEEN_SLACK:
                 seen[text] = now
                 self.store.put(SEEN, key, seen, expires=now + forget)
+                self._note_fresh(rule, per, value, now)
             return False
         # Values unseen for `forget` are gone, as if never seen.
         fresh = {v: t for v, t in seen.items() if now - t < forget}
@@ -359,6 +398,7 @@ class Correlator:
             oldest = sorted(fresh, key=fresh.__getitem__)[: len(fresh) - MAX_VALUES_PER_KEY]
             for dropped in oldest:
                 del fresh[dropped]
+            self._fresh.clear()  # it may name a dropped value
             log.warning(
                 "rule %s: key %r holds over %d values; forgot the %d least recently seen",
                 rule.id,
@@ -367,7 +407,17 @@ class Correlator:
                 len(oldest),
             )
         self.store.put(SEEN, key, fresh, expires=max(fresh.values()) + forget)
+        self._note_fresh(rule, per, value, now)
         return is_new
+
+    def _note_fresh(self, rule: Rule, per: Any, value: Any, now: float) -> None:
+        """Remember in memory that `value` was stored as seen at `now`, so `learn` can skip
+        it, without building its key or reading the store, until its time needs moving."""
+        if type(value) is type(per) is str:
+            fresh = self._fresh
+            if len(fresh) >= MAX_FRESH:
+                fresh.clear()
+            fresh[(rule.id, per, value)] = now
 
     def _is_new(self, match: Match) -> bool:
         return self._remember(
@@ -425,68 +475,43 @@ class Correlator:
         the threshold, else None."""
         threshold = match.rule.threshold
         assert threshold is not None
-        width = threshold.window.total_seconds()
-        now = _epoch(match.activity.created_at)
-        entries: list[list[Any]] = self.store.get(COUNTERS, key) or []
+        activity = match.activity
+        window = self._windows.get(key)
+        if window is None:
+            width = threshold.window.total_seconds()
+            stored = self.store.get(COUNTERS, key) or []
+            if stored and stored[-1][0] + width <= activity.epoch:
+                stored = []  # all of it has slid out of the window (the usual case)
+            window = self._windows[key] = Window(stored, width)
         distinct = match.distinct_value
         if distinct is not None and not isinstance(distinct, str | int | float | bool):
             distinct = repr(distinct)
-        times = [e[0] for e in entries]
-        position = bisect.bisect_right(times, now)
         # The first few entries of a window name a sample activity, held in memory:
         # writing activities into the counter would rewrite kilobytes per busy key at every
         # commit. A clean stop saves them (`save_samples`); after a crash an alert may carry
         # fewer samples, while its count and times, from the durable counter, stay exact.
         sample = None
-        if sum(1 for e in entries if e[2] is not None) < MAX_SAMPLE_EVENTS:
-            sample = match.activity.id
+        samples = self._samples
+        if window.held < MAX_SAMPLE_EVENTS:
+            sample = activity.id
             # Encoded: a quarter of the memory of the decoded mapping.
-            self._samples[sample] = to_json(match.activity.raw)
-            if len(self._samples) > MAX_HELD_SAMPLES:
-                del self._samples[next(iter(self._samples))]
-        entries.insert(position, [now, distinct, sample])
-        times.insert(position, now)
-        newest = times[-1]
-        cut = bisect.bisect_right(times, newest - width)
-        if cut:
-            for dropped in entries[:cut]:
-                if dropped[2] is not None:
-                    self._samples.pop(dropped[2], None)
-            del entries[:cut], times[:cut]
-        self.store.put(COUNTERS, key, entries, expires=newest + width)
-        distinct_on = threshold.distinct is not None
-        window = self._full_window(entries, times, now, width, threshold.count, distinct_on)
-        if window is None:
+            samples[sample] = to_json(activity.raw)
+            if len(samples) > MAX_HELD_SAMPLES:
+                del samples[next(iter(samples))]
+        full = window.add(
+            [activity.epoch, distinct, sample],
+            threshold.count,
+            threshold.distinct is not None,
+            samples,
+        )
+        self._changed_windows.add(key)
+        if full is None:
             return None
-        samples = [
-            parse_activity(from_json(self._samples[name]))
-            for _, _, name in window
-            if name is not None and name in self._samples
+        counted = [
+            parse_activity(from_json(samples[name]))
+            for _, _, name in full
+            if name is not None and name in samples
         ]
         if sample is None:
-            samples.append(match.activity)  # the activity that completed the count
-        return Counted(samples, len(window), window[0][0], window[-1][0])
-
-    @staticmethod
-    def _full_window(
-        entries: list[list[Any]],
-        times: list[float],
-        now: float,
-        width: float,
-        count: int,
-        distinct_on: bool,
-    ) -> list[list[Any]] | None:
-        """Some window [s, s + width) that holds `now` and `count` entries (or values)."""
-        first = bisect.bisect_right(times, now - width)
-        last = bisect.bisect_right(times, now)
-        if last == len(times):
-            # In order (the usual case): the widest window ending at `now` is the only one
-            # that can hold more than the others.
-            last = first + 1
-        for start in range(first, last):
-            end = bisect.bisect_left(times, times[start] + width)
-            inside = entries[start:end]
-            size = len({e[1] for e in inside if e[1] is not None}) if distinct_on else len(inside)
-            if size >= count:
-                return inside
-        return None
+            counted.append(activity)  # the activity that completed the count
+        return Counted(counted, len(full), full[0][0], full[-1][0])
