@@ -3,11 +3,12 @@ correlation state that survives a new pipeline on the same file."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import pytest
 
-from engine.state.sqlite import SqliteStore
+from engine.state.sqlite import FOLD_EVERY, SqliteStore
 from tests.conftest import at, moment, run_pipeline
 from tests.test_correlation import THRESHOLD_RULE
 
@@ -68,10 +69,55 @@ def test_nothing_is_visible_to_other_connections_before_commit(tmp_path):
     assert peek(path, "SELECT * FROM meta") == []
     assert peek(path, "SELECT * FROM alerts") == []
     store.commit()
-    assert peek(path, "SELECT namespace, key, value FROM state") == [("ns", "key", '{"v":1}')]
+    # State changes land in the journal first, the state table at the next fold.
+    (journal,) = peek(path, "SELECT changes FROM journal")
+    assert json.loads(journal[0]) == [["ns", "key", {"v": 1}, None, False]]
     assert peek(path, "SELECT key, value FROM meta") == [("checkpoint", '"c1"')]
     assert peek(path, "SELECT alert_id, notify FROM alerts") == [("al_1", 1)]
     store.close()
+    assert peek(path, "SELECT namespace, key, value FROM state") == [("ns", "key", '{"v":1}')]
+    assert peek(path, "SELECT * FROM journal") == []
+
+
+def test_the_journal_folds_into_the_table_each_key_once(tmp_path):
+    path = tmp_path / "state.db"
+    store = SqliteStore(path)
+    for n in range(FOLD_EVERY - 1):
+        store.put("ns", "busy", n, expires=float(n))
+        store.put("ns", f"once{n}", n)
+        store.commit()
+    assert len(peek(path, "SELECT seq FROM journal")) == FOLD_EVERY - 1
+    assert peek(path, "SELECT * FROM state") == []
+    store.delete("ns", "once0")
+    store.commit()  # the FOLD_EVERY-th commit folds
+    assert peek(path, "SELECT * FROM journal") == []
+    rows = dict(peek(path, "SELECT key, value FROM state"))
+    assert rows["busy"] == str(FOLD_EVERY - 2)
+    assert "once0" not in rows and len(rows) == FOLD_EVERY - 1
+    assert store.get("ns", "busy") == FOLD_EVERY - 2
+    assert store.get("ns", "once0") is None
+    store.close()
+
+
+def test_a_crash_between_folds_loses_no_committed_change(tmp_path):
+    path = tmp_path / "state.db"
+    store = SqliteStore(path)
+    store.put("ns", "kept", {"v": 1}, expires=5.0)
+    store.put("ns", "dropped", 1)
+    store.commit()
+    store.delete("ns", "dropped")
+    store.put("ns", "kept", {"v": 2}, expires=6.0)
+    store.commit()
+    store.put("ns", "uncommitted", 1)
+    store._db.close()  # the process dies: no close(), no fold
+
+    reopened = SqliteStore(path)
+    assert reopened.get("ns", "kept") == {"v": 2}
+    assert reopened.get("ns", "dropped") is None
+    assert reopened.get("ns", "uncommitted") is None
+    assert peek(path, "SELECT * FROM journal") == []  # folded on open
+    assert peek(path, "SELECT key, value, expires FROM state") == [("kept", '{"v":2}', 6.0)]
+    reopened.close()
 
 
 def test_a_failing_commit_writes_nothing(tmp_path):
@@ -177,3 +223,22 @@ def test_an_open_alert_survives_a_restart(rules_dir, make_activity, tmp_path):
     ]
     assert second.final[0]["event_count"] == 2
     assert second.final[1]["event_count"] == 1
+
+
+def test_a_small_read_cache_still_returns_every_value(tmp_path):
+    store = SqliteStore(tmp_path / "state.db", cache_size=10)
+    for n in range(50):
+        store.put("ns", f"k{n}", n)
+        if n == 20:
+            store.commit()  # some in the journal, some still pending
+    store.delete("ns", "k3")
+    assert [store.get("ns", f"k{n}") for n in range(50)] == [
+        None if n == 3 else n for n in range(50)
+    ]
+    store.close()
+    reopened = SqliteStore(tmp_path / "state.db", cache_size=10)
+    assert [reopened.get("ns", f"k{n}") for n in range(50)] == [
+        None if n == 3 else n for n in range(50)
+    ]
+    assert len(reopened._values) <= 10
+    reopened.close()

@@ -4,13 +4,21 @@ Writes are buffered in memory and written in one transaction at `commit()`, whic
 the durability contract (alerts, state and checkpoint land together or not at all) and
 what keeps a replay fast (one fsync per batch, not per activity). WAL mode lets
 `detect status` and `detect alerts` read while a run writes.
+
+State changes reach the `state` table in two steps. Each commit appends everything it
+changed as one encoded row of the `journal`: a commit touches hundreds of keys (a
+threshold window per busy person), and upserting each into the table's B-tree costs about
+ten times that one append. Every `FOLD_EVERY` commits, and on close, the changes since the
+last fold go into the table, each key once however often it changed, and the journal is
+emptied, in one transaction. Opening a store folds what an earlier process left in the
+journal, so a crash between folds loses nothing committed.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
-from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +27,15 @@ from pydantic_core import to_json
 
 _DELETED = object()
 _MISSING = object()
+# Commits between folds of the journal into the state table, and the most changed keys
+# held for a fold before it is done early (memory).
+FOLD_EVERY = 100
+MAX_UNFOLDED = 200_000
+_UPSERT = (
+    "INSERT INTO state (namespace, key, value, expires) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, "
+    "expires = excluded.expires"
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS state (
@@ -38,11 +55,24 @@ CREATE TABLE IF NOT EXISTS alerts (
     body TEXT NOT NULL,
     notify INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS journal (
+    seq INTEGER PRIMARY KEY,
+    changes BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
 """
+
+
+def _journal_entries(
+    changes: dict[tuple[str, str], tuple[Any, float | None]],
+) -> list[tuple[str, str, Any, float | None, bool]]:
+    return [
+        (ns, key, None, None, True) if value is _DELETED else (ns, key, value, expires, False)
+        for (ns, key), (value, expires) in changes.items()
+    ]
 
 
 def _dumps(value: Any) -> str:
@@ -63,51 +93,62 @@ class SqliteStore:
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
         self._pending: dict[tuple[str, str], tuple[Any, float | None]] = {}
+        # Committed to the journal, not yet folded into the table.
+        self._unfolded: dict[tuple[str, str], tuple[Any, float | None]] = {}
+        self._commits = 0
         self._pending_alerts: dict[str, tuple[dict[str, Any], bool]] = {}
         self._pending_meta: dict[str, Any] = {}
-        self._cache: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        # Every value read or written lately (None: known absent), written through by
+        # `put`, so a read is one dict lookup. Bounded by dropping the oldest tenth when
+        # full: cheaper per read than an LRU's reordering, and the store stays right
+        # because what is dropped is still in `_pending`, `_unfolded` or the table.
+        self._values: dict[tuple[str, str], Any] = {}
         # Hashes of the keys the database may hold (this process is its only writer): most
         # lookups of a new user's state are for keys that were never written.
         self._present: set[int] = {
             hash(row) for row in self._db.execute("SELECT namespace, key FROM state")
         }
+        self._fold_leftovers()
 
     def get(self, namespace: str, key: str) -> Any | None:
-        pending = self._pending.get((namespace, key))
-        if pending is not None:
-            return None if pending[0] is _DELETED else pending[0]
-        cached = self._cache.get((namespace, key), _MISSING)
-        if cached is not _MISSING:
-            self._cache.move_to_end((namespace, key))
-            return cached
-        if hash((namespace, key)) not in self._present:
+        name = (namespace, key)
+        value = self._values.get(name, _MISSING)
+        if value is not _MISSING:
+            return value
+        entry = self._pending.get(name) or self._unfolded.get(name)
+        if entry is not None:
+            value = None if entry[0] is _DELETED else entry[0]
+        elif hash(name) not in self._present:
             value = None  # never stored: no need to ask the database
         else:
             row = self._db.execute(
-                "SELECT value FROM state WHERE namespace = ? AND key = ?", (namespace, key)
+                "SELECT value FROM state WHERE namespace = ? AND key = ?", name
             ).fetchone()
             value = json.loads(row[0]) if row else None
-        self._remember(namespace, key, value)
+        self._keep(name, value)
         return value
 
-    def _remember(self, namespace: str, key: str, value: Any) -> None:
-        """Keep a committed value (None: known absent) in the read cache, LRU-bounded.
-        This process is the database's only writer, so the cache cannot go stale."""
-        cache = self._cache
-        cache[(namespace, key)] = value
-        cache.move_to_end((namespace, key))
-        if len(cache) > self.cache_size:
-            cache.popitem(last=False)
+    def _keep(self, name: tuple[str, str], value: Any) -> None:
+        values = self._values
+        values[name] = value
+        if len(values) > self.cache_size:
+            for old in list(itertools.islice(values, self.cache_size // 10 + 1)):
+                del values[old]
 
     def put(self, namespace: str, key: str, value: Any, expires: float | None = None) -> None:
-        self._pending[(namespace, key)] = (value, expires)
+        name = (namespace, key)
+        self._pending[name] = (value, expires)
+        self._keep(name, value)
 
     def delete(self, namespace: str, key: str) -> None:
-        self._pending[(namespace, key)] = (_DELETED, None)
+        name = (namespace, key)
+        self._pending[name] = (_DELETED, None)
+        self._keep(name, None)
 
     def items(self, namespace: str) -> Iterator[tuple[str, Any]]:
         seen: set[str] = set()
-        for (ns, key), (value, _) in list(self._pending.items()):
+        recent = {**self._unfolded, **self._pending}
+        for (ns, key), (value, _) in recent.items():
             if ns == namespace:
                 seen.add(key)
                 if value is not _DELETED:
@@ -140,6 +181,7 @@ class SqliteStore:
 
     def purge(self, before: float) -> int:
         self.commit()
+        self.fold()
         cursor = self._db.execute(
             "DELETE FROM state WHERE expires IS NOT NULL AND expires < ?", (before,)
         )
@@ -148,27 +190,18 @@ class SqliteStore:
         return cursor.rowcount
 
     def commit(self) -> None:
-        """Write every buffered change in one transaction."""
+        """Write every buffered change in one transaction (state changes as one journal
+        row; a fold every `FOLD_EVERY` commits)."""
         if not (self._pending or self._pending_alerts or self._pending_meta):
             return
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            upserts = []
-            deletes = []
-            for (ns, key), (value, expires) in self._pending.items():
-                if value is _DELETED:
-                    deletes.append((ns, key))
-                else:
-                    upserts.append((ns, key, _dumps(value), expires))
-                    self._present.add(hash((ns, key)))
-            db.executemany("DELETE FROM state WHERE namespace = ? AND key = ?", deletes)
-            db.executemany(
-                "INSERT INTO state (namespace, key, value, expires) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, "
-                "expires = excluded.expires",
-                upserts,
-            )
+            if self._pending:
+                db.execute(
+                    "INSERT INTO journal (changes) VALUES (?)",
+                    (to_json(_journal_entries(self._pending), fallback=str),),
+                )
             db.executemany(
                 "INSERT INTO alerts (alert_id, rule_id, kind, severity, opened_at, body, notify)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (alert_id) DO UPDATE SET "
@@ -194,14 +227,56 @@ class SqliteStore:
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
-            self._cache.clear()  # it may hold objects changed for this failed write
+            self._values.clear()  # it may hold objects changed for this failed write
             raise
-        for (ns, key), (value, _) in self._pending.items():
-            self._remember(ns, key, None if value is _DELETED else value)
+        self._unfolded.update(self._pending)
         self._pending.clear()
         self._pending_alerts.clear()
         self._pending_meta.clear()
+        self._commits += 1
+        if self._commits % FOLD_EVERY == 0 or len(self._unfolded) > MAX_UNFOLDED:
+            self.fold()
+
+    def fold(self) -> None:
+        """Move the committed changes from the journal into the state table, each key once."""
+        if not self._unfolded:
+            return
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            self._write_state(self._unfolded)
+            db.execute("DELETE FROM journal")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self._unfolded.clear()
+
+    def _write_state(self, changes: dict[tuple[str, str], tuple[Any, float | None]]) -> None:
+        upserts = []
+        deletes = []
+        for (ns, key), (value, expires) in changes.items():
+            if value is _DELETED:
+                deletes.append((ns, key))
+            else:
+                upserts.append((ns, key, _dumps(value), expires))
+                self._present.add(hash((ns, key)))
+        self._db.executemany("DELETE FROM state WHERE namespace = ? AND key = ?", deletes)
+        self._db.executemany(_UPSERT, upserts)
+
+    def _fold_leftovers(self) -> None:
+        """Fold what a previous process committed to the journal but did not fold."""
+        rows = self._db.execute("SELECT changes FROM journal ORDER BY seq").fetchall()
+        if not rows:
+            return
+        changes: dict[tuple[str, str], tuple[Any, float | None]] = {}
+        for (blob,) in rows:
+            for ns, key, value, expires, deleted in json.loads(blob):
+                changes[(ns, key)] = (_DELETED if deleted else value, expires)
+        self._unfolded = changes
+        self.fold()
 
     def close(self) -> None:
         self.commit()
+        self.fold()
         self._db.close()
