@@ -106,6 +106,7 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    from engine.pipeline import collect_less
     from engine.replay import ReplayOptions, replay, summary
     from engine.state.sqlite import SqliteStore
 
@@ -131,6 +132,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         _check_destinations(ruleset, config)
         state = state or config.state.path
     store = SqliteStore(state) if state else None
+    collect_less()
     try:
         stats = replay(args.paths, ruleset, options, store=store)
     finally:
@@ -156,6 +158,7 @@ def _check_destinations(ruleset: RuleSet, config: Config) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from engine.pipeline import collect_less
     from engine.replay import summary
     from engine.resources import demo_feed_path
 
@@ -170,6 +173,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
         ruleset = _load(_rule_dirs(args.rules, config), args)
         _check_destinations(ruleset, config)
+        collect_less()
         return run_from_config(
             config, ruleset, once=args.once, deliver_timeout=args.deliver_timeout
         )
