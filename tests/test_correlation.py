@@ -9,6 +9,7 @@ import random
 import pytest
 
 from engine.replay import ReplayOptions, replay
+from engine.state.store import MemoryStore
 from tests.conftest import at, moment, run_pipeline, write_jsonl
 
 DEDUP_RULE = """
@@ -343,3 +344,54 @@ def test_a_large_threshold_counts_every_activity_and_keeps_ten_samples(rules_dir
     assert final["event_count"] == 45
     assert final["first_event_at"] == "2026-05-07T10:00:00.000000Z"
     assert final["last_event_at"] == "2026-05-07T10:04:24.000000Z"
+
+
+# -- new values ------------------------------------------------------------------------
+
+NEW_ADDRESS_RULE = """
+id: t.new_address
+name: New address
+severity: medium
+match:
+  type: login
+new_value:
+  of: actor.ip_address
+  per: actor.user_id
+  forget: 10d
+  learn_from: all
+"""
+
+
+class CountingStore(MemoryStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def get(self, namespace, key):
+        self.reads += 1
+        return super().get(namespace, key)
+
+
+def test_a_value_seen_lately_is_judged_without_reading_the_store(rules_dir, make_activity):
+    rules_dir.write("new.yml", NEW_ADDRESS_RULE)
+    office = {"type": "user_actor", "user_id": "u1", "ip_address": "192.0.2.1"}
+    home = {**office, "ip_address": "198.51.100.7"}
+    views = [
+        make_activity("chat_viewed", created_at=at(minutes=m), actor=office) for m in range(200)
+    ]
+    # Hours on, the office address again (silent), then a new one (an alert); nine days
+    # on the home address is still known; twelve days on, the office address, unseen for
+    # more than `forget` while home stayed known, is new again.
+    later = [
+        make_activity("login", created_at=at(minutes=320), actor=office),
+        make_activity("login", created_at=at(minutes=321), actor=home),
+        make_activity("login", created_at=at(hours=9 * 24), actor=home),
+        make_activity("login", created_at=at(hours=12 * 24), actor=office),
+    ]
+    store = CountingStore()
+    run = run_pipeline(rules_dir.load(), views + later, store=store)
+    assert [a.events[0]["actor"]["ip_address"] for a in run.opened] == [
+        "198.51.100.7",
+        "192.0.2.1",
+    ]
+    assert store.reads < 20  # not one per activity

@@ -224,12 +224,8 @@ class Correlator:
         if value is None:
             return
         per = spec.per(data) if spec.per is not None else ""
-        if per is None:
-            return
-        last = self._fresh.get((rule.id, per, value)) if type(value) is type(per) is str else None
-        if last is not None and activity.epoch - last <= spec.forget_seconds * LAST_SEEN_SLACK:
-            return  # seen lately: `_remember` would find it and change nothing
-        self._remember(rule, per, value, activity.epoch)
+        if per is not None:
+            self._remember(rule, per, value, activity.epoch)
 
     def rule_error(
         self, rule: Rule, activity: ActivityRecord, error: BaseException
@@ -374,8 +370,12 @@ class Correlator:
         and the key already had a baseline (or the rule alerts on first values)."""
         spec = rule.new_value
         assert spec is not None
-        key = f"{rule.id}\x1f{per if type(per) is str else _text(per)}"
         forget = spec.forget_seconds
+        if type(value) is type(per) is str:
+            last = self._fresh.get((rule.id, per, value))
+            if last is not None and now - last <= forget * LAST_SEEN_SLACK:
+                return False  # stored as seen lately: what follows would change nothing
+        key = f"{rule.id}\x1f{per if type(per) is str else _text(per)}"
         text = value if type(value) is str else _text(value)
         seen: dict[str, float] | None = self.store.get(SEEN, key)
         if seen is None:
@@ -386,9 +386,9 @@ class Correlator:
             # only when it is 1% of `forget` stale, which spares a state write per
             # activity at the price of forgetting up to 1% early.
             if now - last > forget * LAST_SEEN_SLACK:
-                seen[text] = now
+                seen[text] = last = now
                 self.store.put(SEEN, key, seen, expires=now + forget)
-                self._note_fresh(rule, per, value, now)
+            self._note_fresh(rule, per, value, last)
             return False
         # Values unseen for `forget` are gone, as if never seen.
         fresh = {v: t for v, t in seen.items() if now - t < forget}
@@ -484,7 +484,11 @@ class Correlator:
                 stored = []  # all of it has slid out of the window (the usual case)
             window = self._windows[key] = Window(stored, width)
         distinct = match.distinct_value
-        if distinct is not None and not isinstance(distinct, str | int | float | bool):
+        if (
+            type(distinct) is not str
+            and distinct is not None
+            and not isinstance(distinct, int | float)  # bool is an int
+        ):
             distinct = repr(distinct)
         # The first few entries of a window name a sample activity, held in memory:
         # writing activities into the counter would rewrite kilobytes per busy key at every

@@ -31,7 +31,8 @@ class Window:
         self.entries: deque[Entry] = deque()
         self.counts: dict[Any, int] = {}  # distinct value -> entries holding it
         self.held = 0  # entries naming a held sample activity
-        self._refill(entries)
+        if entries:
+            self._refill(entries)
 
     @property
     def newest(self) -> float:

@@ -27,9 +27,10 @@ from pydantic_core import to_json
 
 _DELETED = object()
 _MISSING = object()
-# Commits between folds of the journal into the state table, and the most changed keys
-# held for a fold before it is done early (memory).
-FOLD_EVERY = 100
+# Commits between folds of the journal into the state table (a journal of some 15 MB at
+# most for a busy organization), and the most changed keys held for a fold before it is
+# done early (memory).
+FOLD_EVERY = 250
 MAX_UNFOLDED = 200_000
 _UPSERT = (
     "INSERT INTO state (namespace, key, value, expires) VALUES (?, ?, ?, ?) "
