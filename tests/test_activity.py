@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import copy
 import json
+import random
+from collections import defaultdict
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from pydantic import ValidationError
 
-from engine.activity import Event, parse_activity
+from engine.activity import Activity, ActivityRecord, Event, parse_activity, try_parse_activity
 from engine.detection.functions import NamedList, NamedLists, make_options
 
 BASE = {
@@ -103,6 +105,16 @@ def test_created_at_forms(text, expected):
         "yesterday",
         1778148000,
         None,
+        # ISO 8601 forms `datetime.fromisoformat` reads but RFC 3339 does not allow
+        "2026-W19-4T10:00:00.000538Z",
+        "2026-05-07T10:00.000538000Z",
+        "2026-05-07T100000.000538000Z",
+        "2026-05-07X10:00:00.000538Z",
+        "2026-05-07T10:00:00,000538Z",
+        "2026-05-07T10:00,00Z",
+        # a trailing newline
+        "2026-05-07T10:00:00Z\n",
+        "2026-05-07T10:00:00+02:00\n",
     ],
 )
 def test_created_at_without_a_zone_or_not_a_timestamp_is_refused(value):
@@ -340,6 +352,10 @@ _ODD_VALUES = [
     "2026-05-07T10:00:00.Z",
     "2026-05-07T10:00:00,5Z",
     "x026-05-07T10:00:00Z",
+    "2026-05-07T10:00:00.000538+00:00",
+    "2026-W19-4T10:00:00.000538Z",
+    "2026-05-07T10:00:00:000538Z",
+    "2026-05-07T10:00:00Z\n",
 ]
 _FIELDS = [
     ("id",),
@@ -368,18 +384,58 @@ def _mutated(path: tuple[str, ...], value: object) -> dict:
 
 @pytest.mark.parametrize("path", _FIELDS, ids=".".join)
 def test_fast_path_accepts_and_rejects_exactly_what_the_model_does(path):
-    from pydantic import ValidationError
-
-    from engine.activity import Activity
-
     for value in _ODD_VALUES:
         data = _mutated(path, value)
         try:
-            expected = Activity.model_validate(data).created_at
+            expected = _fields(ActivityRecord(data, Activity.model_validate(data).created_at))
         except ValidationError:
             expected = None
         try:
-            got = parse_activity(data).created_at
+            got = _fields(parse_activity(data))
         except ValidationError:
             got = None
         assert got == expected, (path, value)
+        quick = try_parse_activity(data)
+        assert quick is None or _fields(quick) == expected, (path, value)
+
+
+def _fields(record: ActivityRecord) -> tuple:
+    moment = record.created_at
+    assert moment.tzinfo is UTC
+    assert record.epoch == moment.timestamp()
+    return (record.raw, moment, record.epoch, record.id, record.type, record.organization_id)
+
+
+def test_the_fast_path_is_taken_for_the_apis_own_form():
+    data = json.loads(json.dumps(_VALID))
+    record = try_parse_activity(data)
+    assert record is not None
+    assert record.raw is data
+    assert _fields(record) == _fields(
+        ActivityRecord(data, Activity.model_validate(data).created_at)
+    )
+
+
+@pytest.mark.parametrize("value", [None, True, 0, 1.5, "x", [], [_VALID], {}, {"data": [_VALID]}])
+def test_the_fast_path_leaves_whatever_is_not_plainly_an_activity_to_the_model(value):
+    assert try_parse_activity(value) is None
+
+
+def test_a_dict_subclass_is_left_unchanged():
+    data = defaultdict(lambda: "filled in", _VALID)
+    del data["id"]
+    with pytest.raises(ValidationError):
+        parse_activity(data)
+    assert "id" not in data
+
+
+def test_epoch_is_exact_for_every_microsecond_form():
+    rng = random.Random(7)
+    for _ in range(2000):
+        moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(
+            microseconds=rng.randrange(0, 400 * 365 * 86_400 * 1_000_000)
+        )
+        text = moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        record = parse_activity(with_fields(created_at=text))
+        assert record.created_at == moment
+        assert record.epoch == moment.timestamp()

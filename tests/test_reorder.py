@@ -69,3 +69,52 @@ def test_rejected_records_pass_straight_through():
     assert out[0] is rejected
     assert [r.id for r in out[1:]] == ["a1", "a0"]
     assert [r.id for r in sort_all([_activity(0, 1), _activity(1, 0)])] == ["a1", "a0"]
+
+
+def _reference(records, capacity):
+    """What `reorder` promises, written plainly: hold up to `capacity` activities and,
+    when one more arrives, release the earliest (input order among equal times)."""
+    held = []
+    for arrival, record in enumerate(records):
+        if isinstance(record, Rejected):
+            yield record
+            continue
+        held.append((record.epoch, arrival, record))
+        if len(held) > capacity:
+            held.sort(key=lambda item: item[:2])
+            yield held.pop(0)[2]
+    for item in sorted(held, key=lambda item: item[:2]):
+        yield item[2]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_matches_the_plain_definition_on_random_input(seed):
+    rng = random.Random(seed)
+    count = rng.randrange(0, 400)
+    shape = seed % 4
+    records = []
+    for i in range(count):
+        if rng.random() < 0.05:
+            records.append(Rejected("f", i, "bad", "{}"))
+            continue
+        if shape == 0:  # few distinct times: many ties
+            second = rng.randrange(20)
+        elif shape == 1:  # jittered
+            second = i + rng.randrange(-15, 15)
+        elif shape == 2:  # newest first: deep slotting, the heap
+            second = count - i + rng.randrange(3)
+        else:  # in order with a few very late ones
+            second = i if rng.random() < 0.9 else rng.randrange(count)
+        records.append(_activity(i, second))
+    capacity = rng.choice([0, 1, 3, 10, MAX_SLOT_DEPTH + 1, 200, 1000])
+    got = list(reorder(records, capacity=capacity))
+    assert [id(r) for r in got] == [id(r) for r in _reference(records, capacity)]
+
+
+def test_rejected_records_pass_straight_through_after_the_switch_to_a_heap():
+    records = [_activity(i, 1000 - i) for i in range(3 * MAX_SLOT_DEPTH)]
+    rejected = Rejected("f", 7, "bad", "{}")
+    source = iter([*records, rejected, _activity(999, 0)])
+    out = reorder(source, capacity=1000)
+    assert next(out) is rejected  # released as soon as read, before any held activity
+    assert [r.id for r in out] == ["a999", *(f"a{i}" for i in reversed(range(len(records))))]

@@ -25,7 +25,12 @@ from typing import IO, Any
 from pydantic import ValidationError
 from pydantic_core import from_json
 
-from engine.activity import ActivityRecord, describe_validation_error, parse_activity
+from engine.activity import (
+    ActivityRecord,
+    describe_validation_error,
+    parse_activity,
+    try_parse_activity,
+)
 from engine.errors import InputError
 
 CHUNK = 1 << 16
@@ -73,28 +78,38 @@ def _activities(value: Any, source: str, line: int, text: str) -> Iterator[Recor
 
 def _lines(stream: IO[bytes], source: str) -> Iterator[Record]:
     # pydantic-core's JSON parser (already here through pydantic) decodes a line about
-    # three times faster than json.loads, and checks UTF-8 on the way.
+    # three times faster than json.loads, and checks UTF-8 on the way. Per line, the usual
+    # case is one parse and one check, with everything rarer kept out of the loop.
     loads = from_json
+    quick = try_parse_activity
     for number, raw_line in enumerate(stream, start=1):
-        if number == 1 and raw_line.startswith(_BOM):
-            raw_line = raw_line[len(_BOM) :]
         try:
             value = loads(raw_line)
         except ValueError as exc:
-            text = raw_line.decode("utf-8", errors="replace").strip()
-            if not text:
-                continue
-            reason = _json_error(text, exc)
-            yield Rejected(source, number, f"invalid JSON: {reason}", text)
+            yield from _unparsed(raw_line, source, number, exc)
             continue
-        if type(value) is dict and "data" not in value:
-            # The common case, without a generator per line.
-            try:
-                yield parse_activity(value)
-            except ValidationError as exc:
-                yield Rejected(source, number, describe_validation_error(exc), _text(raw_line))
-            continue
-        yield from _activities(value, source, number, _text(raw_line))
+        record = quick(value)
+        if record is None:  # an API page, or an activity only the model can judge
+            yield from _activities(value, source, number, _text(raw_line))
+        else:
+            yield record
+
+
+def _unparsed(raw_line: bytes, source: str, number: int, error: ValueError) -> Iterator[Record]:
+    """A line the parser refused: a first line behind a byte-order mark, a blank line
+    (skipped), or one that is not JSON."""
+    if number == 1 and raw_line.startswith(_BOM):
+        raw_line = raw_line[len(_BOM) :]
+        try:
+            value = from_json(raw_line)
+        except ValueError as exc:
+            error = exc
+        else:
+            yield from _activities(value, source, number, _text(raw_line))
+            return
+    text = _text(raw_line)
+    if text:
+        yield Rejected(source, number, f"invalid JSON: {_json_error(text, error)}", text)
 
 
 def _json_error(text: str, first: ValueError) -> str:

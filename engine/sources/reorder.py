@@ -9,6 +9,8 @@ An activity older than one already released still comes out (it is late, not los
 from __future__ import annotations
 
 import heapq
+import itertools
+import math
 from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
@@ -25,45 +27,63 @@ def reorder(
     """Activities in time order within `capacity`; other records pass straight through.
 
     Mostly ordered input costs an append and a popleft per activity: the buffer is a
-    sorted deque and a late activity is slotted in from the right. Input so disordered
-    that slotting in gets deep (a newest-first file) switches to a heap for good.
+    sorted deque of records and a late activity is slotted in from the right, after any
+    of equal time (so ties keep their input order). Input so disordered that slotting in
+    gets deep (a newest-first file) switches to a heap for good.
     """
-    window: deque[tuple[float, int, ActivityRecord]] = deque()
-    heap: list[tuple[float, int, ActivityRecord]] | None = None
-    for sequence, record in enumerate(records):
+    rest = iter(records)
+    window: deque[ActivityRecord] = deque()
+    append = window.append
+    popleft = window.popleft
+    newest = -math.inf  # the time of the last activity appended at the right end
+    room = max(capacity, 0)  # free places left; once none, each activity in releases one
+    for record in rest:
         if type(record) is not ActivityRecord:
             yield record
             continue
-        item = (record.epoch, sequence, record)
-        if heap is not None:
-            if len(heap) < capacity:
-                heapq.heappush(heap, item)
-            else:
-                yield heapq.heappushpop(heap, item)[2]
-            continue
-        if not window or window[-1][0] <= item[0]:
-            window.append(item)
+        epoch = record.epoch
+        if epoch >= newest:
+            append(record)
+            newest = epoch
         else:
             position = len(window) - 1
-            while position >= 0 and window[position][0] > item[0]:
+            while position >= 0 and window[position].epoch > epoch:
                 position -= 1
                 if len(window) - position > MAX_SLOT_DEPTH:
-                    heap = list(window)  # sorted, hence already a heap
-                    window.clear()
-                    break
-            if heap is not None:
-                heapq.heappush(heap, item)
-                if len(heap) > capacity:
-                    yield heapq.heappop(heap)[2]
-                continue
-            window.insert(position + 1, item)
-        if len(window) > capacity:
-            yield window.popleft()[2]
-    if heap is not None:
-        while heap:
-            yield heapq.heappop(heap)[2]
+                    yield from _heap_order(window, record, rest, capacity)
+                    return
+            window.insert(position + 1, record)
+        if room:
+            room -= 1
+        else:
+            yield popleft()
     while window:
-        yield window.popleft()[2]
+        yield popleft()
+
+
+def _heap_order(
+    held: deque[ActivityRecord],
+    late: ActivityRecord,
+    rest: Iterator[ActivityRecord | T],
+    capacity: int,
+) -> Iterator[ActivityRecord | T]:
+    """The rest of `reorder` once slotting in got too deep: a heap of (time, arrival,
+    record), where arrival breaks ties in input order as the deque's position did."""
+    heap = [(record.epoch, arrival, record) for arrival, record in enumerate(held)]
+    held.clear()  # `held` was sorted, so `heap` already is a heap
+    arrival = len(heap)
+    for record in itertools.chain((late,), rest):
+        if type(record) is not ActivityRecord:
+            yield record
+            continue
+        item = (record.epoch, arrival, record)
+        arrival += 1
+        if len(heap) < capacity:
+            heapq.heappush(heap, item)
+        else:
+            yield heapq.heappushpop(heap, item)[2]
+    while heap:
+        yield heapq.heappop(heap)[2]
 
 
 def sort_all(records: Iterable[ActivityRecord | T]) -> Iterator[ActivityRecord | T]:
