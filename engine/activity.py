@@ -123,10 +123,15 @@ class ActivityRecord:
     timestamps as `parse_timestamp` does.
     """
 
-    __slots__ = ("created_at", "epoch", "id", "organization_id", "raw", "type")
+    __slots__ = ("created_at", "epoch", "id", "organization_id", "raw", "text", "type")
 
-    def __init__(self, raw: dict[str, Any], created_at: datetime) -> None:
+    def __init__(
+        self, raw: dict[str, Any], created_at: datetime, text: bytes | None = None
+    ) -> None:
         self.raw = raw
+        # The activity's JSON as read, when the reader had it on its own (a JSON Lines
+        # line): what keeps a sample of it costs no encoding.
+        self.text = text
         self.created_at = created_at
         self.epoch: float = created_at.timestamp()  # windows compare these, not datetimes
         self.id: str = raw["id"]
@@ -159,11 +164,12 @@ def _actor_text_fields_valid(actor: dict[str, Any]) -> bool:
     return True
 
 
-def try_parse_activity(obj: Any) -> ActivityRecord | None:
+def try_parse_activity(obj: Any, text: bytes | None = None) -> ActivityRecord | None:
     """The record when `obj`, a decoded JSON value, plainly is a valid activity, else None
     (then `parse_activity` asks the model, or it is not an activity). Readers call this
-    once per line, so it is written for the fewest steps. Not for dict subclasses: an
-    item lookup could change them (`defaultdict`)."""
+    once per line, so it is written for the fewest steps; `text` is the line `obj` was
+    decoded from, kept on the record. Not for dict subclasses: an item lookup could
+    change them (`defaultdict`)."""
     try:
         ident = obj["id"]
         kind = obj["type"]
@@ -215,6 +221,7 @@ def try_parse_activity(obj: Any) -> ActivityRecord | None:
     record.id = ident
     record.type = kind
     record.organization_id = organization_id
+    record.text = text
     return record
 
 

@@ -395,3 +395,27 @@ def test_a_value_seen_lately_is_judged_without_reading_the_store(rules_dir, make
         "192.0.2.1",
     ]
     assert store.reads < 20  # not one per activity
+
+
+def test_threshold_samples_read_from_lines_are_the_activities_verbatim(
+    threshold_rules, make_activity, tmp_path
+):
+    raws = failures(make_activity, [0, 1, 2, 3])
+    raws[1]["nested"] = {"b": [1, 2.5, None, True], "a": "é"}
+    path = tmp_path / "feed.jsonl"
+    # Lines as another writer might print them: spaced, keys in another order, CRLF.
+    path.write_text(
+        "".join(json.dumps(dict(reversed(r.items())), indent=None) + " \r\n" for r in raws),
+        encoding="utf-8",
+    )
+    out = io.StringIO()
+    replay(
+        [str(path)],
+        threshold_rules,
+        ReplayOptions(format="jsonl", quarantine=None),
+        out=out,
+        err=io.StringIO(),
+    )
+    (alert,) = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert alert["events"] == raws
+    assert alert["event_count"] == 4

@@ -498,8 +498,9 @@ class Correlator:
         samples = self._samples
         if window.held < MAX_SAMPLE_EVENTS:
             sample = activity.id
-            # Encoded: a quarter of the memory of the decoded mapping.
-            samples[sample] = to_json(activity.raw)
+            # Encoded: a quarter of the memory of the decoded mapping (and free when the
+            # reader kept the activity's own line).
+            samples[sample] = activity.text or to_json(activity.raw)
             if len(samples) > MAX_HELD_SAMPLES:
                 del samples[next(iter(samples))]
         full = window.add(

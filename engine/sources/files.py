@@ -88,7 +88,7 @@ def _lines(stream: IO[bytes], source: str) -> Iterator[Record]:
         except ValueError as exc:
             yield from _unparsed(raw_line, source, number, exc)
             continue
-        record = quick(value)
+        record = quick(value, raw_line)
         if record is None:  # an API page, or an activity only the model can judge
             yield from _activities(value, source, number, _text(raw_line))
         else:
