@@ -68,8 +68,8 @@ class Pipeline:
         self.ruleset = ruleset
         self.store = store
         self.evaluator = Evaluator(ruleset)
-        self._learners = self.evaluator.learners
         self.correlator = Correlator(store)
+        self._learners = [(rule, self.correlator.learner(rule)) for rule in self.evaluator.learners]
         ruleset.lists.attach(store)
         self.sinks = list(sinks)
         self.on_rejected = on_rejected
@@ -106,13 +106,13 @@ class Pipeline:
             self._emit(correlator.rule_error(rule, record, error))
         if matches:
             self._matched(record, matches)
-        for rule in self._learners:
+        for rule, learn in self._learners:
             for match in matches:
                 if match.rule is rule:
                     break  # `learn_from: all`: its own matches were learned as judged
             else:
                 try:
-                    correlator.learn(rule, record)
+                    learn(record)
                 except Exception as error:  # noqa: BLE001 - a path's function failed on data
                     stats.rule_errors += 1
                     self._emit(correlator.rule_error(rule, record, error))

@@ -12,7 +12,7 @@ import heapq
 import json
 import logging
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -200,32 +200,49 @@ class Correlator:
         """The alert changes one match causes. New values and sequences decide first, so
         a match that changes nothing is never rendered (no title, no dedup key)."""
         rule = match.rule
+        counted: list[ActivityRecord] | Counted | None = None
         if rule.new_value is not None:
-            counted = [match.activity] if self._is_new(match) else None
+            if not self._is_new(match):
+                return []
         elif rule.sequence is not None:
             counted = self._advance_sequence(match)
-        else:
-            counted = None
-        if counted is None and (rule.new_value is not None or rule.sequence is not None):
-            return []
+            if counted is None:
+                return []
         key = f"detection\x1f{rule.id}\x1f{match.dedup_key}"
-        if rule.threshold is not None and not rule.threshold.anchored:
+        threshold = rule.threshold
+        if threshold is not None and not threshold.anchored:
             counted = self._count(key, match)
             if counted is None:
                 return []
         return self._dedup(key, match, rule, counted or [match.activity])
 
-    def learn(self, rule: Rule, activity: ActivityRecord) -> None:
-        """`learn_from: all`: remember the value of an activity the rule did not match."""
+    def learner(self, rule: Rule) -> Callable[[ActivityRecord], None]:
+        """`learn_from: all` for one rule: a function that remembers the value of an
+        activity the rule did not match. It runs on every activity, so the usual case, a
+        value stored as seen lately, is answered from memory in one closure."""
         spec = rule.new_value
         assert spec is not None
-        data = activity.raw
-        value = spec.of(data)
-        if value is None:
-            return
-        per = spec.per(data) if spec.per is not None else ""
-        if per is not None:
-            self._remember(rule, per, value, activity.epoch)
+        of, per_of = spec.of, spec.per
+        slack = spec.forget_seconds * LAST_SEEN_SLACK
+        fresh = self._fresh
+        remember = self._remember
+        rule_id = rule.id
+
+        def learn(activity: ActivityRecord) -> None:
+            data = activity.raw
+            value = of(data)
+            if value is None:
+                return
+            per = per_of(data) if per_of is not None else ""
+            if per is None:
+                return
+            if type(value) is type(per) is str:
+                last = fresh.get((rule_id, per, value))
+                if last is not None and activity.epoch - last <= slack:
+                    return
+            remember(rule, per, value, activity.epoch)
+
+        return learn
 
     def rule_error(
         self, rule: Rule, activity: ActivityRecord, error: BaseException

@@ -356,6 +356,8 @@ class Rule:
 
     def render_dedup(self, activity: ActivityRecord, event: Event | None) -> str:
         """The dedup key alone (the title too only when the key defaults to it)."""
+        if self.module is None and self.dedup_template is not None:
+            return self.dedup_template(activity.raw)[:1000]  # a YAML rule: the usual case
         dedup = self._text_hook("dedup", event)
         if dedup is None:
             if self.dedup_template is not None:
