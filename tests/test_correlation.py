@@ -419,3 +419,39 @@ def test_threshold_samples_read_from_lines_are_the_activities_verbatim(
     (alert,) = [json.loads(line) for line in out.getvalue().splitlines()]
     assert alert["events"] == raws
     assert alert["event_count"] == 4
+
+
+PER_USER_THRESHOLD = """
+id: t.per_user
+name: Busy account
+severity: medium
+match:
+  type: login_failed
+dedup:
+  key: "{actor.user_id}"
+threshold:
+  count: 5
+  window: 10m
+"""
+
+
+def test_over_the_sample_cap_idle_windows_lose_their_samples_first(
+    rules_dir, make_activity, monkeypatch
+):
+    monkeypatch.setattr("engine.correlation.correlator.MAX_HELD_SAMPLES", 30)
+    rules_dir.write("per_user.yml", PER_USER_THRESHOLD)
+    raws = []
+    for minute in range(5):
+        raws.append(make_activity("login_failed", created_at=at(minutes=minute), actor=user("x")))
+        # Twenty people fail once each in that minute and are not heard from again.
+        raws += [
+            make_activity(
+                "login_failed", created_at=at(minutes=minute, seconds=n + 1), actor=user(f"u{n}")
+            )
+            for n in range(minute * 20, minute * 20 + 20)
+        ]
+    run = run_pipeline(rules_dir.load(), raws)
+    (alert,) = run.opened
+    assert alert.dedup_key == "x"
+    assert [e["actor"]["user_id"] for e in alert.events] == ["x"] * 5
+    assert alert.events == [r for r in raws if r["actor"]["user_id"] == "x"]

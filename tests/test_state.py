@@ -242,3 +242,21 @@ def test_a_small_read_cache_still_returns_every_value(tmp_path):
     ]
     assert len(reopened._values) <= 10
     reopened.close()
+
+
+def test_a_large_commit_is_journaled_in_several_rows(tmp_path, monkeypatch):
+    monkeypatch.setattr("engine.state.sqlite.JOURNAL_ROW", 3)
+    path = tmp_path / "state.db"
+    store = SqliteStore(path)
+    for n in range(10):
+        store.put("ns", f"k{n}", {"n": n})
+    store.delete("ns", "k4")
+    store.commit()
+    assert len(peek(path, "SELECT seq FROM journal")) == 4
+    store._db.close()  # a crash before any fold
+
+    reopened = SqliteStore(path)
+    assert [reopened.get("ns", f"k{n}") for n in range(10)] == [
+        None if n == 4 else {"n": n} for n in range(10)
+    ]
+    reopened.close()

@@ -34,7 +34,7 @@ def definition(
 def test_every_answer_matches_the_definition(seed, distinct):
     rng = random.Random(seed)
     width, count = 60.0, rng.choice([2, 3, 5])
-    window = Window([], width)
+    window = Window([], width, count, distinct)
     samples: dict[str, bytes] = {}
     kept: list[list] = []
     now = 0.0
@@ -47,37 +47,35 @@ def test_every_answer_matches_the_definition(seed, distinct):
             samples[name] = b"{}"
         entry = [moment, value, name]
         kept, expected = definition(kept, entry, width, count, distinct)
-        got = window.add(entry, count, distinct, samples)
+        got = window.add(entry, samples)
         assert got == expected, f"step {n}"
-        assert list(window.entries) == kept
+        assert window.live() == kept
         assert window.held == sum(1 for e in kept if e[2] is not None)
         assert set(samples) == {e[2] for e in kept if e[2] is not None}
 
 
 def test_a_window_rebuilt_from_its_stored_entries_answers_alike():
     entries = [[float(t), f"v{t % 4}", None] for t in range(0, 50, 5)]
-    rebuilt = Window([list(e) for e in entries], 60.0)
-    grown = Window([], 60.0)
+    rebuilt = Window([list(e) for e in entries], 60.0, 5, True)
+    grown = Window([], 60.0, 5, True)
     for entry in entries:
-        grown.add(list(entry), 99, True, {})
+        grown.add(list(entry), {})
     assert rebuilt.counts == grown.counts
-    assert rebuilt.add([51.0, "v9", None], 5, True, {}) == grown.add(
-        [51.0, "v9", None], 5, True, {}
-    )
+    assert rebuilt.add([51.0, "v9", None], {}) == grown.add([51.0, "v9", None], {})
 
 
 def test_release_forgets_the_windows_samples():
     samples = {"a": b"1", "b": b"2", "other": b"3"}
-    window = Window([[1.0, None, "a"], [2.0, None, "b"], [3.0, None, None]], 60.0)
+    window = Window([[1.0, None, "a"], [2.0, None, "b"], [3.0, None, None]], 60.0, 3, False)
     window.release(samples)
     assert samples == {"other": b"3"}
 
 
 def test_in_order_adds_do_not_rescan(monkeypatch):
     """The per-match path never takes the scan for activities in time order."""
-    window = Window([], 10.0)
+    window = Window([], 10.0, 1000, False)
     monkeypatch.setattr(Window, "_add_late", lambda *a: pytest.fail("scanned"))
     times = sorted(random.Random(3).uniform(0, 1000) for _ in range(500))
     for t in times:
-        window.add([t, None, None], 1000, False, {})
-    assert len(window.entries) == sum(1 for t in times if t > times[-1] - 10.0)
+        window.add([t, None, None], {})
+    assert len(window.live()) == sum(1 for t in times if t > times[-1] - 10.0)

@@ -9,9 +9,11 @@ store, so a restart resumes open windows and counters where they were.
 from __future__ import annotations
 
 import heapq
+import itertools
 import json
 import logging
 import traceback
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,18 +31,20 @@ from engine.state.store import StateStore
 ALERTS = "alert"
 COUNTERS = "threshold"
 HELD_SAMPLES = "threshold_samples"
-# Sample activities of threshold windows held in memory (JSON-encoded), oldest dropped
-# first: about 12 MB at most.
-MAX_HELD_SAMPLES = 20_000
+# Sample activities of threshold windows held in memory (JSON-encoded): about 7 MB at
+# most. Only a window that fires needs its samples; over the cap, the windows counted
+# least recently lose theirs (see `_shed_samples`), which costs an alert examples, never
+# a count.
+MAX_HELD_SAMPLES = 10_000
 SAMPLE_LIFETIME = 7 * 86_400  # saved samples outlive any threshold window worth having
 # How often (event time, seconds) windows that slid out of use are dropped from memory.
-SWEEP_EVERY = 3600.0
+SWEEP_EVERY = 600.0
 SEEN = "new_value"
 PARTIALS = "sequence"
 # A key that gathers more values than this forgets its least recently seen ones first.
 MAX_VALUES_PER_KEY = 1000
 LAST_SEEN_SLACK = 0.01
-MAX_FRESH = 200_000
+MAX_FRESH = 20_000
 log = logging.getLogger(__name__)
 _NOTHING: list[AlertChange] = []  # shared, never appended to: no allocation per activity
 RULE_ERROR_WINDOW = timedelta(hours=1)
@@ -110,13 +114,16 @@ class Correlator:
         # windows that event time has left behind were last dropped from memory.
         self._windows: dict[str, Window] = {}
         self._changed_windows: set[str] = set()
+        # Windows whose entries may name held samples, least recently counted first.
+        self._sampled: OrderedDict[str, None] = OrderedDict()
         self._swept = 0.0
         # (rule id, key, value) -> the last-seen time stored for new_value values lately.
         self._fresh: dict[tuple[str, str, str], float] = {}
-        for name, raw in store.items(HELD_SAMPLES):
+        for name, saved in store.items(HELD_SAMPLES):
             if len(self._samples) >= MAX_HELD_SAMPLES:
                 break
-            self._samples[name] = to_json(raw)
+            # Saved as JSON text; stores written before that hold the decoded activity.
+            self._samples[name] = saved.encode() if isinstance(saved, str) else to_json(saved)
         # Open alerts by state key, and those changed since the last flush (with whether
         # they owe a notification).
         self._open: dict[str, Alert] = {}
@@ -172,11 +179,27 @@ class Correlator:
         put = self.store.put
         for key in self._changed_windows:
             window = windows[key]
-            put(COUNTERS, key, list(window.entries), expires=window.newest + window.width)
+            put(COUNTERS, key, window.live(), expires=window.newest + window.width)
         self._changed_windows.clear()
         now = self._watermark_epoch
         if now - self._swept >= SWEEP_EVERY:
             self._sweep(now)
+
+    def _shed_samples(self) -> None:
+        """Over the cap: drop the samples of the half of the windows furthest from their
+        count. An attack's window nears its count, so it keeps its first activities; what
+        goes is a lone view of someone browsing, which will not reach fifty. Sorting
+        half the windows at a time keeps this rare: under a thousandth of a match's cost."""
+        samples, sampled, windows = self._samples, self._sampled, self._windows
+        # Least progress towards the count first; among equals, least recently counted.
+        ranked = sorted(sampled, key=lambda k: windows[k].progress() if k in windows else -1.0)
+        for key in ranked[: len(ranked) // 2]:
+            del sampled[key]
+            window = windows.get(key)
+            if window is not None:
+                window.forget_samples(samples)
+        while len(samples) > MAX_HELD_SAMPLES:
+            del samples[next(iter(samples))]  # saved by a process before, in no window yet
 
     def _sweep(self, now: float) -> None:
         """Drop from memory the windows whose every entry is older than their width: what
@@ -186,13 +209,16 @@ class Correlator:
         gone = [k for k, w in self._windows.items() if w.newest + w.width <= now]
         for key in gone:
             self._windows.pop(key).release(self._samples)
+            self._sampled.pop(key, None)
 
     def save_samples(self) -> None:
         """A clean stop: store the held sample activities, one row each (they expire with
-        the longest window they can belong to), for the next process to pick up."""
+        the longest window they can belong to), for the next process to pick up. Stored
+        as their JSON text: decoding twenty thousand activities at once to store them
+        would briefly take more memory than the whole run."""
         expires = max(self._watermark_epoch, 0.0) + SAMPLE_LIFETIME
         for name, raw in self._samples.items():
-            self.store.put(HELD_SAMPLES, name, from_json(raw), expires=expires)
+            self.store.put(HELD_SAMPLES, name, raw.decode(), expires=expires)
 
     # -- matches ----------------------------------------------------------------------
 
@@ -433,7 +459,8 @@ class Correlator:
         if type(value) is type(per) is str:
             fresh = self._fresh
             if len(fresh) >= MAX_FRESH:
-                fresh.clear()
+                for old in list(itertools.islice(fresh, MAX_FRESH // 10)):
+                    del fresh[old]  # the oldest noted tenth: a bounded memo, not a store
             fresh[(rule.id, per, value)] = now
 
     def _is_new(self, match: Match) -> bool:
@@ -499,7 +526,9 @@ class Correlator:
             stored = self.store.get(COUNTERS, key) or []
             if stored and stored[-1][0] + width <= activity.epoch:
                 stored = []  # all of it has slid out of the window (the usual case)
-            window = self._windows[key] = Window(stored, width)
+            window = self._windows[key] = Window(
+                stored, width, threshold.count, threshold.distinct is not None
+            )
         distinct = match.distinct_value
         if (
             type(distinct) is not str
@@ -518,14 +547,12 @@ class Correlator:
             # Encoded: a quarter of the memory of the decoded mapping (and free when the
             # reader kept the activity's own line).
             samples[sample] = activity.text or to_json(activity.raw)
-            if len(samples) > MAX_HELD_SAMPLES:
-                del samples[next(iter(samples))]
-        full = window.add(
-            [activity.epoch, distinct, sample],
-            threshold.count,
-            threshold.distinct is not None,
-            samples,
-        )
+        sampled = self._sampled
+        sampled[key] = None
+        sampled.move_to_end(key)
+        if len(samples) > MAX_HELD_SAMPLES:
+            self._shed_samples()
+        full = window.add([activity.epoch, distinct, sample], samples)
         self._changed_windows.add(key)
         if full is None:
             return None

@@ -9,13 +9,13 @@ counting distinct values in a dict, O(1) per match. A late activity takes the ex
 a scan of the key's entries for any window that holds it.
 
 An entry is `[epoch, distinct value or None, sample name or None]`, the form the state
-store keeps between processes.
+store keeps between processes. Entries sit in a plain list read from a moving head (a
+deque costs half a kilobyte per key, and a busy organization has tens of thousands).
 """
 
 from __future__ import annotations
 
 import bisect
-from collections import deque
 from typing import Any
 
 Entry = list[Any]
@@ -24,30 +24,40 @@ Entry = list[Any]
 class Window:
     """One threshold key's entries within `width` of the newest, in time order."""
 
-    __slots__ = ("counts", "entries", "held", "width")
+    __slots__ = ("count", "counts", "distinct", "entries", "head", "held", "width")
 
-    def __init__(self, entries: list[Entry], width: float) -> None:
+    def __init__(self, entries: list[Entry], width: float, count: int, distinct: bool) -> None:
         self.width = width
-        self.entries: deque[Entry] = deque()
+        self.count = count  # entries (or, with `distinct`, values) that fire the threshold
+        self.distinct = distinct
+        self.entries: list[Entry] = []  # the window is entries[head:]
+        self.head = 0
         self.counts: dict[Any, int] = {}  # distinct value -> entries holding it
         self.held = 0  # entries naming a held sample activity
         if entries:
-            self._refill(entries)
+            self._refill(list(entries))  # its own list: the caller's may be the store's
 
     @property
     def newest(self) -> float:
         return self.entries[-1][0]
 
-    def add(
-        self, entry: Entry, count: int, distinct: bool, samples: dict[str, Any]
-    ) -> list[Entry] | None:
+    def live(self) -> list[Entry]:
+        """The entries in the window, oldest first (a copy)."""
+        return self.entries[self.head :]
+
+    def progress(self) -> float:
+        """How far the window is towards its count (1.0: there)."""
+        size = len(self.counts) if self.distinct else len(self.entries) - self.head
+        return size / self.count
+
+    def add(self, entry: Entry, samples: dict[str, Any]) -> list[Entry] | None:
         """Add `entry` (evicting what fell out of the window, and their held samples from
         `samples`); the entries of a window that holds it and reaches `count`, else None."""
         entries = self.entries
         now = entry[0]
         if entries and entries[-1][0] > now:
-            return self._add_late(entry, count, distinct, samples)
-        # In time order: append, then evict from the left (inlined: the per-match path).
+            return self._add_late(entry, samples)
+        # In time order: append, then evict from the head (inlined: the per-match path).
         entries.append(entry)
         counts = self.counts
         value = entry[1]
@@ -56,16 +66,33 @@ class Window:
         if entry[2] is not None:
             self.held += 1
         horizon = now - self.width
-        while entries[0][0] <= horizon:
-            self._leave(entries.popleft(), samples)
-        size = len(counts) if distinct else len(entries)
-        return list(entries) if size >= count else None
+        head = self.head
+        while entries[head][0] <= horizon:
+            self._leave(entries[head], samples)
+            head += 1
+        if head > 16 and head * 2 > len(entries):
+            del entries[:head]  # amortized: each entry is moved at most once per halving
+            head = 0
+        self.head = head
+        size = len(counts) if self.distinct else len(entries) - head
+        return entries[head:] if size >= self.count else None
 
     def release(self, samples: dict[str, Any]) -> None:
         """Forget the held samples of every entry (the window is being dropped)."""
-        for entry in self.entries:
+        for entry in self.live():
             if entry[2] is not None:
                 samples.pop(entry[2], None)
+
+    def forget_samples(self, samples: dict[str, Any]) -> None:
+        """Drop the window's held samples (memory is short): its entries stop naming
+        them, and its next entries may hold new ones."""
+        entries = self.entries
+        for index in range(self.head, len(entries)):
+            entry = entries[index]
+            if entry[2] is not None:
+                samples.pop(entry[2], None)
+                entries[index] = [entry[0], entry[1], None]  # entry lists may be shared
+        self.held = 0
 
     def _enter(self, entry: Entry) -> None:
         value = entry[1]
@@ -87,18 +114,17 @@ class Window:
             samples.pop(entry[2], None)
 
     def _refill(self, entries: list[Entry]) -> None:
-        self.entries = deque(entries)
+        self.entries = entries
+        self.head = 0
         self.counts = {}
         self.held = 0
         for entry in entries:
             self._enter(entry)
 
-    def _add_late(
-        self, entry: Entry, count: int, distinct: bool, samples: dict[str, Any]
-    ) -> list[Entry] | None:
+    def _add_late(self, entry: Entry, samples: dict[str, Any]) -> list[Entry] | None:
         """The exact path for an activity older than the newest: insert it in order, drop
         what is `width` older than the newest, and look for any window that holds it."""
-        items = list(self.entries)
+        items = self.live()
         times = [e[0] for e in items]
         now = entry[0]
         position = bisect.bisect_right(times, now)
@@ -115,7 +141,7 @@ class Window:
         for start in range(first, last):
             end = bisect.bisect_left(times, times[start] + self.width)
             inside = items[start:end]
-            size = len({e[1] for e in inside if e[1] is not None}) if distinct else len(inside)
-            if size >= count:
+            values = {e[1] for e in inside if e[1] is not None} if self.distinct else inside
+            if len(values) >= self.count:
                 return inside
         return None

@@ -31,7 +31,8 @@ _MISSING = object()
 # most for a busy organization), and the most changed keys held for a fold before it is
 # done early (memory).
 FOLD_EVERY = 250
-MAX_UNFOLDED = 200_000
+MAX_UNFOLDED = 20_000
+JOURNAL_ROW = 2000  # changes per journal row
 _UPSERT = (
     "INSERT INTO state (namespace, key, value, expires) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, "
@@ -67,13 +68,18 @@ CREATE TABLE IF NOT EXISTS meta (
 """
 
 
-def _journal_entries(
+def _journal_rows(
     changes: dict[tuple[str, str], tuple[Any, float | None]],
-) -> list[tuple[str, str, Any, float | None, bool]]:
-    return [
-        (ns, key, None, None, True) if value is _DELETED else (ns, key, value, expires, False)
-        for (ns, key), (value, expires) in changes.items()
-    ]
+) -> Iterator[tuple[bytes]]:
+    """The changes as journal rows of `JOURNAL_ROW` entries each, encoded one row at a
+    time: a commit that saves thousands of held samples never holds all their text."""
+    items = iter(changes.items())
+    while chunk := list(itertools.islice(items, JOURNAL_ROW)):
+        entries = [
+            (ns, key, None, None, True) if value is _DELETED else (ns, key, value, expires, False)
+            for (ns, key), (value, expires) in chunk
+        ]
+        yield (to_json(entries, fallback=str),)
 
 
 def _dumps(value: Any) -> str:
@@ -199,9 +205,8 @@ class SqliteStore:
         db.execute("BEGIN IMMEDIATE")
         try:
             if self._pending:
-                db.execute(
-                    "INSERT INTO journal (changes) VALUES (?)",
-                    (to_json(_journal_entries(self._pending), fallback=str),),
+                db.executemany(
+                    "INSERT INTO journal (changes) VALUES (?)", _journal_rows(self._pending)
                 )
             db.executemany(
                 "INSERT INTO alerts (alert_id, rule_id, kind, severity, opened_at, body, notify)"
@@ -254,16 +259,19 @@ class SqliteStore:
         self._unfolded.clear()
 
     def _write_state(self, changes: dict[tuple[str, str], tuple[Any, float | None]]) -> None:
-        upserts = []
-        deletes = []
-        for (ns, key), (value, expires) in changes.items():
-            if value is _DELETED:
-                deletes.append((ns, key))
-            else:
-                upserts.append((ns, key, _dumps(value), expires))
-                self._present.add(hash((ns, key)))
+        present = self._present
+
+        def upserts() -> Iterator[tuple[str, str, str, float | None]]:
+            # Encoded one at a time as SQLite asks: a fold of tens of thousands of keys
+            # never holds all their text at once.
+            for (ns, key), (value, expires) in changes.items():
+                if value is not _DELETED:
+                    present.add(hash((ns, key)))
+                    yield ns, key, _dumps(value), expires
+
+        deletes = [name for name, (value, _) in changes.items() if value is _DELETED]
         self._db.executemany("DELETE FROM state WHERE namespace = ? AND key = ?", deletes)
-        self._db.executemany(_UPSERT, upserts)
+        self._db.executemany(_UPSERT, upserts())
 
     def _fold_leftovers(self) -> None:
         """Fold what a previous process committed to the journal but did not fold."""
