@@ -8,6 +8,8 @@ import random
 
 import pytest
 
+from engine.activity import parse_activity
+from engine.pipeline import Pipeline
 from engine.replay import ReplayOptions, replay
 from engine.state.store import MemoryStore
 from tests.conftest import at, moment, run_pipeline, write_jsonl
@@ -455,3 +457,22 @@ def test_over_the_sample_cap_idle_windows_lose_their_samples_first(
     assert alert.dedup_key == "x"
     assert [e["actor"]["user_id"] for e in alert.events] == ["x"] * 5
     assert alert.events == [r for r in raws if r["actor"]["user_id"] == "x"]
+
+
+def test_windows_that_slid_out_leave_memory_and_count_afresh(
+    threshold_rules, make_activity, monkeypatch
+):
+    monkeypatch.setattr("engine.correlation.correlator.SWEEP_ABOVE", 0)
+    changes: list = []
+    pipeline = Pipeline(threshold_rules, MemoryStore(), [changes.append], commit_every=1)
+    pipeline.run(parse_activity(raw) for raw in failures(make_activity, [0, 1]))
+    assert len(pipeline.correlator._windows) == 1
+    pipeline.process(parse_activity(make_activity("login", created_at=at(minutes=20))))
+    assert pipeline.correlator._windows == {}  # swept: ten minutes past its newest entry
+    pipeline.run(parse_activity(raw) for raw in failures(make_activity, [21, 22]))
+    assert changes == []  # the two early failures are not counted again
+    pipeline.run(parse_activity(raw) for raw in failures(make_activity, [23]))
+    pipeline.finish()
+    (opened,) = [c.alert for c in changes if c.change == "opened"]
+    assert opened.event_count == 3
+    assert opened.opened_at == moment(minutes=23)

@@ -39,6 +39,7 @@ MAX_HELD_SAMPLES = 10_000
 SAMPLE_LIFETIME = 7 * 86_400  # saved samples outlive any threshold window worth having
 # How often (event time, seconds) windows that slid out of use are dropped from memory.
 SWEEP_EVERY = 600.0
+SWEEP_ABOVE = 4096  # fewer windows than this are not worth a sweep's scan
 SEEN = "new_value"
 PARTIALS = "sequence"
 # A key that gathers more values than this forgets its least recently seen ones first.
@@ -182,7 +183,7 @@ class Correlator:
             put(COUNTERS, key, window.live(), expires=window.newest + window.width)
         self._changed_windows.clear()
         now = self._watermark_epoch
-        if now - self._swept >= SWEEP_EVERY:
+        if now - self._swept >= SWEEP_EVERY and len(self._windows) > SWEEP_ABOVE:
             self._sweep(now)
 
     def _shed_samples(self) -> None:
