@@ -10,10 +10,11 @@ import argparse
 import sys
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from engine.detection.loader import RuleSet
-from engine.detection.rule import SEVERITIES, Rule
+if TYPE_CHECKING:  # `detect --help` registers this module: it must import nothing heavy
+    from engine.detection.loader import RuleSet
+    from engine.detection.rule import Rule
 
 HEADER = """# The shipped rule pack
 
@@ -63,6 +64,8 @@ def render_catalog(ruleset: RuleSet, root: Path) -> str:
         if area.endswith((".yml", ".yaml")):
             area = "."
         by_area[area].append(rule)
+    from engine.detection.rule import SEVERITIES
+
     counts = {s: sum(r.severity == s for r in rules) for s in SEVERITIES}
     lines = [HEADER]
     lines.append(
