@@ -13,7 +13,6 @@ import itertools
 import json
 import logging
 import traceback
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -115,8 +114,8 @@ class Correlator:
         # windows that event time has left behind were last dropped from memory.
         self._windows: dict[str, Window] = {}
         self._changed_windows: set[str] = set()
-        # Windows whose entries may name held samples, least recently counted first.
-        self._sampled: OrderedDict[str, None] = OrderedDict()
+        # Windows whose entries may name held samples, in the order they first held one.
+        self._sampled: dict[str, None] = {}
         self._swept = 0.0
         # (rule id, key, value) -> the last-seen time stored for new_value values lately.
         self._fresh: dict[tuple[str, str, str], float] = {}
@@ -192,7 +191,7 @@ class Correlator:
         goes is a lone view of someone browsing, which will not reach fifty. Sorting
         half the windows at a time keeps this rare: under a thousandth of a match's cost."""
         samples, sampled, windows = self._samples, self._sampled, self._windows
-        # Least progress towards the count first; among equals, least recently counted.
+        # Least progress towards the count first; among equals, the longest sampling.
         ranked = sorted(sampled, key=lambda k: windows[k].progress() if k in windows else -1.0)
         for key in ranked[: len(ranked) // 2]:
             del sampled[key]
@@ -548,11 +547,9 @@ class Correlator:
             # Encoded: a quarter of the memory of the decoded mapping (and free when the
             # reader kept the activity's own line).
             samples[sample] = activity.text or to_json(activity.raw)
-        sampled = self._sampled
-        sampled[key] = None
-        sampled.move_to_end(key)
-        if len(samples) > MAX_HELD_SAMPLES:
-            self._shed_samples()
+            self._sampled[key] = None
+            if len(samples) > MAX_HELD_SAMPLES:
+                self._shed_samples()
         full = window.add([activity.epoch, distinct, sample], samples)
         self._changed_windows.add(key)
         if full is None:
