@@ -6,7 +6,7 @@ run one stage longer than the last, each in a fresh process, and prints the medi
 time per activity of each and the difference from the one before:
 
     read      read the lines, parse, validate, reorder
-    evaluate  + every rule on every activity (matches dropped)
+    evaluate  + the rules of each activity's type (matches dropped)
     pipeline  + the pipeline's own loop (correlation and learning switched off)
     correlate + dedup, thresholds, new values, sequences (in-memory state)
     learn     + `learn_from: all` first-seen learning

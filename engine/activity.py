@@ -49,7 +49,10 @@ def parse_timestamp(text: str) -> datetime:
         zone = f"{zone[:3]}:{zone[3:]}"
     micro = f".{(fraction or '0')[:6].ljust(6, '0')}"
     parsed = datetime.fromisoformat(f"{date}T{clock}{micro}{zone}")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError as exc:  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        raise ValueError(f"timestamp out of range: {text!r}") from exc
 
 
 def format_timestamp(moment: datetime) -> str:

@@ -439,3 +439,25 @@ def test_epoch_is_exact_for_every_microsecond_form():
         record = parse_activity(with_fields(created_at=text))
         assert record.created_at == moment
         assert record.epoch == moment.timestamp()
+
+
+def test_a_timestamp_before_year_one_in_utc_is_rejected_not_raised(tmp_path):
+    from engine.sources.files import Rejected, read_source
+
+    good = {
+        "id": "a1",
+        "type": "t",
+        "actor": {"type": "user_actor"},
+        "created_at": "2026-05-04T08:00:00Z",
+    }
+    path = tmp_path / "feed.jsonl"
+    path.write_text(
+        json.dumps({**good, "created_at": "0001-01-01T00:00:00+01:00"})
+        + "\n"
+        + json.dumps(good)
+        + "\n",
+        encoding="utf-8",
+    )
+    first, second = list(read_source(str(path)))
+    assert isinstance(first, Rejected) and "created_at" in first.reason
+    assert second.id == "a1"

@@ -476,3 +476,125 @@ def test_windows_that_slid_out_leave_memory_and_count_afresh(
     (opened,) = [c.alert for c in changes if c.change == "opened"]
     assert opened.event_count == 3
     assert opened.opened_at == moment(minutes=23)
+
+
+def test_windows_left_behind_lose_their_samples_before_a_live_one(
+    rules_dir, make_activity, monkeypatch
+):
+    monkeypatch.setattr("engine.correlation.correlator.MAX_HELD_SAMPLES", 40)
+    rules_dir.write("per_user.yml", PER_USER_THRESHOLD)
+    # Nine people reach 4 of 5 failures, then go quiet; a day later `x` reaches 5 among
+    # one-off failures of others.
+    raws = [
+        make_activity("login_failed", created_at=at(minutes=m, seconds=n), actor=user(f"p{n}"))
+        for n in range(9)
+        for m in range(4)
+    ]
+    day = 24 * 60
+    for minute in range(5):
+        raws.append(
+            make_activity("login_failed", created_at=at(minutes=day + minute), actor=user("x"))
+        )
+        raws += [
+            make_activity(
+                "login_failed",
+                created_at=at(minutes=day + minute, seconds=n + 1),
+                actor=user(f"u{minute}_{n}"),
+            )
+            for n in range(8)
+        ]
+    run = run_pipeline(rules_dir.load(), raws)
+    (alert,) = run.opened
+    assert alert.events == [r for r in raws if r["actor"]["user_id"] == "x"]
+
+
+def test_two_thresholds_counting_one_activity_each_keep_their_sample(rules_dir, make_activity):
+    rules_dir.write("per_user.yml", PER_USER_THRESHOLD)
+    rules_dir.write(
+        "short.yml",
+        PER_USER_THRESHOLD.replace("t.per_user", "t.short").replace("window: 10m", "window: 2m"),
+    )
+    # The short window slides past the first failures (dropping its samples of them)
+    # while the long one still counts them.
+    raws = failures(make_activity, [0, 3, 6, 7, 8], actor=user("x"))
+    run = run_pipeline(rules_dir.load(), raws)
+    (alert,) = [a for a in run.opened if a.rule_id == "t.per_user"]
+    assert alert.events == raws
+
+
+def test_held_samples_stay_consistent_with_the_windows_under_pressure(
+    rules_dir, make_activity, monkeypatch
+):
+    monkeypatch.setattr("engine.correlation.correlator.MAX_HELD_SAMPLES", 25)
+    rules_dir.write("per_user.yml", PER_USER_THRESHOLD)
+    rng = random.Random(4)
+    raws = [
+        make_activity(
+            "login_failed", created_at=at(seconds=n * 7), actor=user(f"u{rng.randrange(30)}")
+        )
+        for n in range(600)
+    ]
+    pipeline = Pipeline(rules_dir.load(), MemoryStore(), [])
+    for raw in raws:
+        pipeline.process(parse_activity(raw))
+        correlator = pipeline.correlator
+        named = set()
+        for key, window in correlator._windows.items():
+            names = [e[2] for e in window.live() if e[2] is not None]
+            assert window.held == len(names)
+            if names:
+                assert key in correlator._sampled
+            named.update(names)
+        assert set(correlator._samples) <= named
+        assert len(correlator._samples) <= 25
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_seen_lately_memo_never_changes_an_answer(rules_dir, make_activity, seed):
+    """The same random stream (late activities, a short `forget`) with the memo and
+    without it: the same new-value alerts."""
+    rules_dir.write("new.yml", NEW_ADDRESS_RULE.replace("forget: 10d", "forget: 2h"))
+    rng = random.Random(seed)
+    raws = []
+    for n in range(800):
+        minute = n * 1.5 - (rng.choice([0, 0, 0, 30, 200]) if n > 100 else 0)
+        actor = {
+            "type": "user_actor",
+            "user_id": f"u{rng.randrange(3)}",
+            "ip_address": f"192.0.2.{rng.randrange(4)}",
+        }
+        kind = rng.choice(["login", "chat_viewed", "chat_viewed"])
+        raws.append(make_activity(kind, created_at=at(minutes=minute), actor=actor))
+
+    def opened(ruleset):
+        run = run_pipeline(ruleset, raws)
+        return [(a.alert_id, a.event_count) for a in run.opened]
+
+    with_memo = opened(rules_dir.load())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("engine.correlation.correlator.Correlator._note_seen_lately", lambda *a: None)
+        without_memo = opened(rules_dir.load())
+    assert with_memo == without_memo
+    assert with_memo  # the stream does raise some
+
+
+def test_a_value_the_store_forgot_is_forgotten_by_the_memo_too(rules_dir, make_activity):
+    rules_dir.write("new.yml", NEW_ADDRESS_RULE.replace("forget: 10d", "forget: 2h"))
+    a = {"type": "user_actor", "user_id": "u1", "ip_address": "192.0.2.1"}
+    b = {**a, "ip_address": "192.0.2.2"}
+    raws = [
+        make_activity("chat_viewed", created_at=at(0), actor=a),
+        # Two hours on, B: A is forgotten (B is learned silently, a new baseline).
+        make_activity("chat_viewed", created_at=at(hours=2, seconds=1), actor=b),
+        # Late: A, seconds after its first sighting, judged against what the store holds.
+        make_activity("login", created_at=at(30), actor=a),
+    ]
+
+    def opened():
+        run = run_pipeline(rules_dir.load(), raws)
+        return [alert.events[0]["actor"]["ip_address"] for alert in run.opened]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("engine.correlation.correlator.Correlator._note_seen_lately", lambda *a: None)
+        without_memo = opened()
+    assert opened() == without_memo == ["192.0.2.1"]

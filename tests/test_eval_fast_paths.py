@@ -335,3 +335,33 @@ def test_a_match_takes_its_outputs_as_keywords(make_activity):
         "x",
     )
     assert (match.reference, match.distinct_value, match.steps) == (None, None, ())
+
+
+def test_a_feed_of_endless_types_compiles_and_remembers_a_bounded_amount(
+    rules_dir, make_activity, monkeypatch
+):
+    monkeypatch.setattr("engine.detection.rule.MAX_RUNNERS", 50)
+    monkeypatch.setattr(evaluator_module, "MAX_RUNNERS", 50)
+    rules_dir.write(
+        "any.yml",
+        "id: t.any\nname: Any type from u1\nseverity: low\nmatch:\n  actor.user_id: u1\n",
+    )
+    ruleset = rules_dir.load()
+    evaluator = Evaluator(ruleset)
+    (rule,) = ruleset.rules
+    compiled = []
+    monkeypatch.setattr(
+        rule, "_compile", lambda t, original=rule._compile: compiled.append(t) or original(t)
+    )
+    found = 0
+    for n in range(300):
+        actor = {"type": "user_actor", "user_id": "u1" if n % 2 else "u2"}
+        matches, errors = evaluator.evaluate(
+            parse_activity(make_activity(f"junk_{n}", actor=actor))
+        )
+        found += len(matches)
+        assert errors == []
+    assert found == 150
+    assert compiled == [None]  # one closure serves every type no pin names
+    assert len(rule._runners) <= 50
+    assert len(evaluator._plans) <= 50

@@ -31,8 +31,8 @@ ALERTS = "alert"
 COUNTERS = "threshold"
 HELD_SAMPLES = "threshold_samples"
 # Sample activities of threshold windows held in memory (JSON-encoded): about 7 MB at
-# most. Only a window that fires needs its samples; over the cap, the windows counted
-# least recently lose theirs (see `_shed_samples`), which costs an alert examples, never
+# most. Only a window that fires needs its samples; over the cap, the windows furthest
+# from their count lose theirs (see `_shed_samples`), which costs an alert examples, never
 # a count.
 MAX_HELD_SAMPLES = 10_000
 SAMPLE_LIFETIME = 7 * 86_400  # saved samples outlive any threshold window worth having
@@ -44,7 +44,7 @@ PARTIALS = "sequence"
 # A key that gathers more values than this forgets its least recently seen ones first.
 MAX_VALUES_PER_KEY = 1000
 LAST_SEEN_SLACK = 0.01
-MAX_FRESH = 20_000
+MAX_SEEN_LATELY = 20_000
 log = logging.getLogger(__name__)
 _NOTHING: list[AlertChange] = []  # shared, never appended to: no allocation per activity
 RULE_ERROR_WINDOW = timedelta(hours=1)
@@ -118,12 +118,15 @@ class Correlator:
         self._sampled: dict[str, None] = {}
         self._swept = 0.0
         # (rule id, key, value) -> the last-seen time stored for new_value values lately.
-        self._fresh: dict[tuple[str, str, str], float] = {}
+        self._seen_lately: dict[tuple[str, str, str], float] = {}
         for name, saved in store.items(HELD_SAMPLES):
             if len(self._samples) >= MAX_HELD_SAMPLES:
                 break
             # Saved as JSON text; stores written before that hold the decoded activity.
             self._samples[name] = saved.encode() if isinstance(saved, str) else to_json(saved)
+        self._rule_numbers: dict[str, int] = {}  # tells apart sample names per rule
+        # Saved samples no window in memory names yet (their windows load when counted).
+        self._orphans: set[str] = set(self._samples)
         # Open alerts by state key, and those changed since the last flush (with whether
         # they owe a notification).
         self._open: dict[str, Alert] = {}
@@ -167,8 +170,9 @@ class Correlator:
                 yield AlertChange("closed", alert)
 
     def flush(self) -> None:
-        """Write the alerts changed since the last flush into the store (state and outbox);
-        the pipeline calls it right before each commit."""
+        """Write the alerts and threshold windows changed since the last flush into the
+        store (state and outbox), and now and then drop windows that slid out of use; the
+        pipeline calls it right before each commit."""
         for key, (alert, notify) in self._dirty.items():
             state = alert.to_state()
             self.store.put(ALERTS, key, state, expires=_epoch(alert.window_end))
@@ -186,20 +190,31 @@ class Correlator:
             self._sweep(now)
 
     def _shed_samples(self) -> None:
-        """Over the cap: drop the samples of the half of the windows furthest from their
-        count. An attack's window nears its count, so it keeps its first activities; what
-        goes is a lone view of someone browsing, which will not reach fifty. Sorting
-        half the windows at a time keeps this rare: under a thousandth of a match's cost."""
+        """Over the cap. First go samples a stopped process saved that no window in
+        memory names yet; then the samples of the half of the windows furthest from their
+        count, those that event time has left behind first. A window nearing its count
+        (an attack) keeps its first activities; a burst that petered out, or one view in
+        a window that counts fifty, loses its own. Halving the set at a time keeps this
+        rare: well under a thousandth of a counted match's cost."""
         samples, sampled, windows = self._samples, self._sampled, self._windows
-        # Least progress towards the count first; among equals, the longest sampling.
-        ranked = sorted(sampled, key=lambda k: windows[k].progress() if k in windows else -1.0)
-        for key in ranked[: len(ranked) // 2]:
-            del sampled[key]
+        while self._orphans and len(samples) > MAX_HELD_SAMPLES:
+            samples.pop(self._orphans.pop(), None)
+        now = self._watermark_epoch
+
+        def progress(key: str) -> float:
             window = windows.get(key)
-            if window is not None:
-                window.forget_samples(samples)
-        while len(samples) > MAX_HELD_SAMPLES:
-            del samples[next(iter(samples))]  # saved by a process before, in no window yet
+            if window is None or window.newest + window.width <= now:
+                return -1.0
+            return window.progress()
+
+        while len(samples) > MAX_HELD_SAMPLES and sampled:
+            # Sorted is stable: among equals, the windows that began holding first.
+            ranked = sorted(sampled, key=progress)
+            for key in ranked[: max(1, len(ranked) // 2)]:
+                del sampled[key]
+                window = windows.get(key)
+                if window is not None:
+                    window.forget_samples(samples)
 
     def _sweep(self, now: float) -> None:
         """Drop from memory the windows whose every entry is older than their width: what
@@ -214,11 +229,12 @@ class Correlator:
     def save_samples(self) -> None:
         """A clean stop: store the held sample activities, one row each (they expire with
         the longest window they can belong to), for the next process to pick up. Stored
-        as their JSON text: decoding twenty thousand activities at once to store them
+        as their JSON text: decoding ten thousand activities at once to store them
         would briefly take more memory than the whole run."""
         expires = max(self._watermark_epoch, 0.0) + SAMPLE_LIFETIME
         for name, raw in self._samples.items():
-            self.store.put(HELD_SAMPLES, name, raw.decode(), expires=expires)
+            if name not in self._orphans:  # an orphan's row is still stored, as it was
+                self.store.put(HELD_SAMPLES, name, raw.decode(), expires=expires)
 
     # -- matches ----------------------------------------------------------------------
 
@@ -250,7 +266,7 @@ class Correlator:
         assert spec is not None
         of, per_of = spec.of, spec.per
         slack = spec.forget_seconds * LAST_SEEN_SLACK
-        fresh = self._fresh
+        seen_lately = self._seen_lately
         remember = self._remember
         rule_id = rule.id
 
@@ -263,7 +279,7 @@ class Correlator:
             if per is None:
                 return
             if type(value) is type(per) is str:
-                last = fresh.get((rule_id, per, value))
+                last = seen_lately.get((rule_id, per, value))
                 if last is not None and activity.epoch - last <= slack:
                     return
             remember(rule, per, value, activity.epoch)
@@ -415,7 +431,7 @@ class Correlator:
         assert spec is not None
         forget = spec.forget_seconds
         if type(value) is type(per) is str:
-            last = self._fresh.get((rule.id, per, value))
+            last = self._seen_lately.get((rule.id, per, value))
             if last is not None and now - last <= forget * LAST_SEEN_SLACK:
                 return False  # stored as seen lately: what follows would change nothing
         key = f"{rule.id}\x1f{per if type(per) is str else _text(per)}"
@@ -431,17 +447,21 @@ class Correlator:
             if now - last > forget * LAST_SEEN_SLACK:
                 seen[text] = last = now
                 self.store.put(SEEN, key, seen, expires=now + forget)
-            self._note_fresh(rule, per, value, last)
+            self._note_seen_lately(rule, per, value, last)
             return False
-        # Values unseen for `forget` are gone, as if never seen.
+        # Values unseen for `forget` are gone, as if never seen (and from the memo, where
+        # a late activity could still find them).
         fresh = {v: t for v, t in seen.items() if now - t < forget}
+        if len(fresh) < len(seen) and type(per) is str:
+            for gone in seen.keys() - fresh.keys():
+                self._seen_lately.pop((rule.id, per, gone), None)
         is_new = bool(fresh) or spec.alert_on_first
         fresh[text] = now
         if len(fresh) > MAX_VALUES_PER_KEY:
             oldest = sorted(fresh, key=fresh.__getitem__)[: len(fresh) - MAX_VALUES_PER_KEY]
             for dropped in oldest:
                 del fresh[dropped]
-            self._fresh.clear()  # it may name a dropped value
+            self._seen_lately.clear()  # it may name a dropped value
             log.warning(
                 "rule %s: key %r holds over %d values; forgot the %d least recently seen",
                 rule.id,
@@ -450,18 +470,18 @@ class Correlator:
                 len(oldest),
             )
         self.store.put(SEEN, key, fresh, expires=max(fresh.values()) + forget)
-        self._note_fresh(rule, per, value, now)
+        self._note_seen_lately(rule, per, value, now)
         return is_new
 
-    def _note_fresh(self, rule: Rule, per: Any, value: Any, now: float) -> None:
+    def _note_seen_lately(self, rule: Rule, per: Any, value: Any, now: float) -> None:
         """Remember in memory that `value` was stored as seen at `now`, so `learn` can skip
         it, without building its key or reading the store, until its time needs moving."""
         if type(value) is type(per) is str:
-            fresh = self._fresh
-            if len(fresh) >= MAX_FRESH:
-                for old in list(itertools.islice(fresh, MAX_FRESH // 10)):
-                    del fresh[old]  # the oldest noted tenth: a bounded memo, not a store
-            fresh[(rule.id, per, value)] = now
+            seen_lately = self._seen_lately
+            if len(seen_lately) >= MAX_SEEN_LATELY:
+                for old in list(itertools.islice(seen_lately, MAX_SEEN_LATELY // 10)):
+                    del seen_lately[old]  # the oldest noted tenth: a bounded memo
+            seen_lately[(rule.id, per, value)] = now
 
     def _is_new(self, match: Match) -> bool:
         return self._remember(
@@ -529,6 +549,10 @@ class Correlator:
             window = self._windows[key] = Window(
                 stored, width, threshold.count, threshold.distinct is not None
             )
+            if window.held:  # names samples a stopped process saved
+                self._sampled[key] = None
+                for entry in window.live():
+                    self._orphans.discard(entry[2])
         distinct = match.distinct_value
         if (
             type(distinct) is not str
@@ -543,22 +567,28 @@ class Correlator:
         sample = None
         samples = self._samples
         if window.held < MAX_SAMPLE_EVENTS:
-            sample = activity.id
+            # Named per rule: two thresholds counting one activity each hold it, and each
+            # window drops its own when it slides on.
+            number = self._rule_numbers.setdefault(match.rule.id, len(self._rule_numbers))
+            sample = f"{activity.id}:{number}"
             # Encoded: a quarter of the memory of the decoded mapping (and free when the
             # reader kept the activity's own line).
             samples[sample] = activity.text or to_json(activity.raw)
             self._sampled[key] = None
-            if len(samples) > MAX_HELD_SAMPLES:
-                self._shed_samples()
         full = window.add([activity.epoch, distinct, sample], samples)
         self._changed_windows.add(key)
-        if full is None:
+        counted = None
+        if full is not None:
+            counted = [
+                parse_activity(from_json(samples[name]))
+                for _, _, name in full
+                if name is not None and name in samples
+            ]
+            if sample is None:
+                counted.append(activity)  # the activity that completed the count
+        if len(samples) > MAX_HELD_SAMPLES:
+            self._shed_samples()
+        if counted is None:
             return None
-        counted = [
-            parse_activity(from_json(samples[name]))
-            for _, _, name in full
-            if name is not None and name in samples
-        ]
-        if sample is None:
-            counted.append(activity)  # the activity that completed the count
+        assert full is not None
         return Counted(counted, len(full), full[0][0], full[-1][0])

@@ -15,7 +15,7 @@ import jmespath
 
 from engine.activity import ActivityRecord, Event
 from engine.detection.loader import RuleSet
-from engine.detection.rule import Match, Rule, Runner
+from engine.detection.rule import MAX_RUNNERS, Match, Rule, Runner
 
 Found = tuple[list[Match], list[tuple[Rule, Exception]]]
 # The evaluation of every rule of one activity type.
@@ -57,7 +57,8 @@ class Evaluator:
                 runners.append((rule, run))
         python = any(rule.module is not None for rule, _ in runners)
         plan = _compose(tuple(runners), self.ruleset.options if python else None)
-        self._plans[activity_type] = plan
+        if len(self._plans) < MAX_RUNNERS:  # a feed of endless junk types stays bounded
+            self._plans[activity_type] = plan
         return plan
 
     def evaluate(self, activity: ActivityRecord) -> Found:

@@ -19,6 +19,8 @@ from engine.activity import ActivityRecord, Event
 from engine.detection.operators import DataCheck, all_of
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
+# Activity types remembered per rule with their compiled `evaluate` (others look it up).
+MAX_RUNNERS = 4096
 DataRender = Callable[[Mapping[str, Any]], Any]
 # A rule's evaluation compiled for one activity type: (activity, event) -> match or None;
 # the event is None for a rule without Python code (nothing reads it then).
@@ -246,16 +248,6 @@ class Rule:
     def _hook(self, name: str) -> Callable[[Event], Any] | None:
         return getattr(self.module, name, None) if self.module is not None else None
 
-    def holds(self, activity: ActivityRecord, event: Event | None) -> bool:
-        """Whether `match`, `when` and `rule()` all hold (cheapest first)."""
-        data = activity.raw
-        for check in self.checks:
-            if not check(data):
-                return False
-        if self.module is not None:
-            return bool(self.module.rule(event))
-        return True
-
     def evaluate(self, activity: ActivityRecord, event: Event | None) -> Match | None:
         """The match of this rule on an activity, or None; raises what the rule's code or
         a path function raises. `event` may be None for a rule without Python code."""
@@ -275,8 +267,25 @@ class Rule:
         try:
             return self._runners[activity_type]
         except KeyError:
-            run = self._runners[activity_type] = self._compile(activity_type)
-            return run
+            pass
+        # A type no pin names gets the closure for any type (shared, so a feed of junk
+        # types compiles nothing new); a pinned type, its own.
+        if activity_type is not None and activity_type not in self._pinned_types():
+            run = self._compiled(None)
+        else:
+            run = self._compile(activity_type)
+        if len(self._runners) < MAX_RUNNERS:
+            self._runners[activity_type] = run
+        return run
+
+    def _pinned_types(self) -> frozenset[str]:
+        """The activity types some pin of the rule (or of its steps) names."""
+        pins = [self.pin]
+        if self.sequence is not None:
+            pins += [step.pin for step in self.sequence.steps]
+            if self.sequence.reset is not None:
+                pins.append(self.sequence.reset.pin)
+        return frozenset().union(*(pin.types for pin in pins if pin is not None))
 
     def _compile(self, activity_type: str | None) -> Runner | None:
         """`evaluate` as one closure for activities of `activity_type`, with the rule's

@@ -111,15 +111,6 @@ class PantherRule(Rule):
 
     # -- live -------------------------------------------------------------------------
 
-    def holds(self, activity: ActivityRecord, event: Event) -> bool:
-        data = activity.raw
-        for check in self.checks:
-            if not check(data):
-                return False
-        if self.matcher is not None:
-            return self.matcher(data)
-        return self.call_rule(live_event(activity))
-
     def call_rule(self, event: PantherEvent) -> bool:
         result = self.module.rule(event)  # type: ignore[union-attr]
         if not isinstance(result, bool):
@@ -130,7 +121,7 @@ class PantherRule(Rule):
         return result
 
     def evaluate(self, activity: ActivityRecord, event: Event) -> Match | None:
-        # `holds` inlined: this runs once per rule and activity.
+        # This runs once per rule and activity: the checks, then the rule, inline.
         data = activity.raw
         for check in self.checks:
             if not check(data):

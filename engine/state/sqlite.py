@@ -6,18 +6,25 @@ what keeps a replay fast (one fsync per batch, not per activity). WAL mode lets
 `detect status` and `detect alerts` read while a run writes.
 
 State changes reach the `state` table in two steps. Each commit appends everything it
-changed as one encoded row of the `journal`: a commit touches hundreds of keys (a
-threshold window per busy person), and upserting each into the table's B-tree costs about
-ten times that one append. Every `FOLD_EVERY` commits, and on close, the changes since the
-last fold go into the table, each key once however often it changed, and the journal is
-emptied, in one transaction. Opening a store folds what an earlier process left in the
-journal, so a crash between folds loses nothing committed.
+changed as encoded rows of the `journal` (2,000 changes a row): a commit touches hundreds
+of keys (a threshold window per busy person), and upserting each into the table's B-tree
+costs about ten times that append. Every `FOLD_EVERY` commits, when `MAX_UNFOLDED` keys
+wait, before a purge and on close, the changes since the last fold go into the table, each
+key once however often it changed, and the journal is emptied, in one transaction. Opening
+a store folds what an earlier process left in the journal, so a crash between folds loses
+nothing committed. A fold writes the values as they are in memory then: like every
+store, this one expects a value handed to `put` (or returned by `get`) to change only
+before it is put again.
+
+One process writes a state database at a time (the read cache and the key-presence set
+rely on it); other processes only read the outbox.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import logging
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,11 +32,12 @@ from typing import Any
 
 from pydantic_core import to_json
 
+log = logging.getLogger(__name__)
 _DELETED = object()
 _MISSING = object()
-# Commits between folds of the journal into the state table (a journal of some 15 MB at
-# most for a busy organization), and the most changed keys held for a fold before it is
-# done early (memory).
+# Commits between folds of the journal into the state table (a journal of some 15 MB for
+# a busy organization's 250 commits), and the most changed keys held for a fold before
+# it is done early (memory).
 FOLD_EVERY = 250
 MAX_UNFOLDED = 20_000
 JOURNAL_ROW = 2000  # changes per journal row
@@ -233,7 +241,6 @@ class SqliteStore:
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
-            self._values.clear()  # it may hold objects changed for this failed write
             raise
         self._unfolded.update(self._pending)
         self._pending.clear()
@@ -241,7 +248,11 @@ class SqliteStore:
         self._pending_meta.clear()
         self._commits += 1
         if self._commits % FOLD_EVERY == 0 or len(self._unfolded) > MAX_UNFOLDED:
-            self.fold()
+            try:
+                self.fold()
+            except sqlite3.Error as error:
+                # The commit stands (its changes are in the journal); a later commit folds.
+                log.warning("state store: folding the journal failed, will retry: %s", error)
 
     def fold(self) -> None:
         """Move the committed changes from the journal into the state table, each key once."""
@@ -274,16 +285,23 @@ class SqliteStore:
         self._db.executemany(_UPSERT, upserts())
 
     def _fold_leftovers(self) -> None:
-        """Fold what a previous process committed to the journal but did not fold."""
-        rows = self._db.execute("SELECT changes FROM journal ORDER BY seq").fetchall()
-        if not rows:
-            return
-        changes: dict[tuple[str, str], tuple[Any, float | None]] = {}
-        for (blob,) in rows:
-            for ns, key, value, expires, deleted in json.loads(blob):
-                changes[(ns, key)] = (_DELETED if deleted else value, expires)
-        self._unfolded = changes
-        self.fold()
+        """Fold what a previous process committed to the journal but did not fold, in one
+        transaction: the rows read are the rows deleted."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            rows = db.execute("SELECT seq, changes FROM journal ORDER BY seq").fetchall()
+            if rows:
+                changes: dict[tuple[str, str], tuple[Any, float | None]] = {}
+                for _, blob in rows:
+                    for ns, key, value, expires, deleted in json.loads(blob):
+                        changes[(ns, key)] = (_DELETED if deleted else value, expires)
+                self._write_state(changes)
+                db.execute("DELETE FROM journal WHERE seq <= ?", (rows[-1][0],))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         self.commit()

@@ -13,6 +13,9 @@ from typing import Any, Protocol
 
 
 class StateStore(Protocol):
+    """Values are JSON-like and passed by reference: a value handed to `put`, or returned
+    by `get`, may change only on its way to being put again (read, change, put back)."""
+
     def get(self, namespace: str, key: str) -> Any | None: ...
 
     def put(self, namespace: str, key: str, value: Any, expires: float | None = None) -> None:
@@ -40,8 +43,8 @@ class StateStore(Protocol):
 
 
 class MemoryStore:
-    """Everything in dicts. Values are kept by reference, not copied: callers hand over
-    what they `put` and own what they `get`, which the correlator honours."""
+    """Everything in dicts. Values are kept by reference, not copied, as the protocol
+    allows."""
 
     def __init__(self) -> None:
         self._data: dict[str, dict[str, tuple[Any, float | None]]] = {}
