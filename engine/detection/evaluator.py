@@ -55,7 +55,7 @@ class Evaluator:
             run = rule.runner(activity_type)
             if run is not None:
                 runners.append((rule, run))
-        python = any(rule.module is not None for rule, _ in runners)
+        python = any(rule.needs_event for rule, _ in runners)
         plan = _compose(tuple(runners), self.ruleset.options if python else None)
         if len(self._plans) < MAX_RUNNERS:  # a feed of endless junk types stays bounded
             self._plans[activity_type] = plan

@@ -245,6 +245,11 @@ class Rule:
         default_factory=dict, init=False, repr=False, compare=False
     )
 
+    @property
+    def needs_event(self) -> bool:
+        """Whether evaluating reads the `Event` view (a rule with Python code does)."""
+        return self.module is not None
+
     def _hook(self, name: str) -> Callable[[Event], Any] | None:
         return getattr(self.module, name, None) if self.module is not None else None
 

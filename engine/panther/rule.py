@@ -92,6 +92,8 @@ class PantherRule(Rule):
     detection, whose logic is `matcher` and whose outputs are `simple_*`)."""
 
     tests_key: ClassVar[str] = "Tests"
+    # Its code reads a Panther event, built as it runs, never the engine's `Event`.
+    needs_event: ClassVar[bool] = False  # type: ignore[misc]
 
     rule_id: str = ""
     matcher: Callable[[Any], bool] | None = None

@@ -276,3 +276,19 @@ def test_threshold_counts_per_dedup_string(threshold_rule) -> None:
 def test_a_new_window_opens_after_the_old_one(threshold_rule) -> None:
     alerts = opened(run(threshold_rule, failures(0, 1, 2, 10, 11, 12)))
     assert [a.first_event_at.minute for a in alerts] == [0, 10]
+
+
+def test_panther_rules_never_make_the_evaluator_build_the_native_event(panther_dir, monkeypatch):
+    from engine.activity import parse_activity
+    from engine.detection import evaluator as evaluator_module
+    from engine.detection.evaluator import Evaluator
+
+    for n in range(2):
+        panther_dir.rule(f"Test.Sso{n}", "def rule(event):\n    return event.get('type') != 'x'\n")
+    evaluator = Evaluator(panther_dir.load())
+    monkeypatch.setattr(
+        evaluator_module.Event, "of", lambda *args: pytest.fail("built an Event for Panther")
+    )
+    matches, errors = evaluator.evaluate(parse_activity(activity()))
+    assert errors == []
+    assert sorted(m.rule.id for m in matches) == ["Test.Sso0", "Test.Sso1"]
