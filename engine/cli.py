@@ -288,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from engine.errors import ConfigError, InputError, RuleLoadError
+    from engine.errors import ConfigError, InputError, RuleLoadError, StateInUseError
 
     try:
         return args.handler(args)
@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
-    except InputError as exc:
+    except (InputError, StateInUseError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:

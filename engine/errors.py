@@ -40,3 +40,7 @@ class ConfigError(DetectError):
 
 class InputError(DetectError):
     """An input that cannot be read at all (as opposed to one bad activity in it)."""
+
+
+class StateInUseError(DetectError):
+    """A state database another detect process is writing."""

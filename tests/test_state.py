@@ -4,13 +4,24 @@ correlation state that survives a new pipeline on the same file."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 
 import pytest
 
+from engine.errors import StateInUseError
 from engine.state.sqlite import FOLD_EVERY, SqliteStore
 from tests.conftest import at, moment, run_pipeline
 from tests.test_correlation import THRESHOLD_RULE
+
+
+def crash(store: SqliteStore) -> None:
+    """The process dies: the operating system closes its files (and releases its lock);
+    nothing more is written."""
+    store._db.close()
+    store._lock.close()
 
 
 def peek(path, sql: str, *args):
@@ -109,7 +120,7 @@ def test_a_crash_between_folds_loses_no_committed_change(tmp_path):
     store.put("ns", "kept", {"v": 2}, expires=6.0)
     store.commit()
     store.put("ns", "uncommitted", 1)
-    store._db.close()  # the process dies: no close(), no fold
+    crash(store)  # the process dies: no close(), no fold
 
     reopened = SqliteStore(path)
     assert reopened.get("ns", "kept") == {"v": 2}
@@ -253,7 +264,7 @@ def test_a_large_commit_is_journaled_in_several_rows(tmp_path, monkeypatch):
     store.delete("ns", "k4")
     store.commit()
     assert len(peek(path, "SELECT seq FROM journal")) == 4
-    store._db.close()  # a crash before any fold
+    crash(store)  # a crash before any fold
 
     reopened = SqliteStore(path)
     assert [reopened.get("ns", f"k{n}") for n in range(10)] == [
@@ -277,7 +288,7 @@ def test_a_failed_fold_keeps_the_journal_and_a_reopened_store_folds_it(tmp_path,
     store.commit()  # durable in the journal; the fold fails and is left for later
     assert len(peek(path, "SELECT seq FROM journal")) == 2
     assert store.get("ns", "a") == 1 and store.get("ns", "b") == 2
-    store._db.close()
+    crash(store)
 
     reopened = SqliteStore(path)
     assert peek(path, "SELECT * FROM journal") == []
@@ -304,3 +315,41 @@ def test_items_prefer_pending_over_journal_over_table(tmp_path):
         "new": "pending",
     }
     store.close()
+
+
+def test_a_second_writer_on_the_same_state_is_refused_with_a_clear_error(tmp_path):
+    path = tmp_path / "state.db"
+    store = SqliteStore(path)
+    with pytest.raises(StateInUseError, match=r"state\.db is in use by process \d+"):
+        SqliteStore(path)
+    store.close()
+    SqliteStore(path).close()  # free again once the first is closed
+
+
+def test_another_process_cannot_write_a_state_database_in_use(tmp_path):
+    path = tmp_path / "state.db"
+    store = SqliteStore(path)
+    code = (
+        "import sys\nfrom engine.state.sqlite import SqliteStore\n"
+        "from engine.errors import StateInUseError\n"
+        "try:\n    SqliteStore(sys.argv[1])\nexcept StateInUseError as e:\n    print(e)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True
+    )
+    assert f"in use by process {os.getpid()}" in done.stdout
+    store.close()
+
+
+def test_detect_replay_on_a_state_in_use_says_so_and_fails(tmp_path):
+    from tests.conftest import run_detect
+
+    path = tmp_path / "state.db"
+    feed = tmp_path / "feed.jsonl"
+    feed.write_text("", encoding="utf-8")
+    store = SqliteStore(path)
+    done = run_detect("replay", str(feed), "--state", str(path), cwd=tmp_path)
+    store.close()
+    assert done.returncode == 1
+    assert "error:" in done.stderr and "is in use by process" in done.stderr
+    assert "Traceback" not in done.stderr

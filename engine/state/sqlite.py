@@ -22,15 +22,19 @@ rely on it); other processes only read the outbox.
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import json
 import logging
+import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from pydantic_core import to_json
+
+from engine.errors import StateInUseError
 
 log = logging.getLogger(__name__)
 _DELETED = object()
@@ -96,12 +100,37 @@ def _dumps(value: Any) -> str:
     return to_json(value, fallback=str).decode("utf-8")
 
 
+def _claim(path: Path) -> IO[str]:
+    """Hold `path`'s lock file for as long as the store is open: the read cache, the
+    key-presence set and the journal assume this process is the database's only writer,
+    so a second `detect run` or `detect replay --state` on it must stop, not corrupt it.
+    The operating system releases the lock when the process ends, however it ends."""
+    lock = (path.parent / f"{path.name}.lock").open("a+", encoding="utf-8")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "another process"
+        lock.close()
+        raise StateInUseError(
+            f"{path} is in use by {holder}: one detect process writes a state database "
+            "at a time (stop it, or give this run its own --state)"
+        ) from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"process {os.getpid()}")
+    lock.flush()
+    return lock
+
+
 class SqliteStore:
     def __init__(self, path: str | Path, cache_size: int = 100_000) -> None:
         self.cache_size = cache_size
         self.path = Path(path)
+        self._lock: IO[str] | None = None
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock = _claim(self.path)
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -304,6 +333,11 @@ class SqliteStore:
             raise
 
     def close(self) -> None:
-        self.commit()
-        self.fold()
-        self._db.close()
+        try:
+            self.commit()
+            self.fold()
+            self._db.close()
+        finally:
+            if self._lock is not None:
+                self._lock.close()  # releases the claim
+                self._lock = None

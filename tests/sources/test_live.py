@@ -95,7 +95,11 @@ def crashing_run(config, ruleset, clock, where, after):
     setattr(target, where, dying)
     with pytest.raises(Crash):
         runner.run(once=True)
-    return store  # abandoned unclosed: closing would commit the half page
+    # The process dies: its files close and its lock goes, and nothing more is written
+    # (closing the store would commit the half page).
+    store._db.close()
+    store._lock.close()
+    return store
 
 
 def test_crashes_between_evaluation_and_commit_lose_nothing_and_double_nothing(
