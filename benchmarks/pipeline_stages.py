@@ -65,7 +65,7 @@ else:
     store = SqliteStore(Path(folder.name) / "s.db") if stage == "sqlite" else MemoryStore()
     pipeline = Pipeline(ruleset, store, [lambda change: None])
     if stage in ("pipeline", "correlate"):
-        pipeline._learners = []
+        pipeline.evaluator._learning = []
     if stage == "pipeline":
         pipeline.correlator.process = lambda match: []
     collect_less()

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import gc
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from engine.activity import ActivityRecord, format_timestamp
 from engine.correlation.correlator import AlertChange, Correlator
-from engine.detection.evaluator import Evaluator
+from engine.detection.evaluator import Evaluator, Learned
+from engine.detection.failures import RuleFailure
+from engine.detection.functions import NamedLists
 from engine.detection.loader import RuleSet
-from engine.detection.rule import Match
+from engine.detection.rule import Match, Rule
 from engine.sources.files import Rejected
 from engine.state.store import StateStore
 
@@ -24,6 +26,20 @@ Sink = Callable[[AlertChange], None]
 # How far behind event time expired state is purged: generous, so late activities within
 # the reorder window still find their counters.
 PURGE_LAG = timedelta(days=1)
+
+
+def learn_lists(lists: NamedLists, rule: Rule, record: ActivityRecord) -> list[RuleFailure]:
+    """Apply a matched rule's `learn` entries to the named lists; the failures of the
+    paths that could not be read."""
+    failures = []
+    for learn in rule.learn:
+        try:
+            value = learn.value(record.raw)
+        except Exception as error:  # noqa: BLE001 - a path's function failed on data
+            failures.append(RuleFailure.of(error))
+            continue
+        lists.learn(learn.list_name, value, learn.add)
+    return failures
 
 
 def collect_less() -> None:
@@ -69,7 +85,9 @@ class Pipeline:
         self.store = store
         self.evaluator = Evaluator(ruleset)
         self.correlator = Correlator(store)
-        self._learners = [(rule, self.correlator.learner(rule)) for rule in self.evaluator.learners]
+        # What each `learn_from: all` rule remembers its values with, in the order of
+        # `Evaluator.learners` (the indexes `Evaluator.learned` gives).
+        self._learn = [self.correlator.learner(rule) for rule in self.evaluator.learners]
         ruleset.lists.attach(store)
         self.sinks = list(sinks)
         self.on_rejected = on_rejected
@@ -90,37 +108,57 @@ class Pipeline:
     def process(self, record: ActivityRecord | Rejected) -> None:
         """Evaluate one activity (or count one rejected record)."""
         if type(record) is Rejected:
-            self.stats.rejected += 1
-            if self.on_rejected is not None:
-                self.on_rejected(record)
+            self.reject(record)
             return
+        evaluator = self.evaluator
+        matches, errors = evaluator.evaluate(record)
+        failures = [(rule, RuleFailure.of(error)) for rule, error in errors] if errors else ()
+        self.correlate(record.epoch, record, matches, failures, evaluator.learned(record, matches))
+
+    def reject(self, rejected: Rejected) -> None:
+        self.stats.rejected += 1
+        if self.on_rejected is not None:
+            self.on_rejected(rejected)
+
+    def correlate(
+        self,
+        epoch: float,
+        record: ActivityRecord | None,
+        matches: Sequence[Match],
+        failures: Iterable[tuple[Rule, RuleFailure]],
+        learned: Iterable[Learned],
+    ) -> None:
+        """Everything after evaluation, for one activity: its matches, its rules'
+        failures and its `learn_from: all` values (`Evaluator.learned`) turned into state
+        and alert changes, in event time `epoch`. Also what the correlating process runs
+        for activities another process evaluated (engine/forked_replay.py), where `record`
+        is None when nothing needs more than the time."""
         stats = self.stats
         stats.activities += 1
         correlator = self.correlator
-        closed = correlator.advance(record)
+        closed = correlator.advance(epoch)
         if closed:
             self._emit(closed)
-        matches, errors = self.evaluator.evaluate(record)
-        for rule, error in errors:
+        for rule, failure in failures:
+            assert record is not None
             stats.rule_errors += 1
-            self._emit(correlator.rule_error(rule, record, error))
+            self._emit(correlator.rule_error(rule, record, failure))
         if matches:
+            assert record is not None
             self._matched(record, matches)
-        for rule, learn in self._learners:
-            for match in matches:
-                if match.rule is rule:
-                    break  # `learn_from: all`: its own matches were learned as judged
+        for found in learned:
+            if len(found) == 3:
+                self._learn[found[0]](found[1], found[2], epoch)
             else:
-                try:
-                    learn(record)
-                except Exception as error:  # noqa: BLE001 - a path's function failed on data
-                    stats.rule_errors += 1
-                    self._emit(correlator.rule_error(rule, record, error))
+                assert record is not None
+                stats.rule_errors += 1
+                rule = self.evaluator.learners[found[0]]
+                self._emit(correlator.rule_error(rule, record, found[1]))
         self._since_commit += 1
         if self._since_commit >= self.commit_every:
             self.commit()
 
-    def _matched(self, record: ActivityRecord, matches: list[Match]) -> None:
+    def _matched(self, record: ActivityRecord, matches: Sequence[Match]) -> None:
         stats = self.stats
         by_rule = stats.matches_by_rule
         for match in matches:
@@ -132,17 +170,13 @@ class Pipeline:
                     changes = self.correlator.process(match)
                 except Exception as error:  # noqa: BLE001 - the rule's title()/dedup() failed
                     stats.rule_errors += 1
-                    changes = self.correlator.rule_error(rule, record, error)
+                    changes = self.correlator.rule_error(rule, record, RuleFailure.of(error))
                 if changes:
                     self._emit(changes)
-            for learn in rule.learn:
-                try:
-                    value = learn.value(record.raw)
-                except Exception as error:  # noqa: BLE001 - a path's function failed on data
+            if rule.learn:
+                for failure in learn_lists(self.ruleset.lists, rule, record):
                     stats.rule_errors += 1
-                    self._emit(self.correlator.rule_error(rule, record, error))
-                    continue
-                self.ruleset.lists.learn(learn.list_name, value, learn.add)
+                    self._emit(self.correlator.rule_error(rule, record, failure))
 
     def run(self, records: Iterable[ActivityRecord | Rejected]) -> Stats:
         for record in records:

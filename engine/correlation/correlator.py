@@ -12,11 +12,9 @@ import heapq
 import itertools
 import json
 import logging
-import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from pydantic_core import from_json, to_json
@@ -24,6 +22,7 @@ from pydantic_core import from_json, to_json
 from engine.activity import ActivityRecord, parse_activity
 from engine.alerts import MAX_SAMPLE_EVENTS, Alert, alert_id_for
 from engine.correlation.windows import Window
+from engine.detection.failures import RuleFailure
 from engine.detection.rule import Match, Rule
 from engine.state.store import StateStore
 
@@ -48,6 +47,7 @@ MAX_SEEN_LATELY = 20_000
 log = logging.getLogger(__name__)
 _NOTHING: list[AlertChange] = []  # shared, never appended to: no allocation per activity
 RULE_ERROR_WINDOW = timedelta(hours=1)
+_NEVER = float("-inf")  # the watermark before the first activity
 RULE_ERROR_SEVERITY = "medium"
 
 
@@ -69,23 +69,6 @@ class AlertChange:
     alert: Alert
 
 
-_ENGINE_DIR = str(Path(__file__).resolve().parent.parent)
-_BUNDLED_DIR = str(Path(_ENGINE_DIR) / "_bundled")
-
-
-def _rule_frame(error: BaseException) -> traceback.FrameSummary | None:
-    """The innermost frame outside the engine: the line of the rule (or of a helper it
-    called) that failed, not the engine's `Event.__getitem__` it failed in."""
-    frames = traceback.extract_tb(error.__traceback__) if error.__traceback__ else []
-    outside = [
-        f
-        for f in frames
-        if not f.filename.startswith(_ENGINE_DIR) or f.filename.startswith(_BUNDLED_DIR)
-    ]
-    chosen = outside or frames
-    return chosen[-1] if chosen else None
-
-
 def _text(value: Any) -> str:
     """A state key for any JSON value: strings as they are, others as compact JSON."""
     if isinstance(value, str):
@@ -104,9 +87,8 @@ def _from_epoch(value: float) -> datetime:
 class Correlator:
     def __init__(self, store: StateStore) -> None:
         self.store = store
-        # Event time reached so far, as an epoch, and the activity that reached it.
-        self._watermark_epoch = float("-inf")
-        self._watermark_activity: ActivityRecord | None = None
+        # Event time reached so far, as an epoch.
+        self._watermark_epoch = _NEVER
         # (window end, state key): open alerts to close when event time passes their end.
         self._closing: list[tuple[float, str, str]] = []
         self._samples: dict[str, bytes] = {}
@@ -137,13 +119,12 @@ class Correlator:
 
     # -- event time -------------------------------------------------------------------
 
-    def advance(self, activity: ActivityRecord) -> list[AlertChange]:
-        """Move event time forward to the activity's; the alerts whose window closed."""
-        now = activity.epoch
+    def advance(self, now: float) -> list[AlertChange]:
+        """Move event time forward to `now` (an activity's epoch); the alerts whose window
+        closed."""
         if now <= self._watermark_epoch:
             return _NOTHING
         self._watermark_epoch = now
-        self._watermark_activity = activity
         closing = self._closing
         if not closing or closing[0][0] > now:
             return _NOTHING
@@ -158,8 +139,8 @@ class Correlator:
     @property
     def watermark(self) -> datetime | None:
         """Event time reached so far: the newest `created_at` seen."""
-        latest = self._watermark_activity
-        return None if latest is None else latest.created_at
+        now = self._watermark_epoch
+        return None if now == _NEVER else _from_epoch(now)
 
     def close_all(self) -> Iterator[AlertChange]:
         """End of input: every open alert is final (used by replays and tests)."""
@@ -258,46 +239,38 @@ class Correlator:
                 return []
         return self._dedup(key, match, rule, counted or [match.activity])
 
-    def learner(self, rule: Rule) -> Callable[[ActivityRecord], None]:
-        """`learn_from: all` for one rule: a function that remembers the value of an
-        activity the rule did not match. It runs on every activity, so the usual case, a
-        value stored as seen lately, is answered from memory in one closure."""
+    def learner(self, rule: Rule) -> Callable[[Any, Any, float], None]:
+        """`learn_from: all` for one rule: a function that remembers a value for its key
+        (`NewValue.values` of an activity the rule did not match) at an activity's epoch.
+        It runs on nearly every activity, so the usual case, a value stored as seen lately,
+        is answered from memory in one closure."""
         spec = rule.new_value
         assert spec is not None
-        of, per_of = spec.of, spec.per
         slack = spec.forget_seconds * LAST_SEEN_SLACK
         seen_lately = self._seen_lately
         remember = self._remember
         rule_id = rule.id
 
-        def learn(activity: ActivityRecord) -> None:
-            data = activity.raw
-            value = of(data)
-            if value is None:
-                return
-            per = per_of(data) if per_of is not None else ""
-            if per is None:
-                return
+        def learn(per: Any, value: Any, now: float) -> None:
             if type(value) is type(per) is str:
                 last = seen_lately.get((rule_id, per, value))
-                if last is not None and activity.epoch - last <= slack:
+                if last is not None and now - last <= slack:
                     return
-            remember(rule, per, value, activity.epoch)
+            remember(rule, per, value, now)
 
         return learn
 
     def rule_error(
-        self, rule: Rule, activity: ActivityRecord, error: BaseException
+        self, rule: Rule, activity: ActivityRecord, failure: RuleFailure
     ) -> list[AlertChange]:
         """An exception in a rule: one `rule_error` alert per rule per hour of event time."""
-        frame = _rule_frame(error)
         context: dict[str, Any] = {
-            "error_type": type(error).__name__,
-            "error": str(error)[:1000],
+            "error_type": failure.error_type,
+            "error": failure.message[:1000],
             "rule_file": str(rule.path),
         }
-        if frame is not None:
-            context["location"] = f"{frame.filename}:{frame.lineno}"
+        if failure.location is not None:
+            context["location"] = failure.location
         key = f"rule_error\x1f{rule.id}"
         alert_key = f"{rule.id}#rule_error"
         existing = self._open_alert(key, activity.created_at)
@@ -311,7 +284,7 @@ class Correlator:
             rule_id=rule.id,
             rule_name=rule.name,
             severity=RULE_ERROR_SEVERITY,
-            title=f"Rule {rule.id} raised {type(error).__name__}: {str(error)[:200]}",
+            title=f"Rule {rule.id} raised {failure.error_type}: {failure.message[:200]}",
             dedup_key="rule_error",
             opened_at=opened,
             window_end=opened + RULE_ERROR_WINDOW,
@@ -497,7 +470,7 @@ class Correlator:
         assert spec is not None
         last_step = len(spec.steps) - 1
         within = spec.within.total_seconds()
-        now = _epoch(match.activity.created_at)
+        now = match.activity.epoch
         raw = match.activity.raw
         # Later steps first, so one activity cannot satisfy two steps of one sequence; the
         # reset (-1) last, so an activity that completes a sequence still completes it.

@@ -10,14 +10,19 @@ caught here and reported, and the other rules still run.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import jmespath
 
 from engine.activity import ActivityRecord, Event
+from engine.detection.failures import RuleFailure
 from engine.detection.loader import RuleSet
 from engine.detection.rule import MAX_RUNNERS, Match, Rule, Runner
 
 Found = tuple[list[Match], list[tuple[Rule, Exception]]]
+# What a `learn_from: all` rule learns from one activity: (its index in
+# `Evaluator.learners`, key, value), or (index, failure) when a path failed on the data.
+Learned = tuple[int, Any, Any] | tuple[int, RuleFailure]
 # The evaluation of every rule of one activity type.
 Plan = Callable[[ActivityRecord], Found]
 
@@ -41,6 +46,7 @@ class Evaluator:
             for rule in ruleset.rules
             if rule.new_value is not None and rule.new_value.learn_from == "all"
         ]
+        self.learned = _learning(self.learners)
 
     def rules_for(self, activity_type: str) -> list[Rule]:
         """The rules that can hold on this type, in load order."""
@@ -63,6 +69,45 @@ class Evaluator:
 
     def evaluate(self, activity: ActivityRecord) -> Found:
         return (self._plans.get(activity.type) or self._plan(activity.type))(activity)
+
+
+def _learning(learners: list[Rule]) -> Callable[[ActivityRecord, list[Match]], list[Learned]]:
+    """`Evaluator.learned`: what each `learn_from: all` rule learns from an activity it did
+    not match (its own matches are learned as they are judged). It runs on every activity,
+    so the paths are read inline, not through `NewValue`."""
+    plan = [
+        (index, rule, rule.new_value.of, rule.new_value.per)  # type: ignore[union-attr]
+        for index, rule in enumerate(learners)
+    ]
+    if not plan:
+        return lambda activity, matches: _NO_LEARNING
+
+    def learned(activity: ActivityRecord, matches: list[Match]) -> list[Learned]:
+        found = _NO_LEARNING
+        for index, rule, of, per_of in plan:
+            for match in matches:
+                if match.rule is rule:
+                    break
+            else:
+                data = activity.raw
+                try:
+                    value = of(data)
+                    if value is None:
+                        continue
+                    per = per_of(data) if per_of is not None else ""
+                except Exception as error:  # noqa: BLE001 - a path's function failed on data
+                    per, value = RuleFailure.of(error), None
+                if per is None:
+                    continue
+                if found is _NO_LEARNING:
+                    found = []
+                found.append((index, per) if value is None else (index, per, value))
+        return found
+
+    return learned
+
+
+_NO_LEARNING: list[Learned] = []  # shared, never appended to
 
 
 def _nothing(activity: ActivityRecord) -> Found:
