@@ -44,9 +44,13 @@ def measure_loads(path: Path) -> dict[str, Any]:
     return {"activities": count, "seconds": seconds, "peak_rss_mb": _peak_rss_mb()}
 
 
-def measure_pipeline(path: Path, rules: Sequence[Path], profile: bool) -> dict[str, Any]:
-    """The full pipeline over the file into a fresh SQLite store; with `profile`, each
-    rule's evaluation is timed too (a separate run: timing costs time)."""
+def measure_pipeline(
+    path: Path, rules: Sequence[Path], profile: bool, processes: int = 1
+) -> dict[str, Any]:
+    """The full pipeline over the file into a fresh SQLite store, as `detect replay
+    --processes N` runs it; with `profile`, each rule's evaluation is timed too (a
+    separate run: timing costs time). With two processes the peak RSS is the sum of
+    both peaks (an upper bound: they share the pages of the code and rules)."""
     from engine.detection.loader import load_rules
     from engine.pipeline import Pipeline, collect_less
     from engine.sources.files import read_source
@@ -65,7 +69,15 @@ def measure_pipeline(path: Path, rules: Sequence[Path], profile: bool) -> dict[s
         pipeline = Pipeline(ruleset, store, [lambda change: delivered.clear()])
         collect_less()  # as `detect run` and `detect replay` do
         started = time.perf_counter()
-        pipeline.run(reorder(read_source(str(path))))
+        child_rss = 0.0
+        if processes > 1:
+            from engine.forked_replay import run_forked
+
+            report = run_forked(pipeline, lambda: reorder(read_source(str(path))), lambda: per_rule)
+            per_rule = report.result  # the child evaluated, and timed, the rules
+            child_rss = report.peak_rss_mb
+        else:
+            pipeline.run(reorder(read_source(str(path))))
         pipeline.finish()
         store.close()  # folds the state journal into its table
         seconds = time.perf_counter() - started
@@ -80,7 +92,8 @@ def measure_pipeline(path: Path, rules: Sequence[Path], profile: bool) -> dict[s
         "alerts": stats.alerts,
         "rules": len(ruleset.rules),
         "seconds": seconds,
-        "peak_rss_mb": _peak_rss_mb(),
+        "processes": processes,
+        "peak_rss_mb": _peak_rss_mb() + child_rss,
         "state_rows": state_rows,
         "state_bytes": db_bytes,
     }
@@ -247,12 +260,16 @@ def _instrument(rules: list[Any], per_rule: dict[str, list[float]]) -> None:
         rule.evaluate = timed
 
 
-def _child(kind: str, path: Path, rules: Sequence[Path], profile: bool = False) -> dict[str, Any]:
+def _child(
+    kind: str, path: Path, rules: Sequence[Path], profile: bool = False, processes: int = 1
+) -> dict[str, Any]:
     command = [sys.executable, "-m", "engine.bench", kind, str(path)]
     for folder in rules:
         command += ["--rules", str(folder)]
     if profile:
         command.append("--profile")
+    if processes > 1:
+        command += ["--processes", str(processes)]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"bench child {kind} failed:\n{done.stderr.strip()}")
@@ -272,6 +289,7 @@ def run_bench(
     panther_python: str | bool | None = False,
     panther_note: str = "",
     benign: Path | None = None,
+    processes: int = 1,
 ) -> dict[str, Any]:
     """Measure and print; returns the figures (for tests and docs). With `panther_python`
     (not False: the rules are a Panther-format directory) the evaluator alone and, when
@@ -286,7 +304,7 @@ def run_bench(
         for _ in range(repeat):
             # Interleaved, so a burst of noise hits both sides alike.
             loads_runs.append(_child("loads", path, rules))
-            pipeline_runs.append(_child("pipeline", path, rules))
+            pipeline_runs.append(_child("pipeline", path, rules, processes=processes))
             if panther:
                 eval_runs.append(_child("panther-eval", path, rules))
                 if isinstance(panther_python, str) and not eval_runs[0]["python_rules"]:
@@ -302,7 +320,7 @@ def run_bench(
                         core_runs.append(_panther_core_child(panther_python, path, specs))
                     except RuntimeError as exc:
                         panther_python, panther_note, core_runs = None, f"not measured: {exc}", []
-    profiled = _child("pipeline", path, rules, profile=True)
+    profiled = _child("pipeline", path, rules, profile=True, processes=processes)
     count = pipeline_runs[0]["activities"]
     loads_rate = count / _median(loads_runs, "seconds")
     pipeline_rate = count / _median(pipeline_runs, "seconds")
@@ -321,13 +339,14 @@ def run_bench(
         "matches": pipeline_runs[0]["matches"],
         "alerts": pipeline_runs[0]["alerts"],
         "rules": pipeline_runs[0]["rules"],
+        "processes": processes,
         "per_rule": profiled["per_rule"],
         "python": sys.version.split()[0],
         "cpus": os.cpu_count(),
     }
     if benign is not None:
         # Noise: what the rules raise on ordinary activity (the generator, attacks off).
-        quiet = _child("pipeline", benign, rules)
+        quiet = _child("pipeline", benign, rules, processes=processes)
         figures["benign_activities"] = quiet["activities"]
         figures["benign_alerts"] = quiet["alerts"]
         figures["benign_alerts_per_100k"] = quiet["alerts"] * 100_000 / quiet["activities"]
@@ -399,6 +418,12 @@ def _print(f: dict[str, Any], out: IO[str]) -> None:
         file=out,
     )
     print(f"ratio     {f['ratio']:.2f} of the json.loads floor", file=out)
+    if f["processes"] > 1:
+        print(
+            f"processes {f['processes']}: one reads and evaluates, one correlates and stores"
+            " (--processes 1 for one); peak RSS is their sum",
+            file=out,
+        )
     print(
         f"rules     {f['rules']}; {f['matches']:,} matches, {f['alerts']:,} alerts; state "
         f"{f['state_rows']:,} rows, {f['state_bytes'] / 1e6:.1f} MB on disk",
@@ -495,13 +520,14 @@ def _worker(argv: list[str]) -> int:
     parser.add_argument("path", type=Path)
     parser.add_argument("--rules", action="append", type=Path, default=[])
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--processes", type=int, default=1)
     args = parser.parse_args(argv)
     if args.kind == "loads":
         result = measure_loads(args.path)
     elif args.kind == "panther-eval":
         result = measure_panther_eval(args.path, args.rules)
     else:
-        result = measure_pipeline(args.path, args.rules, args.profile)
+        result = measure_pipeline(args.path, args.rules, args.profile, args.processes)
     print(json.dumps(result))
     return 0
 
@@ -511,6 +537,7 @@ if __name__ == "__main__":
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    from engine.replay import default_processes
     from engine.resources import bundled_rules_dir
 
     rules = [Path(p) for p in args.rules] if args.rules else None
@@ -551,8 +578,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 f"generated {args.generate:,} activities (seed {args.seed}) in {took:.1f}s",
                 file=sys.stderr,
             )
+        processes = args.processes or default_processes()
         if panther_python is False:
-            run_bench(path, rules, args.repeat, sys.stdout, as_json=args.json, benign=benign)
+            run_bench(
+                path,
+                rules,
+                args.repeat,
+                sys.stdout,
+                as_json=args.json,
+                benign=benign,
+                processes=processes,
+            )
         else:
             run_bench(
                 path,
@@ -562,6 +598,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 as_json=args.json,
                 panther_python=panther_python,
                 panther_note=panther_note,
+                processes=processes,
             )
     return 0
 
@@ -604,6 +641,13 @@ def register(commands: Any) -> None:
         metavar="PATH",
         help="with --panther: a Python interpreter that can import panther_core (e.g. a venv"
         " with panther-analysis-tool); default: this interpreter, when it can",
+    )
+    bench.add_argument(
+        "--processes",
+        type=int,
+        choices=(1, 2),
+        help="the full pipeline as `detect replay --processes N` runs it (default: as"
+        " replay's default, 2 with two or more CPUs)",
     )
     bench.add_argument("--repeat", type=int, default=3, help="runs per figure (median)")
     bench.add_argument("--json", action="store_true", help="print the figures as JSON")

@@ -107,7 +107,7 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from engine.pipeline import collect_less
-    from engine.replay import ReplayOptions, replay, summary
+    from engine.replay import ReplayOptions, default_processes, replay, summary
     from engine.state.sqlite import SqliteStore
 
     config = _config(args.config)
@@ -122,6 +122,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         sort=args.sort,
         reorder_capacity=args.reorder,
         quarantine=None if args.no_quarantine else quarantine,
+        processes=args.processes or default_processes(),
     )
     state = Path(args.state) if args.state else None
     if args.deliver:
@@ -248,6 +249,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="where rejected records go (default .detect/quarantine.jsonl)",
     )
     rp.add_argument("--no-quarantine", action="store_true", help="report rejects only")
+    rp.add_argument(
+        "--processes",
+        type=int,
+        choices=(1, 2),
+        help="2: one process reads and evaluates while another correlates (same alerts, "
+        "about half the time); default 2 with two or more CPUs",
+    )
     rp.add_argument(
         "--state",
         metavar="FILE",

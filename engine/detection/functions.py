@@ -90,6 +90,11 @@ class NamedLists:
             if name in self.lists:
                 self.lists[name].learned.add(value)
 
+    def keep_in_memory(self) -> None:
+        """Go on learning, but store nothing: for a process that evaluates for another,
+        which stores what is learned (engine/forked_replay.py)."""
+        self._store = MemoryStore()
+
     def learn(self, name: str, value: Any, add: bool) -> None:
         """Add a value to (or remove it from) the learned part of a list, durably."""
         values = value if isinstance(value, list | tuple) else [value]

@@ -1,0 +1,232 @@
+"""Replaying on two processes gives what one process gives: alerts, state, outbox, stats."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.activity import parse_activity
+from engine.detection.loader import load_rules
+from engine.errors import InputError
+from engine.feedgen import generate, write_jsonl
+from engine.forked_replay import EvaluatorFailed, ForwardedRecord, run_forked
+from engine.pipeline import Pipeline
+from engine.replay import ReplayOptions, replay
+from engine.resources import bundled_rules_dir
+from engine.sources.files import read_source
+from engine.sources.reorder import reorder
+from engine.state.sqlite import SqliteStore
+from engine.state.store import MemoryStore
+from tests.conftest import at
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+
+
+def _replay(tmp_path: Path, paths: list[str], rules: Any, processes: int, name: str) -> dict:
+    """Replay into a fresh SQLite state; what it printed, counted, quarantined and stored."""
+    out, err = io.StringIO(), io.StringIO()
+    folder = tmp_path / name
+    folder.mkdir()
+    store = SqliteStore(folder / "state.db")
+    options = ReplayOptions(
+        format="jsonl", quarantine=folder / "quarantine.jsonl", processes=processes
+    )
+    stats = replay(paths, rules, options, out=out, err=err, store=store)
+    store.close()
+    with sqlite3.connect(folder / "state.db") as db:
+        state = db.execute("SELECT namespace, key, value FROM state ORDER BY 1, 2").fetchall()
+        outbox = db.execute("SELECT alert_id, body, notify FROM alerts ORDER BY 1").fetchall()
+    quarantine = folder / "quarantine.jsonl"
+    return {
+        "alerts": out.getvalue().splitlines(),
+        "stats": stats,
+        "state": state,
+        "outbox": outbox,
+        "quarantine": quarantine.read_text() if quarantine.exists() else "",
+        "reported": err.getvalue().replace(str(folder), "FOLDER"),
+    }
+
+
+def test_the_shipped_pack_on_a_disordered_feed_gives_the_same_everything(tmp_path):
+    raws = list(generate(30_000, seed=5))
+    shuffled = random.Random(5)
+    for index in range(0, len(raws) - 40, 40):  # local disorder, for the reorder buffer
+        chunk = raws[index : index + 40]
+        shuffled.shuffle(chunk)
+        raws[index : index + 40] = chunk
+    feed = tmp_path / "feed.jsonl"
+    write_jsonl(feed, raws)
+    rules = load_rules([bundled_rules_dir()])
+    one = _replay(tmp_path, [str(feed)], rules, 1, "one")
+    two = _replay(tmp_path, [str(feed)], load_rules([bundled_rules_dir()]), 2, "two")
+    assert len(one["alerts"]) > 10  # the feed's attacks raise alerts of many kinds
+    assert len({json.loads(a)["rule_id"] for a in one["alerts"]}) > 5
+    assert two["alerts"] == one["alerts"]
+    assert two["stats"] == one["stats"]
+    assert two["state"] == one["state"]
+    assert two["outbox"] == one["outbox"]
+
+
+FRAGILE_PY = """
+def rule(event):
+    return 1 / event.get("divisor", 1) > 0   # ZeroDivisionError when divisor is 0
+
+
+def dedup(event):
+    if event.get("flag") == "no-key":
+        raise ValueError("no key for this one")
+    return event.deep_get("actor", "user_id")
+"""
+
+
+def _failing_rules(rules_dir):
+    """A rule of each kind of failure: `rule()`, a threshold's `dedup()`, a
+    `learn_from: all` path, a `learn:` path; and a list the last one teaches."""
+    rules_dir.add_list("admins", ["static@example.com"])
+    rules_dir.write("fragile.py", FRAGILE_PY)
+    rules_dir.write(
+        "fragile.yml",
+        """
+        id: t.fragile
+        name: fragile
+        severity: low
+        match: {type: login}
+        python: fragile.py
+        threshold: {count: 3, window: 10m}
+        """,
+    )
+    rules_dir.write(
+        "novel.yml",
+        """
+        id: t.novel
+        name: new role for a person
+        severity: low
+        match: {type: role_updated}
+        new_value: {of: "lower(role)", per: actor.user_id, forget: 1d, learn_from: all}
+        """,
+    )
+    rules_dir.write(
+        "teach.yml",
+        """
+        id: t.teach
+        name: teacher
+        severity: info
+        alert: false
+        match: {type: role_updated}
+        learn: [{list: admins, add: "lower(role)"}]
+        """,
+    )
+    rules_dir.write(
+        "watch.yml",
+        """
+        id: t.watch
+        name: listed role signed in
+        severity: high
+        match: {type: login, role: {in_list: admins}}
+        dedup: {key: "{id}"}
+        """,
+    )
+    return rules_dir
+
+
+def test_failures_rejects_and_learned_lists_cross_over_alike(tmp_path, rules_dir, make_activity):
+    raws: list[Any] = []
+    for minute in range(40):
+        raws.append(make_activity("login", created_at=at(minutes=minute), role="admin"))
+        if minute % 7 == 0:
+            raws.append(make_activity("login", created_at=at(minutes=minute), divisor=0))
+        if minute % 9 == 0:
+            raws.append(make_activity("login", created_at=at(minutes=minute), flag="no-key"))
+        if minute % 11 == 0:
+            raws.append(make_activity("role_updated", created_at=at(minutes=minute), role=7))
+        if minute == 20:
+            raws.append(make_activity("role_updated", created_at=at(minutes=minute), role="ADMIN"))
+    feed = tmp_path / "feed.jsonl"
+    lines = [json.dumps(r) for r in raws]
+    lines[5:5] = ["{not json", json.dumps({"id": "x", "type": "login"})]  # two rejects
+    feed.write_text("\n".join(lines) + "\n")
+    folder = _failing_rules(rules_dir)
+    one = _replay(tmp_path, [str(feed)], folder.load(), 1, "one")
+    two = _replay(tmp_path, [str(feed)], folder.load(), 2, "two")
+    kinds = {(json.loads(a)["kind"], json.loads(a)["rule_id"]) for a in one["alerts"]}
+    assert {
+        ("rule_error", "t.fragile"),  # rule() and dedup()
+        ("rule_error", "t.novel"),  # the learn_from path
+        ("rule_error", "t.teach"),  # the learn path
+        ("detection", "t.watch"),  # "admin" learned at minute 20
+        ("detection", "t.fragile"),
+    } <= kinds
+    assert one["stats"].rejected == 2 and one["stats"].rule_errors > 0
+    for key in ("alerts", "stats", "state", "outbox", "quarantine", "reported"):
+        assert two[key] == one[key], key
+
+
+def test_an_unreadable_input_fails_as_it_does_in_one_process(tmp_path):
+    rules = load_rules([bundled_rules_dir()])
+    missing = str(tmp_path / "nowhere.jsonl")
+    with pytest.raises(InputError) as one:
+        replay([missing], rules, ReplayOptions(quarantine=None), out=io.StringIO())
+    with pytest.raises(InputError) as two:
+        replay([missing], rules, ReplayOptions(quarantine=None, processes=2), out=io.StringIO())
+    assert str(two.value) == str(one.value)
+
+
+def _feed(tmp_path: Path, count: int) -> Path:
+    path = tmp_path / "feed.jsonl"
+    write_jsonl(path, generate(count, seed=2))
+    return path
+
+
+def test_a_child_that_dies_is_reported_not_taken_for_the_end(tmp_path):
+    feed = _feed(tmp_path, 3000)
+    pipeline = Pipeline(load_rules([bundled_rules_dir()]), MemoryStore())
+
+    def records():
+        for number, record in enumerate(reorder(read_source(str(feed)))):
+            if number == 2000:
+                os.kill(os.getpid(), 9)
+            yield record
+
+    with pytest.raises(EvaluatorFailed, match="killed by signal 9"):
+        run_forked(pipeline, records)
+
+
+def test_when_this_side_fails_the_child_is_stopped_not_waited_for(tmp_path, rules_dir):
+    feed = _feed(tmp_path, 20_000)  # far more than the pipe holds
+    rules_dir.write("all.yml", "id: t.all\nname: all\nseverity: info\nmatch: {id: {exists: true}}")
+
+    def sink(change):
+        raise RuntimeError("the sink broke")
+
+    pipeline = Pipeline(rules_dir.load(), MemoryStore(), [sink])
+    with pytest.raises(RuntimeError, match="the sink broke"):
+        run_forked(pipeline, lambda: reorder(read_source(str(feed))))
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)  # reaped: no child left behind
+
+
+def test_the_childs_result_and_memory_come_back(tmp_path):
+    feed = _feed(tmp_path, 500)
+    pipeline = Pipeline(load_rules([bundled_rules_dir()]), MemoryStore())
+    report = run_forked(pipeline, lambda: reorder(read_source(str(feed))), lambda: {"x": 1})
+    assert report.result == {"x": 1}
+    assert report.peak_rss_mb > 10
+    assert pipeline.stats.activities == 500
+
+
+def test_a_forwarded_record_reads_as_the_record_it_came_from(make_activity):
+    raw = make_activity("login", created_at="2026-05-07T10:00:00.123456Z", organization_id="o1")
+    record = parse_activity(raw)
+    text = json.dumps(raw).encode()
+    forwarded = ForwardedRecord(record.epoch, record.id, text)
+    assert forwarded.raw == raw
+    assert forwarded.created_at == record.created_at
+    assert (forwarded.type, forwarded.organization_id) == ("login", "o1")
+    assert forwarded.raw is forwarded.raw  # decoded once
