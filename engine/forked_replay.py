@@ -41,6 +41,7 @@ import pickle
 import queue
 import signal
 import struct
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -135,6 +136,7 @@ def run_forked(
     read_end, write_end = os.pipe()
     with contextlib.suppress(AttributeError, OSError):  # Linux only; a default pipe works
         fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+    _flush_output()  # what is buffered now is this process's to write, not the child's too
     pid = os.fork()
     if pid == 0:  # the child: never returns
         os.close(read_end)
@@ -268,7 +270,14 @@ def _evaluate(
         _send(stream, _LAST, payload)
         stream.flush()
     finally:
+        _flush_output()  # what a rule printed
         os._exit(code)
+
+
+def _flush_output() -> None:
+    for output in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            output.flush()
 
 
 def _send(stream: IO[bytes], kind: bytes, payload: bytes) -> None:

@@ -24,7 +24,7 @@ from engine.sources.files import read_source
 from engine.sources.reorder import reorder
 from engine.state.sqlite import SqliteStore
 from engine.state.store import MemoryStore
-from tests.conftest import at
+from tests.conftest import at, run_detect
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 
@@ -230,3 +230,45 @@ def test_a_forwarded_record_reads_as_the_record_it_came_from(make_activity):
     assert forwarded.created_at == record.created_at
     assert (forwarded.type, forwarded.organization_id) == ("login", "o1")
     assert forwarded.raw is forwarded.raw  # decoded once
+
+
+def test_the_cli_replays_stdin_on_two_processes_and_keeps_what_rules_print(
+    tmp_path, rules_dir, make_activity
+):
+    rules_dir.write(
+        "loud.py",
+        'def rule(event):\n    if event.get("flag"):\n'
+        '        print("rule saw", event["id"], end=";")\n    return True\n',
+    )
+    rules_dir.write(
+        "loud.yml",
+        "id: t.loud\nname: loud\nseverity: low\nmatch: {type: login}\npython: loud.py\n"
+        'dedup: {key: "{id}"}\n',
+    )
+    raws = [make_activity(created_at=at(minutes=m), flag=m == 3) for m in range(6)]
+    text = "".join(json.dumps(r) + "\n" for r in raws)
+    runs = {
+        n: run_detect(
+            "replay",
+            "-",
+            "--rules",
+            str(rules_dir.path),
+            "--processes",
+            str(n),
+            "--format",
+            "jsonl",
+            "--no-quarantine",
+            cwd=tmp_path,
+            stdin=text,
+        )
+        for n in (1, 2)
+    }
+    for done in runs.values():
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.count("rule saw activity_0004") == 1
+    alerts = {
+        n: [line[line.index("{") :] for line in d.stdout.splitlines() if '{"schema"' in line]
+        for n, d in runs.items()
+    }
+    assert len(alerts[1]) == 6 and alerts[2] == alerts[1]
+    assert runs[2].stderr == runs[1].stderr
