@@ -55,7 +55,10 @@ from engine.detection.rule import Match
 from engine.pipeline import Pipeline, learn_lists
 from engine.sources.files import Rejected
 
-BATCH = 500  # activities per pickled batch: big enough to amortize, small to stream
+# Activities per batch: big enough to amortize, small to stream, and a divisor of the
+# pipeline's 1,000 between commits, so batches end on commits, where the parent may do
+# the store's housekeeping while it waits for the next (`Pipeline.idle`).
+BATCH = 500
 # The pipe holds a few batches, so the child can run ahead of a slow stretch here (and
 # this process ahead of the child) instead of the two taking turns; each end buffers
 # less than that, so data moves as it is made.
@@ -198,8 +201,13 @@ class _Receiver:
             if message is None or self._closing:
                 return
 
-    def get(self) -> tuple[bytes, bytes] | None:
-        """The next (kind, payload); None once the pipe has closed without more."""
+    def get(self, idle: Callable[[], None]) -> tuple[bytes, bytes] | None:
+        """The next (kind, payload); None once the pipe has closed without more. If none
+        is waiting, `idle()` runs first."""
+        try:
+            return self._queue.get_nowait()
+        except queue.Empty:
+            idle()
         return self._queue.get()
 
     def close(self) -> None:
@@ -216,7 +224,7 @@ def _correlate(pipeline: Pipeline, receiver: _Receiver) -> tuple[str, Any]:
     correlate = pipeline.correlate
     reject = pipeline.reject
     while True:
-        message = receiver.get()
+        message = receiver.get(pipeline.idle)
         if message is None:
             return "ended", None
         kind, payload = message
@@ -310,6 +318,7 @@ def _evaluate_all(pipeline: Pipeline, records: Records, stream: IO[bytes]) -> No
     }
     batch: list[Any] = []
     append = batch.append
+    activities = 0  # in the batch: rejected records are not counted (nor by commits)
     for record in records:
         if type(record) is not ActivityRecord:
             append(record)
@@ -351,7 +360,9 @@ def _evaluate_all(pipeline: Pipeline, records: Records, stream: IO[bytes]) -> No
             )
             text = record.text or to_json(record.raw)
             append((record.epoch, learned, record.id, text, sent, failures))
-        if len(batch) >= BATCH:
+        activities += 1
+        if activities == BATCH:
             _send_batch(stream, batch)
             batch.clear()
+            activities = 0
     _send_batch(stream, batch)

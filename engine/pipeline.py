@@ -198,6 +198,10 @@ class Pipeline:
                 self._last_purge = now
         self.store.commit()
 
+    def idle(self) -> None:
+        """Nothing to correlate for a moment: let the store do its housekeeping."""
+        self.store.idle()
+
     def suspend(self) -> Stats:
         """A clean stop: commit, keeping what only memory held, so the next process on
         the same store resumes exactly here."""

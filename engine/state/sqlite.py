@@ -45,6 +45,8 @@ _MISSING = object()
 FOLD_EVERY = 250
 MAX_UNFOLDED = 20_000
 JOURNAL_ROW = 2000  # changes per journal row
+# Changed keys worth a fold when the store is idle (see `idle`).
+IDLE_FOLD = 1000
 _UPSERT = (
     "INSERT INTO state (namespace, key, value, expires) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, "
@@ -282,6 +284,16 @@ class SqliteStore:
             except sqlite3.Error as error:
                 # The commit stands (its changes are in the journal); a later commit folds.
                 log.warning("state store: folding the journal failed, will retry: %s", error)
+
+    def idle(self) -> None:
+        """Fold the journal early, when the caller would otherwise wait (a replay whose
+        evaluating process is behind): the fold on close, or every `FOLD_EVERY` commits,
+        then finds little left. Only right after a commit: a value put since may already
+        hold changes that are not committed."""
+        if self._pending or self._pending_alerts or self._pending_meta:
+            return
+        if len(self._unfolded) >= IDLE_FOLD:
+            self.fold()
 
     def fold(self) -> None:
         """Move the committed changes from the journal into the state table, each key once."""

@@ -39,6 +39,11 @@ class StateStore(Protocol):
 
     def commit(self) -> None: ...
 
+    def idle(self) -> None:
+        """The caller has nothing to do for a moment: housekeeping that would otherwise
+        wait for a later commit or the close may run now. Does nothing while changes are
+        pending (it must not write what is not committed)."""
+
     def close(self) -> None: ...
 
 
@@ -89,6 +94,9 @@ class MemoryStore:
 
     def commit(self) -> None:
         """Nothing to do: memory is as durable as it gets."""
+
+    def idle(self) -> None:
+        """No housekeeping to do."""
 
     def close(self) -> None:
         """Nothing to release."""
