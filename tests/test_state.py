@@ -353,3 +353,30 @@ def test_detect_replay_on_a_state_in_use_says_so_and_fails(tmp_path):
     assert done.returncode == 1
     assert "error:" in done.stderr and "is in use by process" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_idle_folds_only_what_is_committed_and_only_enough_of_it(tmp_path, monkeypatch):
+    monkeypatch.setattr("engine.state.sqlite.IDLE_FOLD", 3)
+    path = tmp_path / "state.db"
+    store = SqliteStore(path)
+    seen = {"v": 1}
+    store.put("ns", "a", seen)
+    store.put("ns", "b", "x")
+    store.commit()
+    store.idle()  # two keys wait: not worth a fold
+    assert peek(path, "SELECT key FROM state") == []
+    store.put("ns", "c", 3)
+    store.commit()
+    seen["v"] = 2  # changed on its way to being put again...
+    store.put("ns", "a", seen)
+    store.idle()  # ...so nothing is folded while that is pending
+    assert peek(path, "SELECT key FROM state") == []
+    store.commit()
+    store.idle()
+    assert peek(path, "SELECT * FROM journal") == []
+    assert dict(peek(path, "SELECT key, value FROM state")) == {
+        "a": '{"v":2}',
+        "b": '"x"',
+        "c": "3",
+    }
+    store.close()
