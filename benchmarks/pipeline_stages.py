@@ -15,6 +15,10 @@ time per activity of each and the difference from the one before:
 CPU time, not wall time: on a shared two-core machine it moves less with the neighbours'
 load. The floor line is the bare `json.loads` loop of `detect bench`, in CPU time too.
 
+Then the whole pipeline once more on two processes, as `detect replay` runs it: the CPU
+time of the child (reading and evaluating) and of the parent (correlating and storing),
+and the wall time, per activity. The slower side sets the pace.
+
     python benchmarks/pipeline_stages.py FEED.jsonl [--rules rules] [--repeat 3]
 """
 
@@ -52,6 +56,21 @@ from engine.state.store import MemoryStore
 
 ruleset = load_rules([Path(rules)])
 records = reorder(read_source(path))
+if stage == "forked":
+    from engine.forked_replay import run_forked
+
+    folder = tempfile.TemporaryDirectory()
+    store = SqliteStore(Path(folder.name) / "s.db")
+    pipeline = Pipeline(ruleset, store, [lambda change: None])
+    collect_less()
+    wall, started = time.perf_counter(), time.process_time()
+    child = run_forked(pipeline, lambda: records, time.process_time).result
+    pipeline.finish()
+    store.close()
+    parent, wall = time.process_time() - started, time.perf_counter() - wall
+    count = pipeline.stats.activities
+    print(json.dumps([child / count * 1e6, parent / count * 1e6, wall / count * 1e6]))
+    raise SystemExit
 if stage in ("read", "evaluate"):
     evaluate = Evaluator(ruleset).evaluate if stage == "evaluate" else None
     collect_less()
@@ -65,7 +84,7 @@ else:
     store = SqliteStore(Path(folder.name) / "s.db") if stage == "sqlite" else MemoryStore()
     pipeline = Pipeline(ruleset, store, [lambda change: None])
     if stage in ("pipeline", "correlate"):
-        pipeline.evaluator._learning = []
+        pipeline.evaluator.learned = lambda activity, matches: []
     if stage == "pipeline":
         pipeline.correlator.process = lambda match: []
     collect_less()
@@ -86,7 +105,8 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs per stage (median)")
     args = parser.parse_args()
     medians: dict[str, float] = {}
-    for stage in STAGES:
+    forked: list[list[float]] = []
+    for stage in (*STAGES, "forked"):
         runs = []
         for _ in range(args.repeat):
             done = subprocess.run(
@@ -99,7 +119,10 @@ def main() -> int:
                 print(done.stderr, file=sys.stderr)
                 return 1
             runs.append(json.loads(done.stdout))
-        medians[stage] = statistics.median(runs)
+        if stage == "forked":
+            forked = runs
+        else:
+            medians[stage] = statistics.median(runs)
     print(f"{'stage':10} {'CPU µs/activity':>16} {'this stage':>11}")
     previous = 0.0
     for stage in STAGES:
@@ -109,6 +132,11 @@ def main() -> int:
             previous = medians[stage]
     total = medians["sqlite"]
     print(f"ratio      {medians['floor'] / total:.2f} of the json.loads floor (CPU time)")
+    child, parent, wall = (statistics.median(run[i] for run in forked) for i in range(3))
+    print(
+        f"two processes: child {child:.2f}, parent {parent:.2f} µs CPU/activity; wall "
+        f"{wall:.2f} µs ({medians['floor'] / wall:.2f} of the floor's CPU time)"
+    )
     return 0
 
 
