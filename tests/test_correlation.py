@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import random
+from datetime import UTC, datetime
 
 import pytest
 
@@ -598,3 +599,12 @@ def test_a_value_the_store_forgot_is_forgotten_by_the_memo_too(rules_dir, make_a
         patch.setattr("engine.correlation.correlator.Correlator._note_seen_lately", lambda *a: None)
         without_memo = opened()
     assert opened() == without_memo == ["192.0.2.1"]
+
+
+def test_the_watermark_of_the_last_microsecond_of_year_9999_is_that_moment():
+    from engine.correlation.correlator import Correlator
+
+    correlator = Correlator(MemoryStore())
+    last = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+    correlator.advance(last.timestamp())
+    assert correlator.watermark == last

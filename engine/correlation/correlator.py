@@ -80,8 +80,16 @@ def _epoch(moment: datetime) -> float:
     return moment.timestamp()
 
 
+_LATEST = datetime.max.replace(tzinfo=UTC)
+
+
 def _from_epoch(value: float) -> datetime:
-    return datetime.fromtimestamp(value, tz=UTC)
+    """The moment of an epoch. Near the end of year 9999 a float has no microseconds
+    left, and the last ones round past the largest datetime: those are that datetime."""
+    try:
+        return datetime.fromtimestamp(value, tz=UTC)
+    except (OverflowError, ValueError):
+        return _LATEST
 
 
 class Correlator:
@@ -138,7 +146,8 @@ class Correlator:
 
     @property
     def watermark(self) -> datetime | None:
-        """Event time reached so far: the newest `created_at` seen."""
+        """Event time reached so far: the newest `created_at` seen (from its epoch, so to
+        the microsecond until about year 2250)."""
         now = self._watermark_epoch
         return None if now == _NEVER else _from_epoch(now)
 
