@@ -19,22 +19,25 @@ is:
   `(rule index, distinct value, new value, its key, sequence steps, dedup key, outputs)`
   and a failure `(rule index, RuleFailure)`.
 
-`learned` is `Evaluator.learned`'s list, or None. The dedup key is worked out in the
-child only for threshold rules, the ones that need it for every match; outputs only when
-the rule rendered them eagerly (Panther rules). Everything else a match renders is
-rendered here, on first use, from a `ForwardedRecord`: the activity's JSON text, decoded
-only if something reads it (an alert's events, a title, a sequence's steps).
+`learned` is `Evaluator.learned`'s list, or None. A rule with Python hooks renders its
+outputs in the child, right after its `rule()` (a hook may read what `rule()` left in
+the module, as with one process); a threshold rule its dedup key, which the parent needs
+for every match; a Panther rule renders eagerly anyway. Everything else a match renders
+is rendered here, on first use, from a `ForwardedRecord`: the activity's JSON line (or,
+from a JSON array, its mapping), decoded only if something reads it (an alert's events,
+a title, a sequence's steps). What rules print goes to this process with the batches and
+is written here, so it never splits a line of this process's output.
 
-The child runs a rule's `rule()` and this process its `title()`, `dedup()` and other
-hooks, so hooks must not depend on state a rule's code keeps for itself (module globals).
-Lists learned from the feed are learned in both: in the child, to evaluate with them;
-here, to store them.
+The child dies with this process (Linux's parent-death signal) and closes its copy of
+the state store's lock, so an orphan can neither read on nor hold the store.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
+import io
 import marshal
 import os
 import pickle
@@ -43,11 +46,12 @@ import signal
 import struct
 import sys
 import threading
+import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import IO, Any
 
-from pydantic_core import from_json, to_json
+from pydantic_core import from_json
 
 from engine.activity import ActivityRecord, Event, parse_timestamp
 from engine.detection.failures import RuleFailure
@@ -67,7 +71,9 @@ _BUFFER = 1 << 16
 QUEUED = 24  # batches read ahead of correlation (about 8 MB)
 # A message: kind and length, then the payload: a batch (marshal or pickle), or the last.
 _HEADER = struct.Struct("<cI")
-_MARSHAL, _PICKLE, _LAST = b"M", b"P", b"L"
+_MARSHAL, _PICKLE, _OUTPUT, _LAST = b"M", b"P", b"O", b"L"
+_BROKEN = b"!"  # not sent: the receiving thread's own failure
+_PR_SET_PDEATHSIG = 1
 _NONE: tuple[()] = ()
 _RAW = ActivityRecord.raw  # the slots a forwarded record fills on first use
 _CREATED_AT = ActivityRecord.created_at
@@ -85,10 +91,14 @@ class ForwardedRecord(ActivityRecord):
 
     __slots__ = ()
 
-    def __init__(self, epoch: float, ident: str, text: bytes) -> None:
+    def __init__(self, epoch: float, ident: str, text: bytes | dict[str, Any]) -> None:
         self.epoch = epoch
         self.id = ident
-        self.text = text
+        if type(text) is dict:  # an activity read without a line of its own
+            self.text = None
+            _RAW.__set__(self, text)
+        else:
+            self.text = text
 
     @property  # type: ignore[override]
     def raw(self) -> dict[str, Any]:
@@ -129,32 +139,44 @@ def run_forked(
     pipeline: Pipeline,
     records: Callable[[], Records],
     finish: Callable[[], Any] | None = None,
+    started: Callable[[int], None] | None = None,
 ) -> ChildReport:
     """Run `records()` through `pipeline` on two processes: a forked child calls
     `records()`, evaluates each activity and sends what correlation needs; this process
     correlates it, as `pipeline.run` would (commits included; `pipeline.finish()` is the
     caller's). `finish`, if given, runs in the child at the end and its (picklable)
-    value comes back. An exception in the child (an unreadable input) is raised here;
-    if this process stops early, the child is stopped too."""
+    value comes back; `started`, if given, is called here with the child's pid. An
+    exception in the child (an unreadable input) is raised here; if this process stops
+    early, the child is stopped too."""
     read_end, write_end = os.pipe()
     with contextlib.suppress(AttributeError, OSError):  # Linux only; a default pipe works
         fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
     _flush_output()  # what is buffered now is this process's to write, not the child's too
+    parent = os.getpid()
     pid = os.fork()
-    if pid == 0:  # the child: never returns
-        os.close(read_end)
-        _evaluate(pipeline, records, finish, write_end)
+    if pid == 0:  # the child: whatever happens, it never returns into the caller's code
+        try:
+            os.close(read_end)
+            _evaluate(pipeline, records, finish, write_end, parent)
+        finally:
+            os._exit(1)
     os.close(write_end)
-    receiver = _Receiver(read_end)
+    receiver: _Receiver | None = None
     outcome: tuple[str, Any] | None = None
     try:
+        if started is not None:
+            started(pid)
+        receiver = _Receiver(read_end)
         outcome = _correlate(pipeline, receiver)
         if outcome[0] == "done":
             pipeline.commit()
     finally:
         if outcome is None:  # stopped early: the child may be blocked writing
             os.kill(pid, signal.SIGKILL)
-        receiver.close()
+        if receiver is not None:
+            receiver.close()
+        else:
+            os.close(read_end)
         _, status, usage = os.wait4(pid, 0)
     kind, value = outcome
     if kind == "failed":
@@ -177,38 +199,51 @@ class _Receiver:
 
     def __init__(self, read_end: int) -> None:
         self._stream = os.fdopen(read_end, "rb", buffering=_BUFFER)
-        self._queue: queue.Queue[tuple[bytes, bytes] | None] = queue.Queue(QUEUED)
+        self._queue: queue.Queue[tuple[bytes, Any] | None] = queue.Queue(QUEUED)
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="detect-receive", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        read = self._stream.read
-        while True:
-            header = read(_HEADER.size)
-            message = None
-            if len(header) == _HEADER.size:
-                kind, size = _HEADER.unpack(header)
-                payload = read(size)
-                if len(payload) == size:
-                    message = kind, payload
-            while not self._closing:
-                try:
-                    self._queue.put(message, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-            if message is None or self._closing:
-                return
+        message: tuple[bytes, Any] | None = None
+        try:
+            message = self._read()
+            while message is not None:
+                self._put(message)
+                if self._closing:
+                    return
+                message = self._read()
+        except BaseException as error:  # noqa: BLE001 - handed to the correlating thread
+            message = _BROKEN, error
+        self._put(message)  # the last: None at the end of the pipe, or what broke
 
-    def get(self, idle: Callable[[], None]) -> tuple[bytes, bytes] | None:
+    def _read(self) -> tuple[bytes, bytes] | None:
+        header = self._stream.read(_HEADER.size)
+        if len(header) < _HEADER.size:
+            return None
+        kind, size = _HEADER.unpack(header)
+        payload = self._stream.read(size)
+        return (kind, payload) if len(payload) == size else None
+
+    def _put(self, message: tuple[bytes, Any] | None) -> None:
+        while not self._closing:
+            try:
+                self._queue.put(message, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def get(self, idle: Callable[[], None]) -> tuple[bytes, Any] | None:
         """The next (kind, payload); None once the pipe has closed without more. If none
         is waiting, `idle()` runs first."""
         try:
-            return self._queue.get_nowait()
+            message = self._queue.get_nowait()
         except queue.Empty:
             idle()
-        return self._queue.get()
+            message = self._queue.get()
+        if message is not None and message[0] == _BROKEN:
+            raise EvaluatorFailed("reading from the evaluating process failed") from message[1]
+        return message
 
     def close(self) -> None:
         self._closing = True
@@ -229,7 +264,13 @@ def _correlate(pipeline: Pipeline, receiver: _Receiver) -> tuple[str, Any]:
             return "ended", None
         kind, payload = message
         if kind == _LAST:
-            return pickle.loads(payload)
+            try:
+                return pickle.loads(payload)
+            except Exception as error:  # noqa: BLE001 - an exception that does not unpickle
+                return "failed", EvaluatorFailed(f"its last message is unreadable: {error}")
+        if kind == _OUTPUT:
+            sys.stdout.write(payload.decode())
+            continue
         batch = marshal.loads(payload) if kind == _MARSHAL else pickle.loads(payload)
         for item in batch:
             if type(item) is not tuple:
@@ -257,29 +298,44 @@ def _evaluate(
     records: Callable[[], Records],
     finish: Callable[[], Any] | None,
     write_end: int,
+    parent: int,
 ) -> None:
     """The child: evaluate every record and send the batches, then its last message.
     Leaves with `os._exit`, so nothing of the parent's (its store, its buffered output)
-    is flushed or closed twice."""
+    is flushed or closed twice. What rules print is sent to the parent with the batches,
+    which writes it in its place among its own output."""
+    _end_with(parent)
+    pipeline.store.after_fork()
+    sys.stdout = io.StringIO()
     code = 1
     stream = os.fdopen(write_end, "wb", buffering=_BUFFER)
     try:
-        try:
-            _evaluate_all(pipeline, records(), stream)
-            last: tuple[str, Any] = ("done", finish() if finish is not None else None)
-            code = 0
-        except BaseException as error:  # noqa: BLE001 - reported to the parent, which raises it
-            last = ("failed", error)
-        try:
-            payload = pickle.dumps(last, pickle.HIGHEST_PROTOCOL)
-        except Exception:  # noqa: BLE001 - an exception that does not pickle
-            error = EvaluatorFailed(f"{type(last[1]).__name__}: {last[1]}")
-            payload = pickle.dumps(("failed", error), pickle.HIGHEST_PROTOCOL)
-        _send(stream, _LAST, payload)
-        stream.flush()
-    finally:
-        _flush_output()  # what a rule printed
-        os._exit(code)
+        _evaluate_all(pipeline, records(), stream)
+        last: tuple[str, Any] = ("done", finish() if finish is not None else None)
+        code = 0
+    except BaseException as error:  # noqa: BLE001 - reported to the parent, which raises it
+        error.add_note("(in the evaluating process)\n" + "".join(traceback.format_exception(error)))
+        last = ("failed", error)
+    try:
+        payload = pickle.dumps(last, pickle.HIGHEST_PROTOCOL)
+        pickle.loads(payload)  # what the parent will do
+    except Exception:  # noqa: BLE001 - an exception that does not (un)pickle
+        error = EvaluatorFailed(f"{type(last[1]).__name__}: {last[1]}")
+        error.add_note("".join(traceback.format_exception(last[1])))
+        payload = pickle.dumps(("failed", error), pickle.HIGHEST_PROTOCOL)
+    _send(stream, _LAST, payload)
+    stream.flush()
+    _flush_output()
+    os._exit(code)
+
+
+def _end_with(parent: int) -> None:
+    """Have the kernel kill this child when the parent ends (Linux), so an orphan does
+    not read on after a `kill -9` of the parent."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it ended before that took effect
+        os._exit(1)
 
 
 def _flush_output() -> None:
@@ -294,8 +350,14 @@ def _send(stream: IO[bytes], kind: bytes, payload: bytes) -> None:
 
 
 def _send_batch(stream: IO[bytes], batch: list[Any]) -> None:
-    """marshal when the batch is plain data (it nearly always is: twice as fast as
-    pickle), pickle when it holds a rejected record, a rule failure or outputs."""
+    """What rules printed, then the batch: marshal when the batch is plain data (it
+    nearly always is: twice as fast as pickle), pickle when it holds a rejected record,
+    a rule failure or rendered outputs."""
+    printed = sys.stdout
+    if isinstance(printed, io.StringIO) and printed.tell():
+        _send(stream, _OUTPUT, printed.getvalue().encode())
+        printed.seek(0)
+        printed.truncate()
     try:
         _send(stream, _MARSHAL, marshal.dumps(batch, 4))
     except ValueError:
@@ -303,15 +365,20 @@ def _send_batch(stream: IO[bytes], batch: list[Any]) -> None:
 
 
 def _evaluate_all(pipeline: Pipeline, records: Records, stream: IO[bytes]) -> None:
+    """Evaluate and send, a batch every `BATCH` activities; what is evaluated is sent
+    even when reading fails half-way, so the parent keeps all it would have kept."""
     lists = pipeline.ruleset.lists
     lists.keep_in_memory()  # learned here to evaluate with; the parent stores them
     evaluate = pipeline.evaluator.evaluate
     learned_from = pipeline.evaluator.learned
-    # Per rule: its number, and whether its dedup key is worked out here (threshold
-    # rules count every match under it).
+    # Per rule: its number, and what of a match is rendered here. A rule with Python
+    # hooks renders them all here, right after its `rule()`, as one process would (so a
+    # hook may read what `rule()` left in the module); a threshold rule its dedup key,
+    # which the parent needs for every match.
     about = {
         id(rule): (
             number,
+            rule.module is not None,
             rule.alert and rule.threshold is not None and not rule.threshold.anchored,
         )
         for number, rule in enumerate(pipeline.ruleset.rules)
@@ -319,50 +386,58 @@ def _evaluate_all(pipeline: Pipeline, records: Records, stream: IO[bytes]) -> No
     batch: list[Any] = []
     append = batch.append
     activities = 0  # in the batch: rejected records are not counted (nor by commits)
-    for record in records:
-        if type(record) is not ActivityRecord:
-            append(record)
-            continue
-        matches, errors = evaluate(record)
-        learned = learned_from(record, matches) or None
-        # A failed `learn_from` path is a 2-tuple; with it, the parent needs the record.
-        if not (matches or errors or (learned and (len(learned) > 1 or len(learned[0]) == 2))):
-            append((record.epoch, learned))
-        else:
-            sent = []
-            for match in matches:
-                rule = match.rule
-                number, keyed = about[id(rule)]
-                dedup = None
-                rendered = match._rendered
-                if keyed and rendered is None:
-                    try:  # noqa: SIM105 - suppress() is a context manager per match
-                        dedup = rule.render_dedup(record, match._event)
-                    except Exception:  # noqa: BLE001 - the parent renders it again, and reports
-                        pass
-                sent.append(
-                    (
-                        number,
-                        match.distinct_value,
-                        match.new_value,
-                        match.new_value_key,
-                        match.steps,
-                        dedup,
-                        rendered,
+    try:
+        for record in records:
+            if type(record) is not ActivityRecord:
+                append(record)
+                continue
+            matches, errors = evaluate(record)
+            learned = learned_from(record, matches) or None
+            # A failed `learn_from` path is a 2-tuple; with it, the parent needs the record.
+            if not (matches or errors or (learned and (len(learned) > 1 or len(learned[0]) == 2))):
+                append((record.epoch, learned))
+            else:
+                sent = []
+                for match in matches:
+                    rule = match.rule
+                    number, hooks, keyed = about[id(rule)]
+                    dedup = None
+                    rendered = match._rendered
+                    if rendered is None and (hooks or keyed):
+                        # On failure the parent renders again if it needs to, and reports.
+                        try:
+                            if hooks:
+                                rendered = match.rendered
+                            else:
+                                dedup = rule.render_dedup(record, match._event)
+                        except Exception:  # noqa: BLE001
+                            pass
+                    sent.append(
+                        (
+                            number,
+                            match.distinct_value,
+                            match.new_value,
+                            match.new_value_key,
+                            match.steps,
+                            dedup,
+                            rendered,
+                        )
                     )
+                    if rule.learn:
+                        learn_lists(lists, rule, record)  # its failures are the parent's to report
+                failures = (
+                    [(about[id(rule)][0], RuleFailure.of(error)) for rule, error in errors]
+                    if errors
+                    else _NONE
                 )
-                if rule.learn:
-                    learn_lists(lists, rule, record)  # its failures are the parent's to report
-            failures = (
-                [(about[id(rule)][0], RuleFailure.of(error)) for rule, error in errors]
-                if errors
-                else _NONE
-            )
-            text = record.text or to_json(record.raw)
-            append((record.epoch, learned, record.id, text, sent, failures))
-        activities += 1
-        if activities == BATCH:
-            _send_batch(stream, batch)
-            batch.clear()
-            activities = 0
-    _send_batch(stream, batch)
+                # The line as read; an activity from a JSON array has none, and goes as
+                # its mapping (re-encoding it could fail where the reading did not).
+                text = record.text if record.text is not None else record.raw
+                append((record.epoch, learned, record.id, text, sent, failures))
+            activities += 1
+            if activities == BATCH:
+                _send_batch(stream, batch)
+                batch.clear()
+                activities = 0
+    finally:
+        _send_batch(stream, batch)

@@ -25,6 +25,7 @@ from engine.sources.reorder import reorder
 from engine.state.sqlite import SqliteStore
 from engine.state.store import MemoryStore
 from tests.conftest import at, run_detect
+from tests.conftest import write_jsonl as write_raws
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 
@@ -272,3 +273,131 @@ def test_the_cli_replays_stdin_on_two_processes_and_keeps_what_rules_print(
     }
     assert len(alerts[1]) == 6 and alerts[2] == alerts[1]
     assert runs[2].stderr == runs[1].stderr
+
+
+def test_what_rules_print_never_splits_an_alert_line(tmp_path, rules_dir, make_activity):
+    rules_dir.write(
+        "chatty.py", 'def rule(event):\n    print("checked", event["id"])\n    return True\n'
+    )
+    rules_dir.write(
+        "chatty.yml",
+        "id: t.chatty\nname: chatty\nseverity: low\nmatch: {type: login}\npython: chatty.py\n"
+        'dedup: {key: "{id}", window: 1m}\n',
+    )
+    raws = [make_activity(created_at=at(minutes=m)) for m in range(3000)]  # alerts close as it runs
+    write_raws(tmp_path / "feed.jsonl", raws)
+    done = run_detect(
+        "replay", "feed.jsonl", "--rules", str(rules_dir.path), "--processes", "2",
+        "--format", "jsonl", "--no-quarantine", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    printed = [line for line in lines if line.startswith("checked ")]
+    alerts = [json.loads(line) for line in lines if not line.startswith("checked ")]
+    assert len(printed) == len(alerts) == 3000
+
+
+def test_an_array_activity_goes_across_as_read_even_when_it_would_not_re_encode(
+    tmp_path, rules_dir, make_activity
+):
+    rules_dir.write("all.yml", "id: t.all\nname: all\nseverity: low\nmatch: {type: login}\n")
+    feed = tmp_path / "feed.json"
+    feed.write_text(json.dumps([make_activity(note="\ud800")]))  # a lone surrogate
+    outputs = []
+    for processes in (1, 2):
+        out = io.StringIO()
+        options = ReplayOptions(format="jsonl", quarantine=None, processes=processes)
+        stats = replay([str(feed)], rules_dir.load(), options, out=out, err=io.StringIO())
+        outputs.append((stats, out.getvalue()))
+    assert outputs[1] == outputs[0] and outputs[0][0].alerts == 1
+
+
+def test_what_was_evaluated_before_an_input_failed_is_kept_as_with_one_process(tmp_path):
+    feed = _feed(tmp_path, 1700)  # not a whole number of batches
+    missing = str(tmp_path / "missing.jsonl")
+    states = []
+    for processes in (1, 2):
+        path = tmp_path / f"state{processes}.db"
+        store = SqliteStore(path)
+        options = ReplayOptions(quarantine=None, processes=processes, reorder_capacity=50)
+        with pytest.raises(InputError):
+            replay([str(feed), missing], load_rules([bundled_rules_dir()]), options,
+                   out=io.StringIO(), store=store)  # fmt: skip
+        store.close()
+        with sqlite3.connect(path) as db:
+            states.append(db.execute("SELECT * FROM state ORDER BY 1, 2").fetchall())
+    assert states[1] == states[0] and len(states[0]) > 100
+
+
+class _Odd(Exception):
+    def __init__(self, path, why):  # pickles, but does not unpickle
+        super().__init__(f"{path}: {why}")
+
+
+def test_a_child_exception_that_cannot_cross_is_reported_by_name(tmp_path):
+    pipeline = Pipeline(load_rules([bundled_rules_dir()]), MemoryStore())
+
+    def records():
+        raise _Odd("feed.jsonl", "odd")
+        yield
+
+    with pytest.raises(EvaluatorFailed, match=r"_Odd: feed\.jsonl: odd"):
+        run_forked(pipeline, records)
+
+
+def test_a_failure_reading_from_the_child_is_raised_not_waited_on(tmp_path, monkeypatch):
+    import engine.forked_replay as forked
+
+    feed = _feed(tmp_path, 3000)
+    reads = iter(range(100))
+    real = forked._Receiver._read
+
+    def failing(self):
+        if next(reads) == 2:
+            raise MemoryError
+        return real(self)
+
+    monkeypatch.setattr(forked._Receiver, "_read", failing)
+    pipeline = Pipeline(load_rules([bundled_rules_dir()]), MemoryStore())
+    with pytest.raises(EvaluatorFailed, match="reading from the evaluating process failed"):
+        run_forked(pipeline, lambda: reorder(read_source(str(feed))))
+
+
+def test_the_child_lets_go_of_the_state_lock(tmp_path):
+    store = SqliteStore(tmp_path / "state.db")
+    pipeline = Pipeline(load_rules([bundled_rules_dir()]), store)
+    fd = store._lock.fileno()
+
+    def lock_closed_here() -> bool:
+        try:
+            os.fstat(fd)
+        except OSError:
+            return True
+        return False
+
+    report = run_forked(pipeline, lambda: iter(()), lock_closed_here)
+    assert report.result is True
+    os.fstat(fd)  # still open here
+    store.close()
+
+
+def test_python_hooks_see_what_rule_left_in_the_module(tmp_path, rules_dir, make_activity):
+    rules_dir.write(
+        "memo.py",
+        "LAST = {}\n\ndef rule(event):\n"
+        "    LAST['who'] = event.deep_get('actor', 'email_address')\n    return True\n\n"
+        "def title(event):\n    return 'login by ' + LAST.get('who', 'UNKNOWN')\n",
+    )
+    rules_dir.write(
+        "memo.yml",
+        "id: t.memo\nname: memo\nseverity: low\nmatch: {type: login}\npython: memo.py\n"
+        "threshold: {count: 2, window: 10m}\n",
+    )
+    feed = write_raws(tmp_path / "feed.jsonl", [make_activity(created_at=at(m)) for m in (0, 1)])
+    titles = []
+    for processes in (1, 2):
+        out = io.StringIO()
+        options = ReplayOptions(format="jsonl", quarantine=None, processes=processes)
+        replay([str(feed)], rules_dir.load(), options, out=out, err=io.StringIO())
+        titles.append([json.loads(line)["title"] for line in out.getvalue().splitlines()])
+    assert titles[1] == titles[0] == ["login by ana@example.com"]

@@ -285,6 +285,13 @@ class SqliteStore:
                 # The commit stands (its changes are in the journal); a later commit folds.
                 log.warning("state store: folding the journal failed, will retry: %s", error)
 
+    def after_fork(self) -> None:
+        """In a forked child: close its copy of the lock file, so the lock is released
+        when the parent ends even if the child outlives it. The database is not touched:
+        the connection belongs to the parent."""
+        if self._lock is not None:
+            os.close(self._lock.fileno())
+
     def idle(self) -> None:
         """Fold the journal early, when the caller would otherwise wait (a replay whose
         evaluating process is behind): the fold on close, or every `FOLD_EVERY` commits,

@@ -44,6 +44,11 @@ class StateStore(Protocol):
         wait for a later commit or the close may run now. Does nothing while changes are
         pending (it must not write what is not committed)."""
 
+    def after_fork(self) -> None:
+        """Called in a child forked from the process that opened the store, which the
+        child will not use: let go of what the child inherited that must end with the
+        parent (the SQLite store's lock)."""
+
     def close(self) -> None: ...
 
 
@@ -97,6 +102,9 @@ class MemoryStore:
 
     def idle(self) -> None:
         """No housekeeping to do."""
+
+    def after_fork(self) -> None:
+        """Nothing inherited to let go of."""
 
     def close(self) -> None:
         """Nothing to release."""
