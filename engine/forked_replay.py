@@ -46,6 +46,7 @@ import signal
 import struct
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -233,17 +234,19 @@ class _Receiver:
             except queue.Full:
                 continue
 
-    def get(self, idle: Callable[[], None]) -> tuple[bytes, Any] | None:
-        """The next (kind, payload); None once the pipe has closed without more. If none
-        is waiting, `idle()` runs first."""
+    def get(self) -> tuple[tuple[bytes, Any] | None, float]:
+        """The next (kind, payload), None once the pipe has closed without more; and the
+        seconds spent waiting for it."""
+        waited = 0.0
         try:
             message = self._queue.get_nowait()
         except queue.Empty:
-            idle()
+            started = time.perf_counter()
             message = self._queue.get()
+            waited = time.perf_counter() - started
         if message is not None and message[0] == _BROKEN:
             raise EvaluatorFailed("reading from the evaluating process failed") from message[1]
-        return message
+        return message, waited
 
     def close(self) -> None:
         self._closing = True
@@ -258,8 +261,12 @@ def _correlate(pipeline: Pipeline, receiver: _Receiver) -> tuple[str, Any]:
     options = pipeline.ruleset.options
     correlate = pipeline.correlate
     reject = pipeline.reject
+    # Seconds this side has waited for the child lately: time its store's chores may
+    # take now without slowing the replay (the queue covers the while).
+    slack = 0.0
     while True:
-        message = receiver.get(pipeline.idle)
+        message, waited = receiver.get()
+        slack += waited
         if message is None:
             return "ended", None
         kind, payload = message
@@ -291,6 +298,8 @@ def _correlate(pipeline: Pipeline, receiver: _Receiver) -> tuple[str, Any]:
                 matches.append(match)
             failures = [(rules[number], failure) for number, failure in failed]
             correlate(epoch, record, matches, failures, learned or _NONE)
+        if slack:
+            slack = max(0.0, slack - pipeline.idle(slack))
 
 
 def _evaluate(

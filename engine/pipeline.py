@@ -198,9 +198,10 @@ class Pipeline:
                 self._last_purge = now
         self.store.commit()
 
-    def idle(self) -> None:
-        """Nothing to correlate for a moment: let the store do its housekeeping."""
-        self.store.idle()
+    def idle(self, budget: float) -> float:
+        """This side has had `budget` seconds with nothing to correlate lately: let the
+        store do housekeeping of about that cost; the seconds it took."""
+        return self.store.idle(budget)
 
     def suspend(self) -> Stats:
         """A clean stop: commit, keeping what only memory held, so the next process on

@@ -355,7 +355,7 @@ def test_detect_replay_on_a_state_in_use_says_so_and_fails(tmp_path):
     assert "Traceback" not in done.stderr
 
 
-def test_idle_folds_only_what_is_committed_and_only_enough_of_it(tmp_path, monkeypatch):
+def test_idle_folds_only_what_is_committed_and_only_what_the_time_allows(tmp_path, monkeypatch):
     monkeypatch.setattr("engine.state.sqlite.IDLE_FOLD", 3)
     path = tmp_path / "state.db"
     store = SqliteStore(path)
@@ -363,16 +363,16 @@ def test_idle_folds_only_what_is_committed_and_only_enough_of_it(tmp_path, monke
     store.put("ns", "a", seen)
     store.put("ns", "b", "x")
     store.commit()
-    store.idle()  # two keys wait: not worth a fold
-    assert peek(path, "SELECT key FROM state") == []
+    assert store.idle(1.0) == 0.0  # two keys wait: not worth a fold
     store.put("ns", "c", 3)
     store.commit()
     seen["v"] = 2  # changed on its way to being put again...
     store.put("ns", "a", seen)
-    store.idle()  # ...so nothing is folded while that is pending
-    assert peek(path, "SELECT key FROM state") == []
+    assert store.idle(1.0) == 0.0  # ...so nothing is folded while that is pending
     store.commit()
-    store.idle()
+    assert store.idle(1e-6) == 0.0  # three keys take longer than a microsecond
+    assert peek(path, "SELECT key FROM state") == []
+    assert store.idle(1.0) > 0.0
     assert peek(path, "SELECT * FROM journal") == []
     assert dict(peek(path, "SELECT key, value FROM state")) == {
         "a": '{"v":2}',

@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -45,8 +46,10 @@ _MISSING = object()
 FOLD_EVERY = 250
 MAX_UNFOLDED = 20_000
 JOURNAL_ROW = 2000  # changes per journal row
-# Changed keys worth a fold when the store is idle (see `idle`).
+# Changed keys worth a fold when the store is idle, and about what a fold costs per key
+# (see `idle`).
 IDLE_FOLD = 1000
+FOLD_SECONDS_PER_KEY = 10e-6
 _UPSERT = (
     "INSERT INTO state (namespace, key, value, expires) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, "
@@ -292,15 +295,19 @@ class SqliteStore:
         if self._lock is not None:
             os.close(self._lock.fileno())
 
-    def idle(self) -> None:
-        """Fold the journal early, when the caller would otherwise wait (a replay whose
-        evaluating process is behind): the fold on close, or every `FOLD_EVERY` commits,
-        then finds little left. Only right after a commit: a value put since may already
-        hold changes that are not committed."""
+    def idle(self, budget: float) -> float:
+        """Fold the journal early, when the caller has had the time for it (a replay
+        whose evaluating process is behind), so the fold on close, or every `FOLD_EVERY`
+        commits, finds little left. Only right after a commit: a value put since may
+        already hold changes that are not committed."""
         if self._pending or self._pending_alerts or self._pending_meta:
-            return
-        if len(self._unfolded) >= IDLE_FOLD:
-            self.fold()
+            return 0.0
+        waiting = len(self._unfolded)
+        if waiting < IDLE_FOLD or waiting * FOLD_SECONDS_PER_KEY > budget:
+            return 0.0
+        started = time.perf_counter()
+        self.fold()
+        return time.perf_counter() - started
 
     def fold(self) -> None:
         """Move the committed changes from the journal into the state table, each key once."""

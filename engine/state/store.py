@@ -39,10 +39,11 @@ class StateStore(Protocol):
 
     def commit(self) -> None: ...
 
-    def idle(self) -> None:
-        """The caller has nothing to do for a moment: housekeeping that would otherwise
-        wait for a later commit or the close may run now. Does nothing while changes are
-        pending (it must not write what is not committed)."""
+    def idle(self, budget: float) -> float:
+        """The caller has had `budget` seconds with nothing to do lately: housekeeping of
+        about that cost that would otherwise wait for a later commit or the close may run
+        now; returns the seconds it took. Does nothing while changes are pending (it must
+        not write what is not committed)."""
 
     def after_fork(self) -> None:
         """Called in a child forked from the process that opened the store, which the
@@ -100,8 +101,9 @@ class MemoryStore:
     def commit(self) -> None:
         """Nothing to do: memory is as durable as it gets."""
 
-    def idle(self) -> None:
+    def idle(self, budget: float) -> float:
         """No housekeeping to do."""
+        return 0.0
 
     def after_fork(self) -> None:
         """Nothing inherited to let go of."""
