@@ -22,7 +22,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -46,18 +46,21 @@ def _pss_mb(pid: int) -> float | None:
 
 
 class _MemoryWatch:
-    """The peak memory of this process and its evaluating child together. Their RSS
-    figures would count twice what they share since the fork (the interpreter, the
-    modules, the rules), so their PSS is summed instead, sampled every `EVERY` seconds
-    (memory here grows and shrinks slowly: bounded buffers and state)."""
+    """The peak memory of the pipeline's processes together, as their proportional set
+    size (PSS), sampled every `EVERY` seconds. Two processes' RSS figures would count
+    twice the pages they share since the fork (the interpreter, the modules, the rules);
+    one process is watched the same way, so the two figures compare. A sample is a
+    tenth of a millisecond per process."""
 
-    EVERY = 0.1
+    EVERY = 0.02
 
     def __init__(self) -> None:
         self.pids = [os.getpid()]
         self.peak_mb = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bench-memory", daemon=True)
+
+    def start(self) -> None:
         self._thread.start()
 
     def _run(self) -> None:
@@ -70,7 +73,8 @@ class _MemoryWatch:
 
     def stop(self) -> float:
         self._stop.set()
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
         self.sample()
         return self.peak_mb
 
@@ -93,8 +97,8 @@ def measure_pipeline(
 ) -> dict[str, Any]:
     """The full pipeline over the file into a fresh SQLite store, as `detect replay
     --processes N` runs it; with `profile`, each rule's evaluation is timed too (a
-    separate run: timing costs time). With two processes the peak memory is that of both
-    together, shared pages counted once (`_MemoryWatch`)."""
+    separate run: timing costs time). Memory: the peak RSS (with two processes, the sum
+    of both peaks), and the peak PSS of the processes together (`_MemoryWatch`)."""
     from engine.detection.loader import load_rules
     from engine.pipeline import Pipeline, collect_less
     from engine.sources.files import read_source
@@ -113,22 +117,27 @@ def measure_pipeline(
         pipeline = Pipeline(ruleset, store, [lambda change: delivered.clear()])
         collect_less()  # as `detect run` and `detect replay` do
         started = time.perf_counter()
-        watch = None
+        watch = _MemoryWatch() if _pss_mb(os.getpid()) is not None else None
         child_rss = 0.0
-        if processes > 1 and _pss_mb(os.getpid()) is not None:
-            watch = _MemoryWatch()
         if processes > 1:
             from engine.forked_replay import run_forked
 
+            def forked(pid: int) -> None:  # the watch starts after the fork, not before
+                if watch is not None:
+                    watch.pids.append(pid)
+                    watch.start()
+
             report = run_forked(
-                pipeline,
-                lambda: reorder(read_source(str(path))),
-                lambda: per_rule,
-                watch.pids.append if watch is not None else None,
+                pipeline, lambda: reorder(read_source(str(path))), lambda: per_rule, forked
             )
+            if watch is not None:
+                watch.sample()
+                watch.pids[1:] = []  # reaped: its pid may be anyone's now
             per_rule = report.result  # the child evaluated, and timed, the rules
             child_rss = report.peak_rss_mb
         else:
+            if watch is not None:
+                watch.start()
             pipeline.run(reorder(read_source(str(path))))
         pipeline.finish()
         store.close()  # folds the state journal into its table
@@ -146,10 +155,9 @@ def measure_pipeline(
         "rules": len(ruleset.rules),
         "seconds": seconds,
         "processes": processes,
-        # One process: its peak RSS. Two: their peak PSS together where it can be read
-        # (the sum of both peak RSS, which counts shared pages twice, elsewhere).
-        "peak_rss_mb": peak_pss if peak_pss is not None else _peak_rss_mb() + child_rss,
-        "peak_rss_sum_mb": _peak_rss_mb() + child_rss,
+        # Two processes: the sum of both peaks (shared pages counted twice).
+        "peak_rss_mb": _peak_rss_mb() + child_rss,
+        "peak_pss_mb": peak_pss,
         "state_rows": state_rows,
         "state_bytes": db_bytes,
     }
@@ -332,6 +340,11 @@ def _child(
     return json.loads(done.stdout)
 
 
+def _max_known(values: Iterable[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return max(known) if known else None
+
+
 def _median(runs: list[dict[str, Any]], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
@@ -389,7 +402,7 @@ def run_bench(
         "pipeline_per_s": pipeline_rate,
         "ratio": pipeline_rate / loads_rate,
         "pipeline_peak_rss_mb": max(r["peak_rss_mb"] for r in pipeline_runs),
-        "pipeline_rss_sum_mb": max(r["peak_rss_sum_mb"] for r in pipeline_runs),
+        "pipeline_peak_pss_mb": _max_known(r["peak_pss_mb"] for r in pipeline_runs),
         "loads_peak_rss_mb": max(r["peak_rss_mb"] for r in loads_runs),
         "state_rows": pipeline_runs[0]["state_rows"],
         "state_bytes": pipeline_runs[0]["state_bytes"],
@@ -465,13 +478,16 @@ def _print(f: dict[str, Any], out: IO[str]) -> None:
     print(f"file      {f['file']} ({f['activities']:,} activities, {mb:,.1f} MB)", file=out)
     print(f"machine   Python {f['python']}, {f['cpus']} CPUs; medians of {f['repeat']}", file=out)
     print("", file=out)
-    print(f"{'':24}{'activities/s':>14}{'peak RSS MB':>14}", file=out)
+    pss = f["pipeline_peak_pss_mb"]
+    print(f"{'':24}{'activities/s':>14}{'peak RSS MB':>14}{'peak PSS MB':>14}", file=out)
     print(
-        f"{'json.loads loop':24}{f['json_loads_per_s']:>14,.0f}{f['loads_peak_rss_mb']:>14.1f}",
+        f"{'json.loads loop':24}{f['json_loads_per_s']:>14,.0f}{f['loads_peak_rss_mb']:>14.1f}"
+        f"{'-':>14}",
         file=out,
     )
     print(
-        f"{'full pipeline':24}{f['pipeline_per_s']:>14,.0f}{f['pipeline_peak_rss_mb']:>14.1f}",
+        f"{'full pipeline':24}{f['pipeline_per_s']:>14,.0f}{f['pipeline_peak_rss_mb']:>14.1f}"
+        f"{'-' if pss is None else f'{pss:.1f}':>14}",
         file=out,
     )
     print(f"ratio     {f['ratio']:.2f} of the json.loads floor", file=out)
@@ -479,8 +495,8 @@ def _print(f: dict[str, Any], out: IO[str]) -> None:
         print(
             f"processes {f['processes']}: one reads and evaluates, one correlates and stores"
             " (--processes 1 for one)\n"
-            "          their peak memory together is their PSS, sampled (the sum of their peak"
-            f" RSS counts shared pages twice: {f['pipeline_rss_sum_mb']:.1f} MB)",
+            "          RSS: the sum of both peaks, counting the pages they share twice;"
+            " PSS (sampled): once",
             file=out,
         )
     print(

@@ -19,14 +19,18 @@ is:
   `(rule index, distinct value, new value, its key, sequence steps, dedup key, outputs)`
   and a failure `(rule index, RuleFailure)`.
 
-`learned` is `Evaluator.learned`'s list, or None. A rule with Python hooks renders its
-outputs in the child, right after its `rule()` (a hook may read what `rule()` left in
-the module, as with one process); a threshold rule its dedup key, which the parent needs
-for every match; a Panther rule renders eagerly anyway. Everything else a match renders
-is rendered here, on first use, from a `ForwardedRecord`: the activity's JSON line (or,
-from a JSON array, its mapping), decoded only if something reads it (an alert's events,
-a title, a sequence's steps). What rules print goes to this process with the batches and
-is written here, so it never splits a line of this process's output.
+`learned` is `Evaluator.learned`'s list, or None. The dedup key of a threshold rule,
+which the parent needs for every match, is rendered in the child (or its failure sent,
+to be raised where the key is needed); a Panther rule's outputs cross as it rendered them.
+Everything else a match renders is rendered here when an alert needs it, as with one
+process, from a `ForwardedRecord`: the activity's JSON line (or, from a JSON array, its
+mapping), decoded only if something reads it (an alert's events, a title, a sequence's
+steps). So a rule's Python hooks run as often as with one process, and in this process
+but for `rule()` and a threshold rule's `dedup()`: hooks are functions of the event, and
+one that reads what `rule()` left in its module would not find it here. What rules print
+in the child crosses as bytes, in the child's encoding of this process's stdout, and is
+written here after the alerts the activity's time closes and before its own, as with
+one process.
 
 The child dies with this process (Linux's parent-death signal) and closes its copy of
 the state store's lock, so an orphan can neither read on nor hold the store.
@@ -36,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import fcntl
 import io
 import marshal
@@ -52,11 +57,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import IO, Any
 
-from pydantic_core import from_json
+from pydantic_core import from_json, to_json
 
 from engine.activity import ActivityRecord, Event, parse_timestamp
-from engine.detection.failures import RuleFailure
-from engine.detection.rule import Match
+from engine.detection.failures import RuleFailed, RuleFailure
+from engine.detection.rule import Match, Rendered
 from engine.pipeline import Pipeline, learn_lists
 from engine.sources.files import Rejected
 
@@ -70,9 +75,10 @@ BATCH = 500
 PIPE_SIZE = 1 << 20
 _BUFFER = 1 << 16
 QUEUED = 24  # batches read ahead of correlation (about 8 MB)
+MAX_SLACK = 0.5  # seconds of waiting the parent may spend on chores later
 # A message: kind and length, then the payload: a batch (marshal or pickle), or the last.
 _HEADER = struct.Struct("<cI")
-_MARSHAL, _PICKLE, _OUTPUT, _LAST = b"M", b"P", b"O", b"L"
+_MARSHAL, _PICKLE, _LAST = b"M", b"P", b"L"
 _BROKEN = b"!"  # not sent: the receiving thread's own failure
 _PR_SET_PDEATHSIG = 1
 _NONE: tuple[()] = ()
@@ -261,12 +267,14 @@ def _correlate(pipeline: Pipeline, receiver: _Receiver) -> tuple[str, Any]:
     options = pipeline.ruleset.options
     correlate = pipeline.correlate
     reject = pipeline.reject
+    advance = pipeline.advance
+    printed: bytes | None = None
     # Seconds this side has waited for the child lately: time its store's chores may
     # take now without slowing the replay (the queue covers the while).
     slack = 0.0
     while True:
         message, waited = receiver.get()
-        slack += waited
+        slack = min(slack + waited, MAX_SLACK)
         if message is None:
             return "ended", None
         kind, payload = message
@@ -275,14 +283,19 @@ def _correlate(pipeline: Pipeline, receiver: _Receiver) -> tuple[str, Any]:
                 return pickle.loads(payload)
             except Exception as error:  # noqa: BLE001 - an exception that does not unpickle
                 return "failed", EvaluatorFailed(f"its last message is unreadable: {error}")
-        if kind == _OUTPUT:
-            sys.stdout.write(payload.decode())
-            continue
         batch = marshal.loads(payload) if kind == _MARSHAL else pickle.loads(payload)
         for item in batch:
             if type(item) is not tuple:
-                reject(item)
+                if type(item) is bytes:
+                    printed = item  # by the next activity's rules: written in its place
+                else:
+                    reject(item)
                 continue
+            if printed is not None:
+                # As with one process: after the alerts its time closes, before its own.
+                advance(item[0])
+                _write_printed(printed)
+                printed = None
             if len(item) == 2:
                 correlate(item[0], None, _NONE, _NONE, item[1] or _NONE)
                 continue
@@ -293,7 +306,7 @@ def _correlate(pipeline: Pipeline, receiver: _Receiver) -> tuple[str, Any]:
                 rule = rules[number]
                 event = Event.of(record, options) if rule.needs_event else None
                 match = Match(rule, record, event, distinct, new_value, key, steps)
-                match._dedup = dedup
+                match._dedup = RuleFailed(dedup) if type(dedup) is RuleFailure else dedup
                 match._rendered = rendered
                 matches.append(match)
             failures = [(rules[number], failure) for number, failure in failed]
@@ -315,11 +328,19 @@ def _evaluate(
     which writes it in its place among its own output."""
     _end_with(parent)
     pipeline.store.after_fork()
-    sys.stdout = io.StringIO()
+    # What rules print is encoded as this process's stdout would (so a character it
+    # cannot take fails in the rule, as with one process) and sent in its place.
+    printed = io.BytesIO()
+    sys.stdout = io.TextIOWrapper(
+        printed,
+        encoding=getattr(sys.stdout, "encoding", None) or "utf-8",
+        errors=getattr(sys.stdout, "errors", None) or "strict",
+        write_through=True,
+    )
     code = 1
     stream = os.fdopen(write_end, "wb", buffering=_BUFFER)
     try:
-        _evaluate_all(pipeline, records(), stream)
+        _evaluate_all(pipeline, records(), stream, printed)
         last: tuple[str, Any] = ("done", finish() if finish is not None else None)
         code = 0
     except BaseException as error:  # noqa: BLE001 - reported to the parent, which raises it
@@ -328,9 +349,11 @@ def _evaluate(
     try:
         payload = pickle.dumps(last, pickle.HIGHEST_PROTOCOL)
         pickle.loads(payload)  # what the parent will do
-    except Exception:  # noqa: BLE001 - an exception that does not (un)pickle
-        error = EvaluatorFailed(f"{type(last[1]).__name__}: {last[1]}")
-        error.add_note("".join(traceback.format_exception(last[1])))
+    except Exception:  # noqa: BLE001 - a value or exception that does not (un)pickle
+        kind, value = last
+        error = EvaluatorFailed(f"{type(value).__name__}: {value}")
+        if kind == "failed":
+            error.add_note("".join(traceback.format_exception(value)))
         payload = pickle.dumps(("failed", error), pickle.HIGHEST_PROTOCOL)
     _send(stream, _LAST, payload)
     stream.flush()
@@ -348,9 +371,21 @@ def _end_with(parent: int) -> None:
 
 
 def _flush_output() -> None:
-    for output in (sys.stdout, sys.stderr):
+    for output in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
         with contextlib.suppress(Exception):
-            output.flush()
+            output.flush()  # type: ignore[union-attr]
+
+
+def _write_printed(data: bytes) -> None:
+    """Write what a rule printed in the child, in its place among this process's output."""
+    out = sys.stdout
+    raw = getattr(out, "buffer", None)
+    if raw is None:  # a text-only stream (a test's capture)
+        out.write(data.decode(getattr(out, "encoding", None) or "utf-8", "replace"))
+        return
+    out.flush()
+    raw.write(data)
+    raw.flush()
 
 
 def _send(stream: IO[bytes], kind: bytes, payload: bytes) -> None:
@@ -359,39 +394,62 @@ def _send(stream: IO[bytes], kind: bytes, payload: bytes) -> None:
 
 
 def _send_batch(stream: IO[bytes], batch: list[Any]) -> None:
-    """What rules printed, then the batch: marshal when the batch is plain data (it
-    nearly always is: twice as fast as pickle), pickle when it holds a rejected record,
-    a rule failure or rendered outputs."""
-    printed = sys.stdout
-    if isinstance(printed, io.StringIO) and printed.tell():
-        _send(stream, _OUTPUT, printed.getvalue().encode())
-        printed.seek(0)
-        printed.truncate()
+    """marshal when the batch is plain data (it nearly always is: twice as fast as
+    pickle), pickle when it holds a rejected record, a rule failure or a Panther rule's
+    outputs; outputs that do not pickle (a context() value of some odd class) cross as
+    the JSON the outbox would store them as."""
     try:
         _send(stream, _MARSHAL, marshal.dumps(batch, 4))
+        return
     except ValueError:
-        _send(stream, _PICKLE, pickle.dumps(batch, pickle.HIGHEST_PROTOCOL))
+        pass
+    try:
+        payload = pickle.dumps(batch, pickle.HIGHEST_PROTOCOL)
+    except Exception:  # noqa: BLE001 - some rendered output does not pickle
+        payload = pickle.dumps([_picklable(item) for item in batch], pickle.HIGHEST_PROTOCOL)
+    _send(stream, _PICKLE, payload)
 
 
-def _evaluate_all(pipeline: Pipeline, records: Records, stream: IO[bytes]) -> None:
+def _picklable(item: Any) -> Any:
+    if type(item) is not tuple or len(item) == 2:
+        return item
+    *head, sent, failures = item
+    sent = [(*match[:6], _plain(match[6])) for match in sent]
+    return (*head, sent, failures)
+
+
+def _plain(rendered: Rendered | None) -> Rendered | None:
+    if rendered is None:
+        return None
+    try:
+        pickle.dumps(rendered, pickle.HIGHEST_PROTOCOL)
+        return rendered
+    except Exception:  # noqa: BLE001
+        context = from_json(to_json(rendered.context, fallback=str))
+        return dataclasses.replace(rendered, context=context)
+
+
+def _evaluate_all(
+    pipeline: Pipeline, records: Records, stream: IO[bytes], printed: io.BytesIO
+) -> None:
     """Evaluate and send, a batch every `BATCH` activities; what is evaluated is sent
-    even when reading fails half-way, so the parent keeps all it would have kept."""
+    even when reading fails half-way, so the parent keeps all it would have kept. What
+    the rules print (into `printed`) goes in the batch before the activity's item."""
     lists = pipeline.ruleset.lists
     lists.keep_in_memory()  # learned here to evaluate with; the parent stores them
     evaluate = pipeline.evaluator.evaluate
     learned_from = pipeline.evaluator.learned
-    # Per rule: its number, and what of a match is rendered here. A rule with Python
-    # hooks renders them all here, right after its `rule()`, as one process would (so a
-    # hook may read what `rule()` left in the module); a threshold rule its dedup key,
-    # which the parent needs for every match.
+    # Per rule: its number, and whether its dedup key is worked out here (a threshold
+    # rule needs it for every match). Everything else renders in the parent, when an
+    # alert needs it, as with one process.
     about = {
         id(rule): (
             number,
-            rule.module is not None,
             rule.alert and rule.threshold is not None and not rule.threshold.anchored,
         )
         for number, rule in enumerate(pipeline.ruleset.rules)
     }
+    was_printed = printed.tell
     batch: list[Any] = []
     append = batch.append
     activities = 0  # in the batch: rejected records are not counted (nor by commits)
@@ -404,23 +462,19 @@ def _evaluate_all(pipeline: Pipeline, records: Records, stream: IO[bytes]) -> No
             learned = learned_from(record, matches) or None
             # A failed `learn_from` path is a 2-tuple; with it, the parent needs the record.
             if not (matches or errors or (learned and (len(learned) > 1 or len(learned[0]) == 2))):
-                append((record.epoch, learned))
+                item: tuple[Any, ...] = (record.epoch, learned)
             else:
                 sent = []
                 for match in matches:
                     rule = match.rule
-                    number, hooks, keyed = about[id(rule)]
+                    number, keyed = about[id(rule)]
                     dedup = None
                     rendered = match._rendered
-                    if rendered is None and (hooks or keyed):
-                        # On failure the parent renders again if it needs to, and reports.
+                    if keyed and rendered is None:
                         try:
-                            if hooks:
-                                rendered = match.rendered
-                            else:
-                                dedup = rule.render_dedup(record, match._event)
-                        except Exception:  # noqa: BLE001
-                            pass
+                            dedup = rule.render_dedup(record, match._event)
+                        except Exception as error:  # noqa: BLE001 - the parent reports it
+                            dedup = RuleFailure.of(error)
                     sent.append(
                         (
                             number,
@@ -442,7 +496,12 @@ def _evaluate_all(pipeline: Pipeline, records: Records, stream: IO[bytes]) -> No
                 # The line as read; an activity from a JSON array has none, and goes as
                 # its mapping (re-encoding it could fail where the reading did not).
                 text = record.text if record.text is not None else record.raw
-                append((record.epoch, learned, record.id, text, sent, failures))
+                item = (record.epoch, learned, record.id, text, sent, failures)
+            if was_printed():  # what its rules printed, before its alerts
+                append(printed.getvalue())
+                printed.seek(0)
+                printed.truncate()
+            append(item)
             activities += 1
             if activities == BATCH:
                 _send_batch(stream, batch)

@@ -115,6 +115,13 @@ class Pipeline:
         failures = [(rule, RuleFailure.of(error)) for rule, error in errors] if errors else ()
         self.correlate(record.epoch, record, matches, failures, evaluator.learned(record, matches))
 
+    def advance(self, epoch: float) -> None:
+        """Move event time to `epoch`, emitting the alerts whose windows it closes (what
+        `correlate` does first; after this, it finds nothing more to close)."""
+        closed = self.correlator.advance(epoch)
+        if closed:
+            self._emit(closed)
+
     def reject(self, rejected: Rejected) -> None:
         self.stats.rejected += 1
         if self.on_rejected is not None:

@@ -23,5 +23,6 @@ def test_two_processes_measure_the_same_work_and_time_each_rule(tmp_path):
     counts = {rule: (r["evaluations"], r["matches"]) for rule, r in one["per_rule"].items()}
     assert {rule: (r["evaluations"], r["matches"]) for rule, r in two["per_rule"].items()} == counts
     assert sum(r["seconds"] for r in two["per_rule"].values()) > 0
-    # Shared pages are counted once: less than the two peaks added up.
-    assert 10 < two["peak_rss_mb"] < two["peak_rss_sum_mb"]
+    # Shared pages are counted once by PSS, twice by the two peak RSS figures added up.
+    assert 10 < two["peak_pss_mb"] < two["peak_rss_mb"]
+    assert 10 < one["peak_pss_mb"] <= one["peak_rss_mb"] < two["peak_rss_mb"]

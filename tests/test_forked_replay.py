@@ -381,23 +381,65 @@ def test_the_child_lets_go_of_the_state_lock(tmp_path):
     store.close()
 
 
-def test_python_hooks_see_what_rule_left_in_the_module(tmp_path, rules_dir, make_activity):
+def test_hooks_run_and_fail_as_with_one_process(tmp_path, rules_dir, make_activity, monkeypatch):
+    """Hooks render in the correlating process when an alert needs them: as often as with
+    one process, their failures reported alike, their prints in the same place."""
     rules_dir.write(
-        "memo.py",
-        "LAST = {}\n\ndef rule(event):\n"
-        "    LAST['who'] = event.deep_get('actor', 'email_address')\n    return True\n\n"
-        "def title(event):\n    return 'login by ' + LAST.get('who', 'UNKNOWN')\n",
+        "hooks.py",
+        "def rule(event):\n    return True\n\n"
+        "def title(event):\n    print('title for', event['id'], event.get('note'))\n"
+        "    if event.get('bad'):\n        raise ValueError('no title for ' + event['id'])\n"
+        "    return 'hello ' + event['id']\n\n"
+        "def dedup(event):\n    print('dedup for', event['id'], event.get('note'))\n"
+        "    return 'odd' if int(event['id'][-1]) % 2 else 'even'\n",
     )
     rules_dir.write(
-        "memo.yml",
-        "id: t.memo\nname: memo\nseverity: low\nmatch: {type: login}\npython: memo.py\n"
-        "threshold: {count: 2, window: 10m}\n",
+        "hooks.yml",
+        "id: t.hooks\nname: hooks\nseverity: low\nmatch: {type: login}\npython: hooks.py\n"
+        "threshold: {count: 2, window: 10m}\ndedup: {window: 1m}\n",
     )
-    feed = write_raws(tmp_path / "feed.jsonl", [make_activity(created_at=at(m)) for m in (0, 1)])
-    titles = []
-    for processes in (1, 2):
-        out = io.StringIO()
-        options = ReplayOptions(format="jsonl", quarantine=None, processes=processes)
-        replay([str(feed)], rules_dir.load(), options, out=out, err=io.StringIO())
-        titles.append([json.loads(line)["title"] for line in out.getvalue().splitlines()])
-    assert titles[1] == titles[0] == ["login by ana@example.com"]
+    raws = [
+        make_activity(created_at=at(minutes=m), bad=m % 7 == 0, note="r\u00f4le" * (m == 9))
+        for m in range(60)
+    ]
+    write_raws(tmp_path / "feed.jsonl", raws)
+    monkeypatch.setenv("PYTHONIOENCODING", "ascii")  # the print of "rôle" fails in title()
+    outputs = [
+        run_detect(
+            "replay",
+            "feed.jsonl",
+            "--rules",
+            str(rules_dir.path),
+            "--processes",
+            str(n),
+            "--format",
+            "jsonl",
+            "--no-quarantine",
+            cwd=tmp_path,
+        )
+        for n in (1, 2)
+    ]
+    assert outputs[0].returncode == 0, outputs[0].stderr
+    assert outputs[1].stdout == outputs[0].stdout  # prints and alerts, in the same order
+    assert outputs[1].stderr == outputs[0].stderr
+    lines = outputs[0].stdout.splitlines()
+    assert any(line.startswith("title for") for line in lines)
+    kinds = {json.loads(line)["kind"] for line in lines if line.startswith("{")}
+    assert kinds == {"detection", "rule_error"}
+
+
+def test_outputs_that_do_not_pickle_cross_as_json():
+    from engine.detection.rule import Rendered
+    from engine.forked_replay import _plain
+
+    odd = Rendered("t", "k", "low", {"keys": {"a": 1}.keys(), "n": 1}, None, "")
+    plain = _plain(odd)
+    assert plain.context == {"keys": "dict_keys(['a'])", "n": 1}
+    assert plain.title == "t"
+    assert _plain(plain) is plain
+
+
+def test_a_finish_value_that_does_not_pickle_is_reported(tmp_path):
+    pipeline = Pipeline(load_rules([bundled_rules_dir()]), MemoryStore())
+    with pytest.raises(EvaluatorFailed, match="generator"):
+        run_forked(pipeline, lambda: iter(()), lambda: (x for x in ()))

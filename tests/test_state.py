@@ -380,3 +380,22 @@ def test_idle_folds_only_what_is_committed_and_only_what_the_time_allows(tmp_pat
         "c": "3",
     }
     store.close()
+
+
+def test_a_failed_idle_fold_is_retried_later_not_raised(tmp_path, monkeypatch):
+    monkeypatch.setattr("engine.state.sqlite.IDLE_FOLD", 1)
+    path = tmp_path / "state.db"
+    store = SqliteStore(path)
+    store.put("ns", "a", 1)
+    store.commit()
+    real = store._write_state
+
+    def broken(changes):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(store, "_write_state", broken)
+    store.idle(1.0)  # logged, not raised: the journal still holds the change
+    assert len(peek(path, "SELECT seq FROM journal")) == 1
+    monkeypatch.setattr(store, "_write_state", real)
+    store.close()
+    assert dict(peek(path, "SELECT key, value FROM state")) == {"a": "1"}

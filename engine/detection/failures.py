@@ -24,9 +24,20 @@ class RuleFailure:
 
     @classmethod
     def of(cls, error: BaseException) -> RuleFailure:
+        if isinstance(error, RuleFailed):
+            return error.failure
         frame = _rule_frame(error)
         location = None if frame is None else f"{frame.filename}:{frame.lineno}"
         return cls(type(error).__name__, str(error), location)
+
+
+class RuleFailed(Exception):
+    """A rule's failure met in another process, raised again where its result is
+    needed, so it is reported there as the original exception would have been."""
+
+    def __init__(self, failure: RuleFailure) -> None:
+        super().__init__(f"{failure.error_type}: {failure.message}")
+        self.failure = failure
 
 
 def _rule_frame(error: BaseException) -> traceback.FrameSummary | None:

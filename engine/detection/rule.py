@@ -16,6 +16,7 @@ from types import ModuleType
 from typing import Any
 
 from engine.activity import ActivityRecord, Event
+from engine.detection.failures import RuleFailed
 from engine.detection.operators import DataCheck, all_of
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
@@ -163,8 +164,8 @@ class Match:
         self._event = event
         self._rendered = Rendered(**outputs) if outputs else None
         # The dedup key alone is needed for every match a threshold counts; the rest only
-        # when an alert opens.
-        self._dedup: str | None = None
+        # when an alert opens. (A `RuleFailed` when it failed in another process.)
+        self._dedup: str | RuleFailed | None = None
 
     @property
     def rendered(self) -> Rendered:
@@ -181,9 +182,12 @@ class Match:
     @property
     def dedup_key(self) -> str:
         if self._rendered is None:
-            if self._dedup is None:
-                self._dedup = self.rule.render_dedup(self.activity, self._event)
-            return self._dedup
+            dedup = self._dedup
+            if dedup is None:
+                dedup = self._dedup = self.rule.render_dedup(self.activity, self._event)
+            elif type(dedup) is not str:  # its rendering failed in the evaluating process
+                raise dedup
+            return dedup
         return self._rendered.dedup_key
 
     @property

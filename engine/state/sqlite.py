@@ -10,11 +10,12 @@ changed as encoded rows of the `journal` (2,000 changes a row): a commit touches
 of keys (a threshold window per busy person), and upserting each into the table's B-tree
 costs about ten times that append. Every `FOLD_EVERY` commits, when `MAX_UNFOLDED` keys
 wait, before a purge and on close, the changes since the last fold go into the table, each
-key once however often it changed, and the journal is emptied, in one transaction. Opening
-a store folds what an earlier process left in the journal, so a crash between folds loses
-nothing committed. A fold writes the values as they are in memory then: like every
-store, this one expects a value handed to `put` (or returned by `get`) to change only
-before it is put again.
+key once however often it changed, and the journal is emptied, in one transaction. A
+caller with time on its hands (a replay whose evaluating process is behind) may have it
+fold early (`idle`). Opening a store folds what an earlier process left in the journal,
+so a crash between folds loses nothing committed. A fold writes the values as they are
+in memory then: like every store, this one expects a value handed to `put` (or returned
+by `get`) to change only before it is put again.
 
 One process writes a state database at a time (the read cache and the key-presence set
 rely on it); other processes only read the outbox.
@@ -306,7 +307,10 @@ class SqliteStore:
         if waiting < IDLE_FOLD or waiting * FOLD_SECONDS_PER_KEY > budget:
             return 0.0
         started = time.perf_counter()
-        self.fold()
+        try:
+            self.fold()
+        except sqlite3.Error as error:  # as after a commit: the journal keeps it all
+            log.warning("state store: folding the journal failed, will retry: %s", error)
         return time.perf_counter() - started
 
     def fold(self) -> None:
