@@ -722,7 +722,7 @@ def register(commands: Any) -> None:
         type=int,
         choices=(1, 2),
         help="the full pipeline as `detect replay --processes N` runs it (default: as"
-        " replay's default, 2 with two or more CPUs)",
+        " replay's default, 2 on Linux with two or more CPUs)",
     )
     bench.add_argument("--repeat", type=int, default=3, help="runs per figure (median)")
     bench.add_argument("--json", action="store_true", help="print the figures as JSON")

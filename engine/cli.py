@@ -254,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         choices=(1, 2),
         help="2: one process reads and evaluates while another correlates (same alerts, "
-        "about half the time); default 2 with two or more CPUs",
+        "about half the time); default 2 on Linux with two or more CPUs",
     )
     rp.add_argument(
         "--state",

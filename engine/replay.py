@@ -82,8 +82,10 @@ class ReplayOptions:
 
 
 def default_processes() -> int:
-    """Two where a child can be forked and two CPUs are ours to use, else one."""
-    if not hasattr(os, "fork"):
+    """Two on Linux with two CPUs ours to use, else one. (Elsewhere `--processes 2` still
+    forks where it can, but the child does not die with a killed parent, and macOS's
+    system libraries are not safe to fork under.)"""
+    if not sys.platform.startswith("linux") or not hasattr(os, "fork"):
         return 1
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return 2 if (cpus or 1) >= 2 else 1
