@@ -653,28 +653,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 f"generated {args.generate:,} activities (seed {args.seed}) in {took:.1f}s",
                 file=sys.stderr,
             )
-        processes = args.processes or default_processes()
-        if panther_python is False:
-            run_bench(
-                path,
-                rules,
-                args.repeat,
-                sys.stdout,
-                as_json=args.json,
-                benign=benign,
-                processes=processes,
-            )
-        else:
-            run_bench(
-                path,
-                rules,
-                args.repeat,
-                sys.stdout,
-                as_json=args.json,
-                panther_python=panther_python,
-                panther_note=panther_note,
-                processes=processes,
-            )
+        run_bench(
+            path,
+            rules,
+            args.repeat,
+            sys.stdout,
+            as_json=args.json,
+            panther_python=panther_python,
+            panther_note=panther_note,
+            benign=benign if panther_python is False else None,
+            processes=args.processes or default_processes(),
+        )
     return 0
 
 

@@ -233,6 +233,16 @@ def test_a_forwarded_record_reads_as_the_record_it_came_from(make_activity):
     assert forwarded.raw is forwarded.raw  # decoded once
 
 
+def _replay_jsonl(tmp_path, rules_dir, source, processes, stdin=None):
+    """`detect replay SOURCE --format jsonl` in a process of its own."""
+    return run_detect(
+        *("replay", source, "--rules", str(rules_dir.path), "--processes", str(processes)),
+        *("--format", "jsonl", "--no-quarantine"),
+        cwd=tmp_path,
+        stdin=stdin,
+    )
+
+
 def test_the_cli_replays_stdin_on_two_processes_and_keeps_what_rules_print(
     tmp_path, rules_dir, make_activity
 ):
@@ -248,22 +258,7 @@ def test_the_cli_replays_stdin_on_two_processes_and_keeps_what_rules_print(
     )
     raws = [make_activity(created_at=at(minutes=m), flag=m == 3) for m in range(6)]
     text = "".join(json.dumps(r) + "\n" for r in raws)
-    runs = {
-        n: run_detect(
-            "replay",
-            "-",
-            "--rules",
-            str(rules_dir.path),
-            "--processes",
-            str(n),
-            "--format",
-            "jsonl",
-            "--no-quarantine",
-            cwd=tmp_path,
-            stdin=text,
-        )
-        for n in (1, 2)
-    }
+    runs = {n: _replay_jsonl(tmp_path, rules_dir, "-", n, stdin=text) for n in (1, 2)}
     for done in runs.values():
         assert done.returncode == 0, done.stderr
         assert done.stdout.count("rule saw activity_0004") == 1
@@ -286,15 +281,13 @@ def test_what_rules_print_never_splits_an_alert_line(tmp_path, rules_dir, make_a
     )
     raws = [make_activity(created_at=at(minutes=m)) for m in range(3000)]  # alerts close as it runs
     write_raws(tmp_path / "feed.jsonl", raws)
-    done = run_detect(
-        "replay", "feed.jsonl", "--rules", str(rules_dir.path), "--processes", "2",
-        "--format", "jsonl", "--no-quarantine", cwd=tmp_path,
-    )  # fmt: skip
+    done = _replay_jsonl(tmp_path, rules_dir, "feed.jsonl", 2)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     printed = [line for line in lines if line.startswith("checked ")]
     alerts = [json.loads(line) for line in lines if not line.startswith("checked ")]
     assert len(printed) == len(alerts) == 3000
+    assert done.stdout == _replay_jsonl(tmp_path, rules_dir, "feed.jsonl", 1).stdout
 
 
 def test_an_array_activity_goes_across_as_read_even_when_it_would_not_re_encode(
@@ -404,21 +397,7 @@ def test_hooks_run_and_fail_as_with_one_process(tmp_path, rules_dir, make_activi
     ]
     write_raws(tmp_path / "feed.jsonl", raws)
     monkeypatch.setenv("PYTHONIOENCODING", "ascii")  # the print of "rôle" fails in title()
-    outputs = [
-        run_detect(
-            "replay",
-            "feed.jsonl",
-            "--rules",
-            str(rules_dir.path),
-            "--processes",
-            str(n),
-            "--format",
-            "jsonl",
-            "--no-quarantine",
-            cwd=tmp_path,
-        )
-        for n in (1, 2)
-    ]
+    outputs = [_replay_jsonl(tmp_path, rules_dir, "feed.jsonl", n) for n in (1, 2)]
     assert outputs[0].returncode == 0, outputs[0].stderr
     assert outputs[1].stdout == outputs[0].stdout  # prints and alerts, in the same order
     assert outputs[1].stderr == outputs[0].stderr
