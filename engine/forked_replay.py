@@ -291,9 +291,8 @@ def _correlate(pipeline: Pipeline, receiver: _Receiver) -> tuple[str, Any]:
                 else:
                     reject(item)
                 continue
-            if printed is not None:
-                # As with one process: after the alerts its time closes, before its own.
-                advance(item[0])
+            advance(item[0])  # as with one process: the alerts its time closes first,
+            if printed is not None:  # then what its rules printed, then its own alerts
                 _write_printed(printed)
                 printed = None
             if len(item) == 2:

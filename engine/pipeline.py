@@ -110,14 +110,16 @@ class Pipeline:
         if type(record) is Rejected:
             self.reject(record)
             return
+        epoch = record.epoch
+        self.advance(epoch)  # the alerts its time closes go out before anything of its own
         evaluator = self.evaluator
         matches, errors = evaluator.evaluate(record)
         failures = [(rule, RuleFailure.of(error)) for rule, error in errors] if errors else ()
-        self.correlate(record.epoch, record, matches, failures, evaluator.learned(record, matches))
+        self.correlate(epoch, record, matches, failures, evaluator.learned(record, matches))
 
     def advance(self, epoch: float) -> None:
-        """Move event time to `epoch`, emitting the alerts whose windows it closes (what
-        `correlate` does first; after this, it finds nothing more to close)."""
+        """Move event time to `epoch` (an activity's, before it is evaluated), emitting the
+        alerts whose windows it closes."""
         closed = self.correlator.advance(epoch)
         if closed:
             self._emit(closed)
@@ -135,17 +137,15 @@ class Pipeline:
         failures: Iterable[tuple[Rule, RuleFailure]],
         learned: Iterable[Learned],
     ) -> None:
-        """Everything after evaluation, for one activity: its matches, its rules'
-        failures and its `learn_from: all` values (`Evaluator.learned`) turned into state
-        and alert changes, in event time `epoch`. Also what the correlating process runs
-        for activities another process evaluated (engine/forked_replay.py), where `record`
-        is None when nothing needs more than the time."""
+        """Everything after evaluation, for one activity (event time already advanced to
+        `epoch`): its matches, its rules' failures and its `learn_from: all` values
+        (`Evaluator.learned`) turned into state and alert changes. Also what the
+        correlating process runs for activities another process evaluated
+        (engine/forked_replay.py), where `record` is None when nothing needs more than the
+        time."""
         stats = self.stats
         stats.activities += 1
         correlator = self.correlator
-        closed = correlator.advance(epoch)
-        if closed:
-            self._emit(closed)
         for rule, failure in failures:
             assert record is not None
             stats.rule_errors += 1
