@@ -19,18 +19,18 @@ is:
   `(rule index, distinct value, new value, its key, sequence steps, dedup key, outputs)`
   and a failure `(rule index, RuleFailure)`.
 
-`learned` is `Evaluator.learned`'s list, or None. The dedup key of a threshold rule,
-which the parent needs for every match, is rendered in the child (or its failure sent,
-to be raised where the key is needed); a Panther rule's outputs cross as it rendered them.
-Everything else a match renders is rendered here when an alert needs it, as with one
-process, from a `ForwardedRecord`: the activity's JSON line (or, from a JSON array, its
-mapping), decoded only if something reads it (an alert's events, a title, a sequence's
-steps). So a rule's Python hooks run as often as with one process, and in this process
-but for `rule()` and a threshold rule's `dedup()`: hooks are functions of the event, and
-one that reads what `rule()` left in its module would not find it here. What rules print
-in the child crosses as bytes, in the child's encoding of this process's stdout, and is
-written here after the alerts the activity's time closes and before its own, as with
-one process.
+`learned` is `Evaluator.learned`'s list, or None. The dedup key of a threshold rule
+without Python code, which the parent needs for every match, is rendered in the child (or
+its failure sent, to be raised where the key is needed); a Panther rule's outputs cross
+as it rendered them. Everything else a match renders is rendered here when an alert
+needs it, as with one process, from a `ForwardedRecord`: the activity's JSON line (or,
+from a JSON array, its mapping), decoded only if something reads it (an alert's events,
+a title, a sequence's steps). So a rule's Python hooks run here, as often as with one
+process, and only `rule()` runs in the child: hooks are functions of the event, and one
+that reads what `rule()` left in its module would not find it here. What rules write to
+stdout and stderr in the child crosses as text (items of their own: a str, a 1-tuple)
+and is written here after the alerts the activity's time closes and before its own, as
+with one process.
 
 The child dies with this process (Linux's parent-death signal) and closes its copy of
 the state store's lock, so an orphan can neither read on nor hold the store.
@@ -38,6 +38,7 @@ the state store's lock, so an orphan can neither read on nor hold the store.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import ctypes
 import dataclasses
@@ -268,7 +269,7 @@ def _correlate(pipeline: Pipeline, receiver: _Receiver) -> tuple[str, Any]:
     correlate = pipeline.correlate
     reject = pipeline.reject
     advance = pipeline.advance
-    printed: bytes | None = None
+    printed: list[Any] = []  # what the next activity's rules wrote (str: stdout, (str,): stderr)
     # Seconds this side has waited for the child lately: time its store's chores may
     # take now without slowing the replay (the queue covers the while).
     slack = 0.0
@@ -276,25 +277,27 @@ def _correlate(pipeline: Pipeline, receiver: _Receiver) -> tuple[str, Any]:
         message, waited = receiver.get()
         slack = min(slack + waited, MAX_SLACK)
         if message is None:
+            _write(printed)
             return "ended", None
         kind, payload = message
         if kind == _LAST:
+            _write(printed)  # what the rules wrote before the child stopped
             try:
                 return pickle.loads(payload)
             except Exception as error:  # noqa: BLE001 - an exception that does not unpickle
                 return "failed", EvaluatorFailed(f"its last message is unreadable: {error}")
         batch = marshal.loads(payload) if kind == _MARSHAL else pickle.loads(payload)
         for item in batch:
-            if type(item) is not tuple:
-                if type(item) is bytes:
-                    printed = item  # by the next activity's rules: written in its place
-                else:
-                    reject(item)
+            kind_of = type(item)
+            if kind_of is str or (kind_of is tuple and len(item) == 1):
+                printed.append(item)  # by the next activity's rules: written in its place
+                continue
+            if kind_of is not tuple:
+                reject(item)
                 continue
             advance(item[0])  # as with one process: the alerts its time closes first,
-            if printed is not None:  # then what its rules printed, then its own alerts
-                _write_printed(printed)
-                printed = None
+            if printed:  # then what its rules wrote, then its own alerts
+                _write(printed)
             if len(item) == 2:
                 correlate(item[0], None, _NONE, _NONE, item[1] or _NONE)
                 continue
@@ -329,17 +332,11 @@ def _evaluate(
     pipeline.store.after_fork()
     # What rules print is encoded as this process's stdout would (so a character it
     # cannot take fails in the rule, as with one process) and sent in its place.
-    printed = io.BytesIO()
-    sys.stdout = io.TextIOWrapper(
-        printed,
-        encoding=getattr(sys.stdout, "encoding", None) or "utf-8",
-        errors=getattr(sys.stdout, "errors", None) or "strict",
-        write_through=True,
-    )
+    written = _Written()
     code = 1
     stream = os.fdopen(write_end, "wb", buffering=_BUFFER)
     try:
-        _evaluate_all(pipeline, records(), stream, printed)
+        _evaluate_all(pipeline, records(), stream, written)
         last: tuple[str, Any] = ("done", finish() if finish is not None else None)
         code = 0
     except BaseException as error:  # noqa: BLE001 - reported to the parent, which raises it
@@ -375,16 +372,55 @@ def _flush_output() -> None:
             output.flush()  # type: ignore[union-attr]
 
 
-def _write_printed(data: bytes) -> None:
-    """Write what a rule printed in the child, in its place among this process's output."""
-    out = sys.stdout
-    raw = getattr(out, "buffer", None)
-    if raw is None:  # a text-only stream (a test's capture)
-        out.write(data.decode(getattr(out, "encoding", None) or "utf-8", "replace"))
-        return
-    out.flush()
-    raw.write(data)
-    raw.flush()
+class _Written:
+    """What the rules write to stdout and stderr in the child, taken as text to be
+    written by the parent in its place. Each stream is encoded as the parent's would
+    encode it (a character it cannot take fails the write, in the rule, as with one
+    process) and decoded back, so the parent writes the same text through its own."""
+
+    def __init__(self) -> None:
+        self._streams = []
+        for name in ("stdout", "stderr"):
+            real = getattr(sys, name)
+            encoding = getattr(real, "encoding", None) or "utf-8"
+            errors = getattr(real, "errors", None) or "strict"
+            buffer = io.BytesIO()
+            wrapper = io.TextIOWrapper(buffer, encoding=encoding, errors=errors, write_through=True)
+            setattr(sys, name, wrapper)
+            decoder = codecs.getincrementaldecoder(encoding)(errors)
+            self._streams.append((buffer, decoder))
+        (out, _), (err, _) = self._streams
+        self._out, self._err = out.tell, err.tell
+
+    def any(self) -> int:
+        return self._out() or self._err()
+
+    def take(self) -> list[Any]:
+        """What was written since the last call: stdout as a str, stderr as a (str,)."""
+        taken: list[Any] = []
+        for (buffer, decoder), wrap in zip(self._streams, (str, _one), strict=True):
+            if buffer.tell():
+                text = decoder.decode(buffer.getvalue())
+                buffer.seek(0)
+                buffer.truncate()
+                if text:
+                    taken.append(wrap(text))
+        return taken
+
+
+def _one(text: str) -> tuple[str]:
+    return (text,)
+
+
+def _write(written: list[Any]) -> None:
+    """Write what rules wrote in the child (`_Written.take`), in its place among this
+    process's output, and forget it."""
+    for item in written:
+        if type(item) is str:
+            sys.stdout.write(item)
+        else:
+            sys.stderr.write(item[0])
+    written.clear()
 
 
 def _send(stream: IO[bytes], kind: bytes, payload: bytes) -> None:
@@ -429,26 +465,30 @@ def _plain(rendered: Rendered | None) -> Rendered | None:
 
 
 def _evaluate_all(
-    pipeline: Pipeline, records: Records, stream: IO[bytes], printed: io.BytesIO
+    pipeline: Pipeline, records: Records, stream: IO[bytes], written: _Written
 ) -> None:
     """Evaluate and send, a batch every `BATCH` activities; what is evaluated is sent
     even when reading fails half-way, so the parent keeps all it would have kept. What
-    the rules print (into `printed`) goes in the batch before the activity's item."""
+    the rules write goes in the batch before the activity's item."""
     lists = pipeline.ruleset.lists
     lists.keep_in_memory()  # learned here to evaluate with; the parent stores them
     evaluate = pipeline.evaluator.evaluate
     learned_from = pipeline.evaluator.learned
-    # Per rule: its number, and whether its dedup key is worked out here (a threshold
-    # rule needs it for every match). Everything else renders in the parent, when an
-    # alert needs it, as with one process.
+    # Per rule: its number, and whether its dedup key is worked out here: a threshold
+    # rule's without Python code (the parent needs it for every match; a template cannot
+    # print, nor depend on anything but the activity). Everything else renders in the
+    # parent, when an alert needs it, as with one process.
     about = {
         id(rule): (
             number,
-            rule.alert and rule.threshold is not None and not rule.threshold.anchored,
+            rule.alert
+            and rule.module is None
+            and rule.threshold is not None
+            and not rule.threshold.anchored,
         )
         for number, rule in enumerate(pipeline.ruleset.rules)
     }
-    was_printed = printed.tell
+    any_written = written.any
     batch: list[Any] = []
     append = batch.append
     activities = 0  # in the batch: rejected records are not counted (nor by commits)
@@ -496,10 +536,8 @@ def _evaluate_all(
                 # its mapping (re-encoding it could fail where the reading did not).
                 text = record.text if record.text is not None else record.raw
                 item = (record.epoch, learned, record.id, text, sent, failures)
-            if was_printed():  # what its rules printed, before its alerts
-                append(printed.getvalue())
-                printed.seek(0)
-                printed.truncate()
+            if any_written():  # what its rules wrote, before its alerts
+                batch.extend(written.take())
             append(item)
             activities += 1
             if activities == BATCH:
@@ -507,4 +545,5 @@ def _evaluate_all(
                 batch.clear()
                 activities = 0
     finally:
+        batch.extend(written.take())  # and what a rule that stopped it all wrote
         _send_batch(stream, batch)

@@ -422,3 +422,55 @@ def test_a_finish_value_that_does_not_pickle_is_reported(tmp_path):
     pipeline = Pipeline(load_rules([bundled_rules_dir()]), MemoryStore())
     with pytest.raises(EvaluatorFailed, match="generator"):
         run_forked(pipeline, lambda: iter(()), lambda: (x for x in ()))
+
+
+def test_what_rules_write_anywhere_comes_out_where_one_process_writes_it(
+    tmp_path, rules_dir, make_activity, monkeypatch
+):
+    rules_dir.write(
+        "loud.py",
+        "import sys\n\ndef rule(event):\n    print('rule', event['id'], file=sys.stderr)\n"
+        "    return True\n\ndef title(event):\n    print('title', event['id'])\n"
+        "    return 'loud'\n",
+    )
+    rules_dir.write(
+        "loud.yml",
+        "id: t.loud\nname: loud\nseverity: low\nmatch: {type: login}\npython: loud.py\n"
+        'dedup: {key: "{id}", window: 1m}\n',
+    )
+    rules_dir.write(
+        "z_counted.py",
+        "def rule(event):\n    return True\n\n"
+        "def dedup(event):\n    print('dedup', event['id'])\n    return 'all'\n",
+    )
+    rules_dir.write(
+        "z_counted.yml",
+        "id: t.counted\nname: counted\nseverity: low\nmatch: {type: login}\n"
+        "python: z_counted.py\nthreshold: {count: 3, window: 10m}\n",
+    )
+    lines = [json.dumps(make_activity(created_at=at(minutes=m))) for m in range(40)]
+    lines[10:10] = ["not json", "{}"]  # rejected, reported on stderr between the rules' lines
+    (tmp_path / "feed.jsonl").write_text("\n".join(lines) + "\n")
+    monkeypatch.setenv("PYTHONIOENCODING", "utf-8-sig")  # a byte-order mark, once
+    one, two = (_replay_jsonl(tmp_path, rules_dir, "feed.jsonl", n) for n in (1, 2))
+    assert one.returncode == two.returncode == 0, one.stderr
+    assert "title activity_0003" in one.stdout and "dedup activity_0003" in one.stdout
+    assert "rule activity_0003" in one.stderr and "rejected" in one.stderr
+    assert (two.stdout, two.stderr) == (one.stdout, one.stderr)
+
+
+def test_a_rule_that_exits_leaves_what_it_wrote(tmp_path, rules_dir, make_activity):
+    rules_dir.write(
+        "quits.py",
+        "import sys\n\ndef rule(event):\n    print('rule saw', event['id'])\n"
+        "    if event.get('last'):\n        sys.exit(3)\n    return False\n",
+    )
+    rules_dir.write(
+        "quits.yml",
+        "id: t.quits\nname: quits\nseverity: low\nmatch: {type: login}\npython: quits.py\n",
+    )
+    raws = [make_activity(created_at=at(minutes=m), last=m == 2) for m in range(3)]
+    write_raws(tmp_path / "feed.jsonl", raws)
+    one, two = (_replay_jsonl(tmp_path, rules_dir, "feed.jsonl", n) for n in (1, 2))
+    assert one.returncode == two.returncode == 3
+    assert two.stdout == one.stdout and one.stdout.count("rule saw") == 3
