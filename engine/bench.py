@@ -47,12 +47,14 @@ def _pss_mb(pid: int) -> float | None:
 
 class _MemoryWatch:
     """The peak memory of the pipeline's processes together, as their proportional set
-    size (PSS), sampled every `EVERY` seconds. Two processes' RSS figures would count
-    twice the pages they share since the fork (the interpreter, the modules, the rules);
-    one process is watched the same way, so the two figures compare. A sample is a
-    tenth of a millisecond per process."""
+    size (PSS), sampled. Two processes' RSS figures would count twice the pages they
+    share since the fork (the interpreter, the modules, the rules); one process is
+    watched the same way, so the two figures compare. Memory grows while the buffers
+    fill, in the first second or two, and then holds: samples come every `FIRST` seconds
+    for `EARLY` seconds, then every `LATER` (reading a process's PSS costs the kernel a
+    walk of its pages, and the benchmark must not measure its own watch)."""
 
-    EVERY = 0.02
+    FIRST, EARLY, LATER = 0.02, 2.0, 0.25
 
     def __init__(self) -> None:
         self.pids = [os.getpid()]
@@ -64,8 +66,12 @@ class _MemoryWatch:
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.EVERY):
+        started = time.perf_counter()
+        every = self.FIRST
+        while not self._stop.wait(every):
             self.sample()
+            if time.perf_counter() - started > self.EARLY:
+                every = self.LATER
 
     def sample(self) -> None:
         sizes = [_pss_mb(pid) for pid in list(self.pids)]

@@ -295,8 +295,8 @@ def _correlate(pipeline: Pipeline, receiver: _Receiver) -> tuple[str, Any]:
             if kind_of is not tuple:
                 reject(item)
                 continue
-            advance(item[0])  # as with one process: the alerts its time closes first,
-            if printed:  # then what its rules wrote, then its own alerts
+            if printed:  # as with one process: the alerts its time closes, then what its
+                advance(item[0])  # rules wrote, then its own alerts
                 _write(printed)
             if len(item) == 2:
                 correlate(item[0], None, _NONE, _NONE, item[1] or _NONE)
@@ -390,10 +390,7 @@ class _Written:
             decoder = codecs.getincrementaldecoder(encoding)(errors)
             self._streams.append((buffer, decoder))
         (out, _), (err, _) = self._streams
-        self._out, self._err = out.tell, err.tell
-
-    def any(self) -> int:
-        return self._out() or self._err()
+        self.tells = out.tell, err.tell  # nonzero: something was written to that stream
 
     def take(self) -> list[Any]:
         """What was written since the last call: stdout as a str, stderr as a (str,)."""
@@ -488,7 +485,7 @@ def _evaluate_all(
         )
         for number, rule in enumerate(pipeline.ruleset.rules)
     }
-    any_written = written.any
+    out_written, err_written = written.tells
     batch: list[Any] = []
     append = batch.append
     activities = 0  # in the batch: rejected records are not counted (nor by commits)
@@ -536,7 +533,7 @@ def _evaluate_all(
                 # its mapping (re-encoding it could fail where the reading did not).
                 text = record.text if record.text is not None else record.raw
                 item = (record.epoch, learned, record.id, text, sent, failures)
-            if any_written():  # what its rules wrote, before its alerts
+            if out_written() or err_written():  # what its rules wrote, before its alerts
                 batch.extend(written.take())
             append(item)
             activities += 1

@@ -137,15 +137,18 @@ class Pipeline:
         failures: Iterable[tuple[Rule, RuleFailure]],
         learned: Iterable[Learned],
     ) -> None:
-        """Everything after evaluation, for one activity (event time already advanced to
-        `epoch`): its matches, its rules' failures and its `learn_from: all` values
-        (`Evaluator.learned`) turned into state and alert changes. Also what the
-        correlating process runs for activities another process evaluated
-        (engine/forked_replay.py), where `record` is None when nothing needs more than the
-        time."""
+        """Everything after evaluation, for one activity: event time moved on to `epoch`
+        (if `advance` has not already), its matches, its rules' failures and its
+        `learn_from: all` values (`Evaluator.learned`) turned into state and alert
+        changes. Also what the correlating process runs for activities another process
+        evaluated (engine/forked_replay.py), where `record` is None when nothing needs
+        more than the time."""
         stats = self.stats
         stats.activities += 1
         correlator = self.correlator
+        closed = correlator.advance(epoch)
+        if closed:
+            self._emit(closed)
         for rule, failure in failures:
             assert record is not None
             stats.rule_errors += 1
