@@ -326,12 +326,10 @@ def _evaluate(
 ) -> None:
     """The child: evaluate every record and send the batches, then its last message.
     Leaves with `os._exit`, so nothing of the parent's (its store, its buffered output)
-    is flushed or closed twice. What rules print is sent to the parent with the batches,
-    which writes it in its place among its own output."""
+    is flushed or closed twice. What rules write to stdout and stderr goes to the parent
+    with the batches (`_Written`), which writes it in its place among its own output."""
     _end_with(parent)
     pipeline.store.after_fork()
-    # What rules print is encoded as this process's stdout would (so a character it
-    # cannot take fails in the rule, as with one process) and sent in its place.
     written = _Written()
     code = 1
     stream = os.fdopen(write_end, "wb", buffering=_BUFFER)
@@ -443,7 +441,7 @@ def _send_batch(stream: IO[bytes], batch: list[Any]) -> None:
 
 
 def _picklable(item: Any) -> Any:
-    if type(item) is not tuple or len(item) == 2:
+    if type(item) is not tuple or len(item) != 6:  # not an activity with matches
         return item
     *head, sent, failures = item
     sent = [(*match[:6], _plain(match[6])) for match in sent]
