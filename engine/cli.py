@@ -94,6 +94,16 @@ def cmd_test(args: argparse.Namespace) -> int:
         print_problems(problems, sys.stderr)
         return EXIT_INVALID
     report_skipped(ruleset, sys.stderr)
+    if args.mutate:
+        from engine.testing.mutate import mutate_rules
+        from engine.testing.mutation_report import passes, print_report, report_json
+
+        report = mutate_rules(ruleset, args.k)
+        if args.format == "json":
+            print(report_json(report))
+        else:
+            print_report(report, sys.stdout, args.min_score)
+        return EXIT_OK if passes(report, args.min_score) else EXIT_FAILED
     tests = collect(ruleset, args.k)
     results = run_tests(tests, ruleset)
     if args.format == "json":
@@ -280,6 +290,18 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("paths", nargs="*", metavar="PATH")
     test.add_argument("-k", metavar="TEXT", help="only tests whose rule id or name has TEXT")
     test.add_argument("--format", choices=("text", "json"), default="text")
+    test.add_argument(
+        "--mutate",
+        action="store_true",
+        help="mutation testing: change each rule in small ways and report the changes "
+        "its tests do not notice",
+    )
+    test.add_argument(
+        "--min-score",
+        type=float,
+        metavar="N",
+        help="with --mutate: exit 1 when the pack's mutation score is below N percent",
+    )
     test.set_defaults(handler=cmd_test)
 
     validate = commands.add_parser("validate", help="check rule files against the schema")
