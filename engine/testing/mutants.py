@@ -24,6 +24,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from engine.detection.operators import pinned_values
 from engine.detection.rule import Rule
 from engine.durations import parse_duration
 
@@ -152,7 +153,12 @@ def _skipped_without(rule_doc: Mapping[str, Any], block_where: tuple[Any, ...]) 
 
 
 def _condition_mutants(
-    maker: _Maker, block_where: tuple[Any, ...], path: str, condition: Any, guarded_by: set[str]
+    maker: _Maker,
+    block_where: tuple[Any, ...],
+    path: str,
+    condition: Any,
+    guarded_by: set[str],
+    python_types: frozenset[str] | None = None,
 ) -> Iterator[Mutant]:
     where = (*block_where, "match", path)
 
@@ -174,6 +180,8 @@ def _condition_mutants(
             f"the engine skips activities without {path} anyway" if skipped else None,
         )
     else:
+        admitted = pinned_values(condition) if path == "type" else None
+        rechecked = python_types is not None and admitted is not None and python_types <= admitted
         yield maker.make(
             "drop-condition",
             where,
@@ -181,6 +189,7 @@ def _condition_mutants(
             f"no test activity fails only `{path}: {_fmt(condition)}` (a near miss that "
             "differs from a firing activity there alone)",
             drop_entry,
+            "the Python rule() requires the same activity type itself" if rechecked else None,
         )
 
     if isinstance(condition, Mapping):
@@ -276,7 +285,10 @@ def _drop_op(block_where: tuple[Any, ...], path: str, op: str) -> Callable[[dict
 
 
 def _block_mutants(
-    maker: _Maker, doc: Mapping[str, Any], block_where: tuple[Any, ...]
+    maker: _Maker,
+    doc: Mapping[str, Any],
+    block_where: tuple[Any, ...],
+    python_types: frozenset[str] | None = None,
 ) -> Iterator[Mutant]:
     """Mutants of the `match` and `when` of the rule or of one sequence step."""
     block = _at(doc, block_where)
@@ -284,7 +296,9 @@ def _block_mutants(
     match = block.get("match")
     if isinstance(match, Mapping):
         for path, condition in match.items():
-            yield from _condition_mutants(maker, block_where, str(path), condition, guarded_by)
+            yield from _condition_mutants(
+                maker, block_where, str(path), condition, guarded_by, python_types
+            )
     when = block.get("when")
     if isinstance(when, str):
         where = (*block_where, "when")
@@ -580,6 +594,74 @@ def _python_sites(function: ast.FunctionDef) -> list[tuple[Any, ...]]:
     return sites
 
 
+def _reads_type(node: ast.AST, event: str) -> bool:
+    """`event.get("type")` or `event["type"]`."""
+    if isinstance(node, ast.Subscript):
+        key = node.slice
+        return (
+            isinstance(node.value, ast.Name)
+            and node.value.id == event
+            and isinstance(key, ast.Constant)
+            and key.value == "type"
+        )
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "get"
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == event
+        and len(node.args) == 1
+        and not node.keywords
+        and isinstance(node.args[0], ast.Constant)
+        and node.args[0].value == "type"
+    )
+
+
+def _required_types(test: ast.AST, event: str) -> frozenset[str] | None:
+    """The types a conjunct `event.get("type") == "x"` (or `in ("x", "y")`) admits."""
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and _reads_type(test.left, event)):
+        return None
+    (op,), (right,) = test.ops, test.comparators
+    if isinstance(op, ast.Eq) and isinstance(right, ast.Constant) and isinstance(right.value, str):
+        return frozenset([right.value])
+    if isinstance(op, ast.In) and isinstance(right, ast.Tuple | ast.List | ast.Set):
+        values = [e.value for e in right.elts if isinstance(e, ast.Constant)]
+        if len(values) == len(right.elts) and all(isinstance(v, str) for v in values):
+            return frozenset(values)
+    return None
+
+
+def _python_types(rule: Rule) -> frozenset[str] | None:
+    """The activity types a Python rule's rule() provably requires: its body is one
+    `return A and ...` (a docstring aside) whose conjunct A compares the event's type with
+    constants. None when that cannot be shown."""
+    if rule.module is None:
+        return None
+    path = Path(getattr(rule.module, "__file__", "") or "")
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return None
+    function = _rule_function(tree)
+    if function is None or not function.args.args:
+        return None
+    body = list(function.body)
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]
+    if len(body) != 1 or not isinstance(body[0], ast.Return) or body[0].value is None:
+        return None
+    value = body[0].value
+    conjuncts = (
+        value.values if isinstance(value, ast.BoolOp) and isinstance(value.op, ast.And) else [value]
+    )
+    event = function.args.args[0].arg
+    for conjunct in conjuncts:
+        types = _required_types(conjunct, event)
+        if types is not None:
+            return types
+    return None
+
+
 class _DropNot(ast.NodeTransformer):
     def __init__(self, target: ast.AST) -> None:
         self.target = target
@@ -633,7 +715,7 @@ def generate(rule: Rule) -> list[Mutant]:
         return []
     maker = _Maker(doc)
     mutants: list[Mutant] = []
-    mutants += _block_mutants(maker, doc, ())
+    mutants += _block_mutants(maker, doc, (), _python_types(rule))
     if isinstance(doc.get("threshold"), Mapping):
         mutants += _threshold_mutants(maker, doc["threshold"])
     if isinstance(doc.get("new_value"), Mapping):
