@@ -95,6 +95,10 @@ class Pipeline:
         self.stats = Stats()
         self._since_commit = 0
         self._last_purge: float | None = None
+        # Optional observer of correlation (`detect noise`): called with each match and
+        # the alert changes it caused ([] when none, None for a rule with `alert: false`).
+        # Unset, it costs one test per match.
+        self.on_match: Callable[[Match, list[AlertChange] | None], None] | None = None
 
     def _emit(self, changes: Iterable[AlertChange]) -> None:
         for change in changes:
@@ -171,10 +175,12 @@ class Pipeline:
     def _matched(self, record: ActivityRecord, matches: Sequence[Match]) -> None:
         stats = self.stats
         by_rule = stats.matches_by_rule
+        observe = self.on_match
         for match in matches:
             rule = match.rule
             stats.matches += 1
             by_rule[rule.id] += 1
+            changes = None
             if rule.alert:
                 try:
                     changes = self.correlator.process(match)
@@ -183,6 +189,8 @@ class Pipeline:
                     changes = self.correlator.rule_error(rule, record, RuleFailure.of(error))
                 if changes:
                     self._emit(changes)
+            if observe is not None:
+                observe(match, changes)
             if rule.learn:
                 for failure in learn_lists(self.ruleset.lists, rule, record):
                     stats.rule_errors += 1
