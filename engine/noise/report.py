@@ -153,7 +153,7 @@ def build_report(measured: Measured, top: int = 5, inputs: Iterable[str] = ()) -
         report["recall"] = recall
         for entry in report["silent_rules"]:  # a rule may catch an attack it never alerts on
             entry.update(contribution.get(entry["id"]) or _no_contribution())
-    report["next"] = next_steps(report)
+    report["next"] = next_steps(report, top)
     return report
 
 
@@ -248,7 +248,7 @@ def _recall(measured: Measured) -> dict[str, Any]:
     }
 
 
-def next_steps(report: dict[str, Any]) -> list[str]:
+def next_steps(report: dict[str, Any], top: int) -> list[str]:
     """What to do first, in a sentence or two: the loudest rule and its loudest key, and
     what labelled attacks went unseen."""
     steps = []
@@ -269,7 +269,7 @@ def next_steps(report: dict[str, Any]) -> list[str]:
         if keys and count > 1:
             key = keys[0]
             share = key["count"] / count
-            if share >= KEY_SHARE_WORTH_AN_EXCEPTION:
+            if key["count"] > 1 and share >= KEY_SHARE_WORTH_AN_EXCEPTION:
                 where = (
                     f"add it to lists/{rule['exception_lists'][0]}.yml"
                     if rule["exception_lists"]
@@ -282,8 +282,8 @@ def next_steps(report: dict[str, Any]) -> list[str]:
                 )
             else:
                 line += (
-                    f"; spread over many keys (the top one has {share:.0%}): "
-                    "narrow its match or raise its threshold"
+                    f"; spread over {len(keys)}{'+' if len(keys) == top else ''} keys "
+                    f"(the top one has {share:.0%}): narrow its match or raise its threshold"
                 )
         steps.append(line)
     elif report["alerts"] == 0:
