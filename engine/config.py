@@ -109,6 +109,40 @@ def signing_key(secret: str) -> bytes:
     return secret.encode("utf-8")
 
 
+_SEVERITIES = ("info", "low", "medium", "high", "critical")
+
+
+class DigestConfig(_Strict):
+    """`digest: {below: medium, every: 1h}`: alerts of a severity strictly below `below`
+    are batched into one message per `every` instead of one message each. Periods are
+    aligned to multiples of `every` since 1970-01-01 UTC on the dispatcher's clock, so
+    `1h` closes on the hour and `1d` at midnight UTC whenever the process started."""
+
+    below: Literal["low", "medium", "high", "critical"]
+    every: timedelta
+
+    @field_validator("below", mode="before")
+    @classmethod
+    def _severity(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.lower()
+            if value == "info":
+                raise ValueError("`below: info` would put nothing in the digest (use low or above)")
+            if value not in _SEVERITIES:
+                raise ValueError(
+                    f"`below` must be one of low, medium, high, critical, not {value[:20]!r}"
+                )
+        return value
+
+    @field_validator("every", mode="before")
+    @classmethod
+    def _period(cls, value: Any) -> timedelta:
+        period = _duration(value)
+        if not timedelta(minutes=1) <= period <= timedelta(days=7):
+            raise ValueError("`every` must be between 1m and 7d")
+        return period
+
+
 class DestinationConfig(_Strict):
     """One place alerts go. Routing: an alert reaches every destination whose filters it
     passes, unless its rule names destinations (then exactly those)."""
@@ -141,6 +175,8 @@ class DestinationConfig(_Strict):
     # Default: Slack 1 message per second, webhooks and the console unlimited.
     max_messages_per_second: float | None = Field(default=None, gt=0)
     max_burst: int = Field(default=1, ge=1)
+    # Batch alerts below a severity into one message per period (docs/delivery.md, Digests).
+    digest: DigestConfig | None = None
 
     @field_validator("min_severity", mode="before")
     @classmethod
@@ -200,6 +236,13 @@ class DestinationConfig(_Strict):
                 raise ValueError(f"header {name!r} is set by the sender and cannot be changed")
             if any(ch in value.get_secret_value() for ch in "\r\n\0"):
                 raise ValueError(f"header {name!r}: the value holds a line break")
+        if self.digest is not None and _SEVERITIES.index(self.digest.below) <= (
+            _SEVERITIES.index(self.min_severity)
+        ):
+            raise ValueError(
+                f"`digest.below: {self.digest.below}` is not above `min_severity: "
+                f"{self.min_severity}`, so no alert would ever reach the digest"
+            )
         if self.retry_max_delay < self.retry_initial_delay:
             raise ValueError("retry_max_delay must not be shorter than retry_initial_delay")
         return self
