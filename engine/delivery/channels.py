@@ -2,8 +2,10 @@
 
 `render` runs once per delivery, in the dispatcher, and its result is stored: every retry
 sends the same message (a webhook receiver may dedupe on `webhook-id`, so the body under
-an id must not change between attempts). `send` runs on a worker thread, must not raise
-for anything the network or the receiver does, and is the only place that touches it.
+an id must not change between attempts). `render_digest` runs once when a digest is
+sealed and returns its messages (one, or numbered parts), each with the alerts it lists.
+`send` runs on a worker thread, must not raise for anything the network or the receiver
+does, and is the only place that touches it.
 """
 
 from __future__ import annotations
@@ -16,10 +18,14 @@ from typing import IO, Any, Protocol
 from engine import __version__
 from engine.alerts import Alert
 from engine.config import DestinationConfig
-from engine.delivery.console import format_alert, use_colour
-from engine.delivery.slack import build_message
+from engine.delivery.console import format_alert, format_digest, use_colour
+from engine.delivery.digest import DigestInfo
+from engine.delivery.slack import build_digest, build_message
 from engine.delivery.transport import REDACTOR, HttpPoster, Outcome
-from engine.delivery.webhook import EVENT_HEADER, body_for, signature_headers
+from engine.delivery.webhook import EVENT_HEADER, body_for, digest_bodies, signature_headers
+
+# One digest message: its payload, and the ids of the alerts it lists.
+DigestPart = tuple[str, list[str]]
 
 USER_AGENT = f"detect/{__version__}"
 # Messages per second when `max_messages_per_second` is not set: Slack allows about one
@@ -32,6 +38,10 @@ class Channel(Protocol):
     config: DestinationConfig
 
     def render(self, alert: Mapping[str, Any], purpose: str, notice: str) -> str: ...
+
+    def render_digest(
+        self, alerts: list[Mapping[str, Any]], info: DigestInfo
+    ) -> list[DigestPart]: ...
 
     def send(self, payload: str, msg_id: str, timestamp: int, purpose: str) -> Outcome: ...
 
@@ -47,6 +57,12 @@ class SlackChannel:
 
     def render(self, alert: Mapping[str, Any], purpose: str, notice: str) -> str:
         return json.dumps(build_message(alert, purpose, notice), separators=(",", ":"))
+
+    def render_digest(self, alerts: list[Mapping[str, Any]], info: DigestInfo) -> list[DigestPart]:
+        return [
+            (json.dumps(message, separators=(",", ":")), ids)
+            for message, ids in build_digest(alerts, info)
+        ]
 
     def send(self, payload: str, msg_id: str, timestamp: int, purpose: str) -> Outcome:
         headers = {"Content-Type": "application/json; charset=utf-8", "User-Agent": USER_AGENT}
@@ -71,6 +87,9 @@ class WebhookChannel:
 
     def render(self, alert: Mapping[str, Any], purpose: str, notice: str) -> str:
         return body_for(alert)
+
+    def render_digest(self, alerts: list[Mapping[str, Any]], info: DigestInfo) -> list[DigestPart]:
+        return digest_bodies(alerts, info)
 
     def send(self, payload: str, msg_id: str, timestamp: int, purpose: str) -> Outcome:
         body = payload.encode("utf-8")
@@ -103,6 +122,10 @@ class ConsoleChannel:
         if notice:
             text += f"\n    note     {notice}"
         return text
+
+    def render_digest(self, alerts: list[Mapping[str, Any]], info: DigestInfo) -> list[DigestPart]:
+        text = format_digest(alerts, info, use_colour(self.stream or sys.stdout))
+        return [(text, [str(a.get("alert_id", "")) for a in alerts])]
 
     def send(self, payload: str, msg_id: str, timestamp: int, purpose: str) -> Outcome:
         stream = self.stream or sys.stdout

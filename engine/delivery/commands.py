@@ -1,6 +1,7 @@
 """`detect alerts`: what the outbox holds, and the levers an operator needs.
 
     detect alerts list [--dead | --pending] [--rule ID] [--limit N] [--format json]
+                                           (an alert held for a digest shows as `digest`)
     detect alerts show ID
     detect alerts retry ID | --dead [--destination NAME] [--include-silenced] [--send]
     detect alerts silence (--rule ID | --dedup-key KEY) --for 4h --reason TEXT
@@ -73,6 +74,11 @@ def _iso(epoch: float | None) -> str:
 
 
 def _state_word(delivery: Delivery) -> str:
+    if delivery.status == "digest":
+        # Held for a digest: its period is still open, or its digest message is on its way.
+        if delivery.digest_id:
+            return f"digest (in {delivery.digest_id}, not sent yet)"
+        return "digest (waiting for the period to close)"
     if delivery.status == "pending":
         if delivery.attempts == 0:
             return "pending"
@@ -152,7 +158,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _list_deliveries(outbox: Outbox, status: str, args: argparse.Namespace) -> int:
-    rows = outbox.by_status(status, args.limit)
+    # Alerts waiting for a digest are still to be sent: `--pending` lists them too.
+    rows = outbox.by_status((status, "digest") if status == "pending" else status, args.limit)
     if args.rule:
         alerts = {d.alert_id: outbox.alert(d.alert_id) or {} for d in rows}
         rows = [d for d in rows if alerts[d.alert_id].get("rule_id") == args.rule]
@@ -263,7 +270,8 @@ def cmd_retry(args: argparse.Namespace) -> int:
     from engine.delivery.dispatcher import deliver_pending
 
     assert config is not None
-    report = deliver_pending(config, timeout=args.timeout)
+    # Re-queued digests were sealed already; open ones keep waiting for their period.
+    report = deliver_pending(config, timeout=args.timeout, flush_digests=False)
     print(f"delivery: {report}")
     return EXIT_OK if report.dead == 0 else EXIT_FAILED
 

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import IO, Any
+from collections.abc import Mapping
+from typing import IO, TYPE_CHECKING, Any
 
 from engine.alerts import Alert
+
+if TYPE_CHECKING:
+    from engine.delivery.digest import DigestInfo
 
 _COLOURS = {
     "critical": "\033[1;97;41m",
@@ -66,6 +70,35 @@ def format_alert(alert: Alert, colour: bool = False) -> str:
         lines.append(f"    {_clean(key)}: {_clean(value)[:200]}")
     alert_line = f"    alert    {alert.alert_id}"
     lines.append(f"{_DIM}{alert_line}{_RESET}" if colour else alert_line)
+    return "\n".join(lines)
+
+
+def format_digest(alerts: list[Mapping[str, Any]], info: DigestInfo, colour: bool = False) -> str:
+    """A digest as one block of text: a heading, then each rule's alerts, one a line."""
+    from engine.delivery.digest import by_rule, event_total, plural
+    from engine.delivery.transport import iso
+
+    heading = (
+        f"[DIGEST] {plural(len(alerts), 'alert')} below {info.below.upper()} · "
+        f"{iso(info.period_start)} .. {iso(info.period_end)}"
+        + (" (sent before the period ended)" if info.early else "")
+    )
+    lines = [f"\033[1m{heading}{_RESET}" if colour else heading]
+    for rule_id, members in by_rule(alerts):
+        lines.append(
+            f"    {_clean(rule_id)} · {plural(len(members), 'alert')}, "
+            f"{plural(event_total(members), 'event')}"
+        )
+        for alert in members:
+            severity = str(alert.get("severity", "")).upper()
+            count = alert.get("event_count", 0)
+            lines.append(
+                f"      [{_clean(severity)}] {_clean(alert.get('title', ''))[:200]} · "
+                f"{_clean(count)} event{'' if count == 1 else 's'} · "
+                f"{_clean(alert.get('alert_id', ''))}"
+            )
+    digest_line = f"    digest   {info.digest_id}"
+    lines.append(f"{_DIM}{digest_line}{_RESET}" if colour else digest_line)
     return "\n".join(lines)
 
 

@@ -19,6 +19,13 @@ exactly where the database says: a delivery marked sent is never sent again; one
 attempt was in flight is retried once its lease (timeout + 10 s) has passed, which is the
 one case in which a receiver can see a message twice (at-least-once delivery).
 
+Digests (engine/delivery/digest.py): an alert below a destination's `digest.below` is
+routed into status `digest` instead of `pending`; once its period has closed on this
+dispatcher's clock (or at a flush: `dispatch_pending(flush_digests=True)`, the end of
+`deliver_pending`, the shutdown of a `start()`ed dispatcher), the waiting alerts are
+rendered into one message (or numbered parts) that is queued like any delivery, with the
+same retries, pauses, leases and dead letters; the alerts follow their message's outcome.
+
 Time is injected (`clock`, `sleep`) so tests run days of retries in milliseconds.
 """
 
@@ -36,8 +43,17 @@ from typing import IO, Any
 
 from engine.config import Config, DestinationConfig
 from engine.delivery.channels import Channel, build_channel, rate_of
+from engine.delivery.digest import (
+    DigestInfo,
+    goes_to_digest,
+    new_digest_id,
+    part_key,
+    period_end,
+    period_start,
+)
 from engine.delivery.outbox import (
     DEAD,
+    DIGEST,
     OPENED,
     PENDING,
     SENT,
@@ -64,6 +80,10 @@ LEASE_MARGIN = 10.0
 RETRY_AFTER_JITTER = 0.1
 # The shortest wait the scheduler allows itself, so that no state can make it spin.
 MIN_PAUSE = 0.001
+# How long the shutdown of a background dispatcher may spend sending open digests.
+FLUSH_TIMEOUT = 10.0
+# Members of unsealed digests are all routed before this (a flush takes every one).
+_ALL = 1e18
 
 
 @dataclass
@@ -75,12 +95,19 @@ class DispatchReport:
     silenced: int = 0
     # Left pending when the call returned (waiting for a retry, a rate limit or a deadline).
     pending: int = 0
+    # Alerts put into digest messages (each digest message counts once in `sent`).
+    digested: int = 0
+    # Alerts still waiting for their digest period to close when the call returned.
+    in_digests: int = 0
 
     def __str__(self) -> str:
-        return (
+        text = (
             f"{self.sent} sent, {self.retried} retries scheduled, {self.dead} dead letters, "
             f"{self.silenced} silenced, {self.pending} pending"
         )
+        if self.digested or self.in_digests:
+            text += f", {self.digested} in digests sent, {self.in_digests} waiting for a digest"
+        return text
 
 
 @dataclass
@@ -196,22 +223,30 @@ class Dispatcher:
 
     # -- public ----------------------------------------------------------------------
 
-    def dispatch_pending(self, deadline: float | None = None) -> DispatchReport:
+    def dispatch_pending(
+        self, deadline: float | None = None, flush_digests: bool = False
+    ) -> DispatchReport:
+        """With `flush_digests`, alerts waiting for a digest are sealed and sent now,
+        before their period ends. Without it, a digest goes out when its period closes
+        on `clock`: waiting for that is not "pending", so a call without a deadline
+        never waits for a period to end."""
         with self._lock:
             if self._closed:
                 raise RuntimeError("the dispatcher is closed")
             report = DispatchReport()
             self._enqueue(report)
+            self._seal_digests(self.clock(), report, flush_digests)
             while True:
                 if self._wakeup.is_set():
                     self._wakeup.clear()
                     self._enqueue(report)
                 self._collect(report)
                 now = self.clock()
+                self._seal_digests(now, report, False)
                 self._expire(now, report)
                 if deadline is None or now < deadline:
                     self._start_due(now, report)
-                wake_at = self._next_wake(now)
+                wake_at = self._next_wake(now, digests=deadline is not None)
                 if not self._inflight and wake_at is None:
                     break
                 if deadline is not None and (now >= deadline or self._stopping.is_set()):
@@ -222,7 +257,9 @@ class Dispatcher:
                     assert wake_at is not None
                     target = wake_at if deadline is None else min(wake_at, deadline)
                     self._pause(max(0.0, target - now))
-            report.pending = self.outbox.counts().get(PENDING, 0)
+            counts = self.outbox.counts()
+            report.pending = counts.get(PENDING, 0)
+            report.in_digests = counts.get(DIGEST, 0)
             return report
 
     def start(self, poll_interval: float = 1.0) -> None:
@@ -246,7 +283,11 @@ class Dispatcher:
         self._wakeup.set()
 
     def close(self) -> None:
-        """Stop, record the outcome of requests still in flight, release everything."""
+        """Stop, record the outcome of requests still in flight, release everything.
+        A dispatcher that ran in the background (`detect run`) first flushes its open
+        digests, for up to FLUSH_TIMEOUT: they go out early rather than wait for the
+        next start. One used in passes (`--once`, a replay) leaves them to their period,
+        durable in the state file; `deliver_pending` flushes on its own."""
         if self._closed:
             return
         self._stopping.set()
@@ -254,6 +295,13 @@ class Dispatcher:
         if self._thread is not None:
             self._thread.join()
         with self._lock:
+            if self._thread is not None and any(c.digest for c in self.destinations.values()):
+                self._stopping.clear()
+                try:
+                    self.dispatch_pending(self.clock() + FLUSH_TIMEOUT, flush_digests=True)
+                except Exception as error:  # noqa: BLE001 - the digests stay in the outbox
+                    log.error("flushing digests at shutdown failed: %s", type(error).__name__)
+                self._stopping.set()
             report = DispatchReport()
             if self._inflight:
                 wait([i.future for i in self._inflight.values()])
@@ -291,6 +339,8 @@ class Dispatcher:
                     if silence is not None:
                         planned.append(PlannedDelivery(name, SILENCED, silence_reason(silence)))
                         report.silenced += 1
+                    elif goes_to_digest(self.destinations.get(name), alert):
+                        planned.append(PlannedDelivery(name, DIGEST, notice=plan.notice))
                     else:
                         planned.append(PlannedDelivery(name, PENDING, notice=plan.notice))
                 for name in plan.unknown:
@@ -330,6 +380,93 @@ class Dispatcher:
                 delivery.delivery_id, delivery.alert_id, delivery.destination, plan, now
             )
 
+    # -- digests ---------------------------------------------------------------------
+
+    def _seal_digests(self, now: float, report: DispatchReport, flush: bool) -> None:
+        """Turn the alerts of every closed period (all of them, with `flush`) into
+        digest messages, queued in one transaction with the alerts they list."""
+        for name, first in self.outbox.open_digests().items():
+            config = self.destinations.get(name)
+            channel = self.channels.get(name)
+            if config is None or channel is None:
+                continue  # dead-lettered as unconfigured
+            if config.digest is None:
+                # The configuration no longer batches for it: send them one by one.
+                self.outbox.undigest(name, now)
+                continue
+            every = config.digest.every.total_seconds()
+            boundary = period_start(now, every)
+            if not flush and first >= boundary:
+                continue
+            members = self.outbox.digest_members(name, _ALL if flush else boundary)
+            if not members:
+                continue
+            early = any(d.queued_at >= boundary for d, _ in members)
+            info = DigestInfo(
+                new_digest_id(),
+                name,
+                period_start(members[0][0].queued_at, every),
+                now if early else boundary,
+                config.digest.below,
+                early,
+            )
+            self._seal(channel, info, members, now, report)
+
+    def _seal(
+        self,
+        channel: Channel,
+        info: DigestInfo,
+        members: list[tuple[Delivery, dict[str, Any] | None]],
+        now: float,
+        report: DispatchReport,
+    ) -> None:
+        settled: list[tuple[int, str, str]] = []
+        included: list[tuple[Delivery, dict[str, Any]]] = []
+        for delivery, alert in members:
+            if alert is None:
+                settled.append(
+                    (delivery.delivery_id, DEAD, "the alert is no longer in the state database")
+                )
+                report.dead += 1
+                continue
+            # A silence set while the alert waited keeps it out, as it would a retry.
+            silence = self.outbox.silence_for(
+                str(alert.get("rule_id", "")), str(alert.get("dedup_key", "")), now
+            )
+            if silence is not None:
+                settled.append((delivery.delivery_id, SILENCED, silence_reason(silence)))
+                report.silenced += 1
+                continue
+            included.append((delivery, alert))
+        ids = {alert["alert_id"]: d.delivery_id for d, alert in included}
+        messages: list[tuple[str, str, list[int]]] = []
+        if included:
+            try:
+                parts = channel.render_digest([alert for _, alert in included], info)
+                listed = [alert_id for _, alert_ids in parts for alert_id in alert_ids]
+                if sorted(listed) != sorted(ids):
+                    raise ValueError("a digest must list each of its alerts exactly once")
+            except Exception as error:  # noqa: BLE001 - one bad digest must not stop the queue
+                reason = f"could not render the digest ({type(error).__name__})"
+                log.error("digest %s to %s: %s", info.digest_id, info.destination, reason)
+                settled += [(d.delivery_id, DEAD, reason) for d, _ in included]
+                report.dead += len(included)
+                parts = []
+            for number, (payload, alert_ids) in enumerate(parts, start=1):
+                key = part_key(info.digest_id, number, len(parts))
+                messages.append((key, payload, [ids[a] for a in alert_ids]))
+                report.digested += len(alert_ids)
+        self.outbox.seal_digest(info.destination, messages, settled, now)
+        if messages:
+            log.info(
+                "digest %s to %s: %d alert(s) in %d message(s)%s",
+                info.digest_id,
+                info.destination,
+                len(included),
+                len(messages),
+                " (flushed before its period ended)" if info.early else "",
+            )
+
     # -- sending ---------------------------------------------------------------------
 
     def _gate(self, name: str, now: float) -> float:
@@ -355,32 +492,40 @@ class Dispatcher:
         self, name: str, channel: Channel, delivery: Delivery, now: float, report: DispatchReport
     ) -> bool:
         """Send one delivery; False when it was settled without sending (try the next)."""
-        alert = self.outbox.alert(delivery.alert_id)
-        if alert is None:
-            self.outbox.finish(
-                delivery.delivery_id, DEAD, now, "the alert is no longer in the state database"
-            )
-            report.dead += 1
-            return False
-        silence = self.outbox.silence_for(
-            str(alert.get("rule_id", "")), str(alert.get("dedup_key", "")), now
-        )
-        if silence is not None:
-            self.outbox.finish(delivery.delivery_id, SILENCED, now, silence_reason(silence))
-            report.silenced += 1
-            return False
-        payload = delivery.payload
-        if payload is None:
-            try:
-                payload = channel.render(alert, delivery.purpose, delivery.notice)
-            except Exception as error:  # noqa: BLE001 - one bad alert must not stop the queue
-                reason = f"could not render the message ({type(error).__name__})"
-                log.error("alert %s to %s: %s", delivery.alert_id, name, reason)
-                self.outbox.finish(delivery.delivery_id, DEAD, now, reason)
+        if delivery.purpose == DIGEST:
+            # Rendered when it was sealed; its alerts were checked against silences then.
+            if delivery.payload is None:
+                self.outbox.finish(delivery.delivery_id, DEAD, now, "the digest has no body")
                 report.dead += 1
                 return False
+            payload, count = delivery.payload, int(delivery.event_count or 0)
+        else:
+            alert = self.outbox.alert(delivery.alert_id)
+            if alert is None:
+                self.outbox.finish(
+                    delivery.delivery_id, DEAD, now, "the alert is no longer in the state database"
+                )
+                report.dead += 1
+                return False
+            silence = self.outbox.silence_for(
+                str(alert.get("rule_id", "")), str(alert.get("dedup_key", "")), now
+            )
+            if silence is not None:
+                self.outbox.finish(delivery.delivery_id, SILENCED, now, silence_reason(silence))
+                report.silenced += 1
+                return False
+            payload = delivery.payload
+            if payload is None:
+                try:
+                    payload = channel.render(alert, delivery.purpose, delivery.notice)
+                except Exception as error:  # noqa: BLE001 - one bad alert must not stop the queue
+                    reason = f"could not render the message ({type(error).__name__})"
+                    log.error("alert %s to %s: %s", delivery.alert_id, name, reason)
+                    self.outbox.finish(delivery.delivery_id, DEAD, now, reason)
+                    report.dead += 1
+                    return False
+            count = int(alert.get("event_count") or 0)
         lease = now + channel.config.timeout.total_seconds() + LEASE_MARGIN
-        count = int(alert.get("event_count") or 0)
         claimed = self.outbox.claim(delivery.delivery_id, now, lease, payload, count)
         if claimed is None:  # another process holds it
             return True
@@ -484,10 +629,17 @@ class Dispatcher:
                 why += f" (the destination is failing: {failing})"
             report.dead += self.outbox.expire(name, limit, self._grace(name), now, why)
 
-    def _next_wake(self, now: float) -> float | None:
-        """The earliest moment an idle destination can make progress (send or expire),
-        or None when nothing idle is pending."""
+    def _next_wake(self, now: float, digests: bool = False) -> float | None:
+        """The earliest moment an idle destination can make progress (send or expire,
+        and with `digests` a digest period close), or None when nothing idle is
+        pending."""
         soonest: float | None = None
+        if digests:
+            for name, first in self.outbox.open_digests().items():
+                config = self.destinations.get(name)
+                if config is not None and config.digest is not None:
+                    moment = period_end(first, config.digest.every.total_seconds())
+                    soonest = moment if soonest is None else min(soonest, moment)
         for name, config in self.destinations.items():
             if name in self._inflight:
                 continue
@@ -527,10 +679,13 @@ def deliver_pending(
     config: Config,
     timeout: float | None = None,
     stream: IO[str] | None = None,
+    flush_digests: bool = True,
     **options: Any,
 ) -> DispatchReport:
-    """One delivery pass over `config.state.path` (for `--once`, `replay --deliver` and
-    `detect alerts retry --send`): everything pending, or what `timeout` seconds allow."""
+    """One delivery pass over `config.state.path` (for `replay --deliver` and `detect
+    alerts retry --send`): everything pending, or what `timeout` seconds allow. Open
+    digests are flushed (sent before their period ends) unless `flush_digests=False`:
+    a replay has no later pass to send them in."""
     with Dispatcher(config.state.path, config, stream=stream, **options) as dispatcher:
         deadline = None if timeout is None else dispatcher.clock() + timeout
-        return dispatcher.dispatch_pending(deadline)
+        return dispatcher.dispatch_pending(deadline, flush_digests=flush_digests)

@@ -9,6 +9,14 @@ moves `dead` or `silenced` back to `pending`. Every change is its own short tran
 committed before anything else happens, so a crash loses no record and never forgets that
 a message was sent.
 
+Digests (docs/delivery.md) live in the same table, so they get the same queue, leases,
+retries and dead letters: an alert bound for a digest gets a delivery row in status
+`digest` when it is routed; when its period closes the dispatcher seals the digest — one
+row per message (purpose `digest`, `alert_id` holding the message key `dg_…`, the rendered
+payload stored) and each member row pointing at its message through `digest_id`, in one
+transaction. When a digest message is sent or dead-lettered, its members follow in the
+same transaction as the message.
+
 Times in these tables are wall-clock epoch seconds (delivery is about the present), while
 the `alerts` table speaks event time.
 """
@@ -26,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 PENDING, SENT, DEAD, SILENCED = "pending", "sent", "dead", "silenced"
+# An alert waiting in a digest (its period is open, or its digest message is not sent).
+DIGEST = "digest"
 OPENED, CLOSED = "opened", "closed"
 
 _SCHEMA = """
@@ -53,12 +63,15 @@ CREATE TABLE IF NOT EXISTS deliveries (
     payload TEXT,
     event_count INTEGER,
     summary_due INTEGER NOT NULL DEFAULT 0,
+    digest_id TEXT,
     UNIQUE (alert_id, destination, purpose)
 );
 CREATE INDEX IF NOT EXISTS deliveries_queue
     ON deliveries (destination, status, next_attempt_at);
 CREATE INDEX IF NOT EXISTS deliveries_status ON deliveries (status, finished_at);
 CREATE INDEX IF NOT EXISTS deliveries_summary ON deliveries (summary_due) WHERE summary_due = 1;
+CREATE INDEX IF NOT EXISTS deliveries_open_digest ON deliveries (destination, queued_at)
+    WHERE status = 'digest';
 CREATE TABLE IF NOT EXISTS delivery_destinations (
     destination TEXT PRIMARY KEY,
     paused_until REAL NOT NULL DEFAULT 0,
@@ -81,7 +94,18 @@ CREATE TABLE IF NOT EXISTS silences (
 _DELIVERY_COLUMNS = (
     "delivery_id, alert_id, destination, purpose, status, queued_at, next_attempt_at, "
     "attempts, last_attempt_at, lease_until, finished_at, http_status, reason, notice, "
-    "payload, event_count"
+    "payload, event_count, digest_id"
+)
+
+# Members of digest messages that have been sent or dead-lettered take their message's
+# outcome. Idempotent, and run in the transaction that settles the message.
+_SETTLE_MEMBERS = (
+    "UPDATE deliveries AS m SET status = p.status, finished_at = p.finished_at, "
+    "http_status = p.http_status, lease_until = NULL, reason = CASE p.status WHEN 'sent' "
+    "THEN 'sent in digest ' || p.alert_id ELSE 'digest ' || p.alert_id || ': ' || p.reason "
+    "END FROM deliveries AS p WHERE m.status = 'digest' AND m.digest_id = p.alert_id "
+    "AND m.destination = p.destination AND p.purpose = 'digest' AND p.status IN "
+    "('sent', 'dead')"
 )
 
 
@@ -112,6 +136,8 @@ class Delivery:
     notice: str
     payload: str | None
     event_count: int | None
+    # For an alert in a digest: the key of the digest message that carries it.
+    digest_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -173,7 +199,15 @@ class Outbox:
         self._db.execute("PRAGMA busy_timeout=10000")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        self._migrate()
         self._db.executescript(_SCHEMA)
+
+    def _migrate(self) -> None:
+        """Columns added after a state file may have been created: added in place, so an
+        existing file opens and keeps every row."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(deliveries)")}
+        if columns and "digest_id" not in columns:
+            self._db.execute("ALTER TABLE deliveries ADD COLUMN digest_id TEXT")
 
     def close(self) -> None:
         self._db.close()
@@ -262,7 +296,7 @@ class Outbox:
                     (alert["alert_id"], now, alert.get("_window_end") or "", note),
                 )
                 for plan in planned:
-                    finished = None if plan.status == PENDING else now
+                    finished = None if plan.status in (PENDING, DIGEST) else now
                     db.execute(
                         "INSERT OR IGNORE INTO deliveries (alert_id, destination, purpose, "
                         "status, queued_at, next_attempt_at, finished_at, reason, notice) "
@@ -332,7 +366,8 @@ class Outbox:
 
     def pending_destinations(self) -> set[str]:
         rows = self._db.execute(
-            "SELECT DISTINCT destination FROM deliveries WHERE status = ?", (PENDING,)
+            "SELECT DISTINCT destination FROM deliveries WHERE status IN (?, ?)",
+            (PENDING, DIGEST),
         )
         return {r[0] for r in rows.fetchall()}
 
@@ -397,6 +432,7 @@ class Outbox:
                 "reason = ?, http_status = ?, summary_due = ? WHERE delivery_id = ?",
                 (status, now, reason, http_status, int(summary_due), delivery_id),
             )
+            db.execute(_SETTLE_MEMBERS)
 
     def reschedule(
         self, delivery_id: int, next_attempt_at: float, reason: str, http_status: int | None
@@ -421,6 +457,7 @@ class Outbox:
                     f"WHERE {where}",
                     (DEAD, now, why, *params),
                 )
+                db.execute(_SETTLE_MEMBERS)
                 return cursor.rowcount
         return 0
 
@@ -431,11 +468,83 @@ class Outbox:
             for name in sorted(stray):
                 cursor = db.execute(
                     "UPDATE deliveries SET status = ?, finished_at = ?, lease_until = NULL, "
-                    "reason = ? WHERE destination = ? AND status = ?",
-                    (DEAD, now, f"destination {name!r} is not in the configuration", name, PENDING),
+                    "reason = ? WHERE destination = ? AND status IN (?, ?)",
+                    (
+                        DEAD,
+                        now,
+                        f"destination {name!r} is not in the configuration",
+                        name,
+                        PENDING,
+                        DIGEST,
+                    ),
                 )
                 count += cursor.rowcount
         return count
+
+    # -- digests ---------------------------------------------------------------------
+
+    def open_digests(self) -> dict[str, float]:
+        """Destinations with alerts waiting for a digest not sealed yet, and the moment
+        the oldest of them was routed (its period is the first to close)."""
+        rows = self._db.execute(
+            "SELECT destination, MIN(queued_at) FROM deliveries WHERE status = ? "
+            "AND digest_id IS NULL GROUP BY destination",
+            (DIGEST,),
+        )
+        return {name: float(first) for name, first in rows.fetchall()}
+
+    def digest_members(
+        self, destination: str, routed_before: float
+    ) -> list[tuple[Delivery, dict[str, Any] | None]]:
+        """The unsealed digest rows of a destination routed before a moment, oldest
+        first, each with its alert (None when the alert is gone)."""
+        columns = ", ".join("d." + c.strip() for c in _DELIVERY_COLUMNS.split(","))
+        rows = self._db.execute(
+            f"SELECT {columns}, a.body FROM deliveries d LEFT JOIN alerts a "
+            "ON a.alert_id = d.alert_id WHERE d.destination = ? AND d.status = ? "
+            "AND d.digest_id IS NULL AND d.queued_at < ? ORDER BY d.delivery_id",
+            (destination, DIGEST, routed_before),
+        ).fetchall()
+        return [(_delivery(r[:-1]), json.loads(r[-1]) if r[-1] else None) for r in rows]
+
+    def undigest(self, destination: str, now: float) -> int:
+        """Unsealed digest rows of a destination that no longer batches become ordinary
+        pending deliveries."""
+        with self._tx() as db:
+            return db.execute(
+                "UPDATE deliveries SET status = ?, queued_at = ?, next_attempt_at = ? "
+                "WHERE destination = ? AND status = ? AND digest_id IS NULL",
+                (PENDING, now, now, destination, DIGEST),
+            ).rowcount
+
+    def seal_digest(
+        self,
+        destination: str,
+        messages: Sequence[tuple[str, str, Sequence[int]]],
+        settled: Sequence[tuple[int, str, str]],
+        now: float,
+    ) -> None:
+        """In one transaction: each digest message (key, payload, member delivery ids) is
+        queued with its rendered payload and its members point at it; `settled` members
+        (delivery id, status, reason: silenced since, alert gone) leave the digest."""
+        with self._tx() as db:
+            for key, payload, members in messages:
+                db.execute(
+                    "INSERT INTO deliveries (alert_id, destination, purpose, status, "
+                    "queued_at, next_attempt_at, payload, event_count) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (key, destination, DIGEST, PENDING, now, now, payload, len(members)),
+                )
+                db.executemany(
+                    "UPDATE deliveries SET digest_id = ? WHERE delivery_id = ? AND status = ? "
+                    "AND digest_id IS NULL",
+                    [(key, member, DIGEST) for member in members],
+                )
+            db.executemany(
+                "UPDATE deliveries SET status = ?, finished_at = ?, reason = ? "
+                "WHERE delivery_id = ? AND status = ?",
+                [(status, now, reason, member, DIGEST) for member, status, reason in settled],
+            )
 
     # -- destinations ----------------------------------------------------------------
 
@@ -474,11 +583,13 @@ class Outbox:
                 found[delivery.alert_id].append(delivery)
         return found
 
-    def by_status(self, status: str, limit: int) -> list[Delivery]:
+    def by_status(self, status: str | Sequence[str], limit: int) -> list[Delivery]:
+        wanted = [status] if isinstance(status, str) else list(status)
         rows = self._db.execute(
-            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE status = ? "
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE status IN "
+            f"({','.join('?' * len(wanted))}) "
             "ORDER BY COALESCE(finished_at, queued_at) DESC, delivery_id DESC LIMIT ?",
-            (status, limit),
+            (*wanted, limit),
         ).fetchall()
         return [_delivery(r) for r in rows]
 
@@ -494,22 +605,44 @@ class Outbox:
         statuses: Sequence[str] = (DEAD,),
     ) -> int:
         """Send dead (or silenced) deliveries again, with a fresh retry budget. The stored
-        payload is dropped so the message is rendered anew from the alert."""
-        query = (
-            "UPDATE deliveries SET status = ?, queued_at = ?, next_attempt_at = ?, attempts = 0, "
-            "lease_until = NULL, finished_at = NULL, http_status = NULL, payload = NULL, "
-            "event_count = NULL, reason = 'requeued by detect alerts retry' WHERE status IN "
-            f"({','.join('?' * len(statuses))})"
+        payload is dropped so the message is rendered anew from the alert — except a
+        digest message's, which cannot be rendered again: it is sent again whole, and its
+        members wait for it again. An alert of a digest whose message is not re-sent
+        goes on its own."""
+        marks = ",".join("?" * len(statuses))
+        fresh = (
+            "queued_at = ?, next_attempt_at = ?, attempts = 0, lease_until = NULL, "
+            "finished_at = NULL, http_status = NULL, reason = 'requeued by detect alerts retry'"
         )
-        params: list[Any] = [PENDING, now, now, *statuses]
-        if alert_id is not None:
-            query += " AND alert_id = ?"
-            params.append(alert_id)
+        where = f"status IN ({marks})"
+        scope: list[Any] = []
         if destination is not None:
-            query += " AND destination = ?"
-            params.append(destination)
+            where += " AND destination = ?"
+            scope.append(destination)
         with self._tx() as db:
-            return db.execute(query, params).rowcount
+            count = 0
+            if alert_id is None:
+                count += db.execute(
+                    f"UPDATE deliveries SET status = ?, {fresh} WHERE {where} AND purpose = ?",
+                    [PENDING, now, now, *statuses, *scope, DIGEST],
+                ).rowcount
+                db.execute(
+                    f"UPDATE deliveries AS m SET status = ?, {fresh} FROM deliveries AS p "
+                    f"WHERE m.{where.replace(' AND destination', ' AND m.destination')} "
+                    "AND m.digest_id = p.alert_id AND m.destination = p.destination "
+                    "AND p.purpose = ? AND p.status = ?",
+                    [DIGEST, now, now, *statuses, *scope, DIGEST, PENDING],
+                )
+            query = (
+                f"UPDATE deliveries SET status = ?, {fresh}, payload = NULL, event_count = NULL, "
+                f"digest_id = NULL WHERE {where} AND purpose != ?"
+            )
+            params: list[Any] = [PENDING, now, now, *statuses, *scope, DIGEST]
+            if alert_id is not None:
+                query += " AND alert_id = ?"
+                params.append(alert_id)
+            count += db.execute(query, params).rowcount
+            return count
 
     # -- silences --------------------------------------------------------------------
 

@@ -10,7 +10,8 @@ attacker's URL is never fetched by Slack.
 
 Limits honoured (reference/delivery.md): 50 blocks, a header of 150 characters, a
 section of 3,000, ten fields of 2,000, ten context elements, and a total far under the
-~12k characters at which Slack answers `msg_blocks_too_long`.
+~12k characters at which Slack answers `msg_blocks_too_long`. A digest (`build_digest`)
+keeps the same limits by splitting into numbered messages, with the same escaping.
 """
 
 from __future__ import annotations
@@ -18,7 +19,11 @@ from __future__ import annotations
 import json
 import unicodedata
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
+
+from engine.delivery.digest import DigestInfo
+from engine.delivery.transport import iso
 
 MAX_BLOCKS = 50
 MAX_HEADER = 150
@@ -246,3 +251,140 @@ def build_message(
         "unfurl_links": False,
         "unfurl_media": False,
     }
+
+
+# -- digests ----------------------------------------------------------------------------
+
+# A digest line's title is cut shorter than a header's: many lines share one message.
+DIGEST_TITLE = 120
+DIGEST_SUMMARY = 1500
+# Room kept in every digest message for its header, context line and fallback.
+_DIGEST_FRAME = 600
+
+
+@dataclass
+class _DigestMessage:
+    sections: list[list[str]] = field(default_factory=list)
+    alert_ids: list[str] = field(default_factory=list)
+    size: int = 0
+    shown: set[str] = field(default_factory=set)
+
+
+class _DigestPacker:
+    """Fills messages with sections of lines within Slack's limits: a rule's group opens
+    a section with its heading (repeated, "continued", at the top of a later message),
+    a full section opens another, and a full message opens the next message. A line
+    never exceeds what an empty message holds, so every alert finds a place."""
+
+    def __init__(self) -> None:
+        self.messages = [_DigestMessage()]
+        self._max_sections = MAX_BLOCKS - 2  # the header and the context line
+        self._max_size = MAX_TOTAL - _DIGEST_FRAME
+
+    def add_section(self, lines: list[str]) -> None:
+        message = self.messages[-1]
+        message.sections.append(lines)
+        message.size += len("\n".join(lines))
+
+    def add(self, group: str, heading: str, alert_id: str, line: str) -> None:
+        message = self.messages[-1]
+        if group in message.shown:
+            section = message.sections[-1]
+            grown = len("\n".join(section)) + 1 + len(line)
+            if grown <= MAX_SECTION and message.size + 1 + len(line) <= self._max_size:
+                section.append(line)
+                message.size += 1 + len(line)
+                message.alert_ids.append(alert_id)
+                return
+            if len(message.sections) < self._max_sections and (
+                message.size + len(line) <= self._max_size
+            ):
+                self.add_section([line])
+                message.alert_ids.append(alert_id)
+                return
+        elif len(message.sections) < self._max_sections and (
+            message.size + len(heading) + 1 + len(line) <= self._max_size
+        ):
+            message.shown.add(group)
+            self.add_section([heading, line])
+            message.alert_ids.append(alert_id)
+            return
+        continued = any(group in m.shown for m in self.messages)
+        self.messages.append(_DigestMessage())
+        self.messages[-1].shown.add(group)
+        self.add_section([heading + (" _(continued)_" if continued else ""), line])
+        self.messages[-1].alert_ids.append(alert_id)
+
+
+def _digest_line(alert: Mapping[str, Any]) -> str:
+    severity = str(alert.get("severity", "info"))
+    title = alert.get("title") or alert.get("rule_name") or alert.get("rule_id") or "alert"
+    count = alert.get("event_count", 0)
+    parts = [
+        f"{BADGES.get(severity, ':white_circle:')} {escape(severity.upper(), 20)}",
+        escape(title, DIGEST_TITLE),
+        f"{escape(count, 20)} event{'' if count == 1 else 's'}",
+        f"`{escape(alert.get('alert_id', '-'), 60)}`",
+    ]
+    kind = str(alert.get("kind", "detection"))
+    if kind != "detection":
+        parts.insert(2, escape(kind, 40))
+    return "• " + " · ".join(parts)
+
+
+def build_digest(
+    alerts: list[Mapping[str, Any]], info: DigestInfo
+) -> list[tuple[dict[str, Any], list[str]]]:
+    """A digest as Slack messages, each with the ids of the alerts it lists: one
+    message when everything fits, else numbered continuations ("Digest 2/3") — never a
+    truncated list. Every event-derived value goes through `escape`, as in
+    `build_message`."""
+    from engine.delivery.digest import by_rule, event_total, plural
+
+    groups = by_rule(alerts)
+    packer = _DigestPacker()
+    summary = ["*By rule*"]
+    for index, (rule_id, members) in enumerate(groups):
+        line = (
+            f"• `{escape(rule_id, 200)}`: {plural(len(members), 'alert')}, "
+            f"{plural(event_total(members), 'event')}"
+        )
+        if len("\n".join(summary)) + len(line) + 60 > DIGEST_SUMMARY:
+            summary.append(f"• … and {len(groups) - index} more rules, listed below")
+            break
+        summary.append(line)
+    if len(groups) > 1:
+        packer.add_section(summary)
+    for rule_id, members in groups:
+        name = members[0].get("rule_name") or ""
+        heading = f"*`{escape(rule_id, 200)}`*" + (f" · {escape(name, 150)}" if name else "")
+        heading += f" · {plural(len(members), 'alert')}, {plural(event_total(members), 'event')}"
+        for alert in members:
+            packer.add(rule_id, heading, str(alert.get("alert_id", "")), _digest_line(alert))
+    total = len(packer.messages)
+    below = escape(info.below.upper(), 20)
+    span = f"{iso(info.period_start)} to {iso(info.period_end)}"
+    built = []
+    for number, message in enumerate(packer.messages, start=1):
+        part = f" {number}/{total}" if total > 1 else ""
+        head = f":card_index_dividers: Digest{part} · {plural(len(alerts), 'alert')} below {below}"
+        meta = [f"Period {span}", f"Digest `{escape(info.digest_id, 60)}`"]
+        if info.early:
+            meta.append("sent before the period ended (shutdown or end of a replay)")
+        meta.append("details: `detect alerts show ALERT_ID`")
+        blocks: list[dict[str, Any]] = [{"type": "header", "text": _plain(head[:MAX_HEADER])}]
+        blocks += [
+            {"type": "section", "text": _mrkdwn("\n".join(lines))} for lines in message.sections
+        ]
+        blocks.append({"type": "context", "elements": [_mrkdwn(" · ".join(meta))]})
+        listed = f"{len(message.alert_ids)} of {len(alerts)}" if total > 1 else str(len(alerts))
+        fallback = f"[DIGEST{part}] {listed} alert{'' if len(alerts) == 1 else 's'} below {below}"
+        fallback += f", {span}"
+        payload = {
+            "text": fallback,
+            "blocks": blocks,
+            "unfurl_links": False,
+            "unfurl_media": False,
+        }
+        built.append((payload, message.alert_ids))
+    return built

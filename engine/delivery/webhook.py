@@ -9,6 +9,9 @@ Headers (standardwebhooks.com, spec 1.0):
   when a previous secret is still being rotated out.
 The secret may be written `whsec_<base64>` (the spec's serialization; the key is the
 decoded bytes) or as any other string (the key is its UTF-8 bytes).
+
+A digest is one request with a `detect.digest/v1` body listing the alerts, under a
+`webhook-id` of its own (`dg_…_<destination>_digest`), stable across retries.
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from engine.config import signing_key
+from engine.delivery.digest import DigestInfo
 
 _UNSAFE_ID = re.compile(r"[^A-Za-z0-9_-]")
 EVENT_HEADER = "detect-event"
@@ -79,3 +83,39 @@ def verify(
         if version == "v1" and hmac.compare_digest(value, expected):
             return True
     return False
+
+
+# A webhook digest is one request; past this many alerts it is split into numbered
+# parts (`part`, `parts`), so that no receiver has to accept an unbounded body.
+DIGEST_MAX_ALERTS = 500
+DIGEST_SCHEMA = "detect.digest/v1"
+
+
+def digest_bodies(
+    alerts: Sequence[Mapping[str, Any]], info: DigestInfo
+) -> list[tuple[str, list[str]]]:
+    """The digest as signed-webhook bodies (usually one), each with its alerts' ids:
+    the §6 alert JSON of every alert, as a single alert's webhook would carry it."""
+    from engine.delivery.transport import iso
+
+    chunks = [
+        list(alerts[start : start + DIGEST_MAX_ALERTS])
+        for start in range(0, len(alerts), DIGEST_MAX_ALERTS)
+    ] or [[]]
+    bodies = []
+    for number, chunk in enumerate(chunks, start=1):
+        body = {
+            "schema": DIGEST_SCHEMA,
+            "digest_id": info.digest_id,
+            "part": number,
+            "parts": len(chunks),
+            "period_start": iso(info.period_start),
+            "period_end": iso(info.period_end),
+            "early": info.early,
+            "below": info.below,
+            "alert_count": len(chunk),
+            "alerts": [public_alert(a) for a in chunk],
+        }
+        text = json.dumps(body, separators=(",", ":"), default=str)
+        bodies.append((text, [str(a.get("alert_id", "")) for a in chunk]))
+    return bodies
