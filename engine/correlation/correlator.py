@@ -23,7 +23,7 @@ from engine.activity import ActivityRecord, parse_activity
 from engine.alerts import MAX_SAMPLE_EVENTS, Alert, alert_id_for
 from engine.correlation.windows import Window
 from engine.detection.failures import RuleFailure
-from engine.detection.rule import Match, Rule
+from engine.detection.rule import LAST_SEEN_SLACK, Match, Rule
 from engine.state.store import StateStore
 
 ALERTS = "alert"
@@ -42,7 +42,6 @@ SEEN = "new_value"
 PARTIALS = "sequence"
 # A key that gathers more values than this forgets its least recently seen ones first.
 MAX_VALUES_PER_KEY = 1000
-LAST_SEEN_SLACK = 0.01
 MAX_SEEN_LATELY = 20_000
 log = logging.getLogger(__name__)
 _NOTHING: list[AlertChange] = []  # shared, never appended to: no allocation per activity

@@ -17,7 +17,7 @@ import jmespath
 from engine.activity import ActivityRecord, Event
 from engine.detection.failures import RuleFailure
 from engine.detection.loader import RuleSet
-from engine.detection.rule import MAX_RUNNERS, Match, Rule, Runner
+from engine.detection.rule import LAST_SEEN_SLACK, MAX_RUNNERS, Match, Rule, Runner
 
 Found = tuple[list[Match], list[tuple[Rule, Exception]]]
 # What a `learn_from: all` rule learns from one activity: (its index in
@@ -25,6 +25,8 @@ Found = tuple[list[Match], list[tuple[Rule, Exception]]]
 Learned = tuple[int, Any, Any] | tuple[int, RuleFailure]
 # The evaluation of every rule of one activity type.
 Plan = Callable[[ActivityRecord], Found]
+# How many (rule, key, value) hand-overs `learned` remembers before starting afresh.
+MAX_HANDED = 50_000
 
 
 class Evaluator:
@@ -74,13 +76,20 @@ class Evaluator:
 def _learning(learners: list[Rule]) -> Callable[[ActivityRecord, list[Match]], list[Learned]]:
     """`Evaluator.learned`: what each `learn_from: all` rule learns from an activity it did
     not match (its own matches are learned as they are judged). It runs on every activity,
-    so the paths are read inline, not through `NewValue`."""
+    so the paths are read inline, not through `NewValue`.
+
+    A value handed over within `LAST_SEEN_SLACK` of its rule's `forget` is not handed over
+    again: the correlator would change nothing for it (it moves a last-seen time on only
+    when it is that stale), and the same member's domain or address on every activity
+    would otherwise cross to it, and through the pipe of a two-process replay, each time."""
     plan = [
         (index, rule, rule.new_value.of, rule.new_value.per)  # type: ignore[union-attr]
         for index, rule in enumerate(learners)
     ]
     if not plan:
         return lambda activity, matches: _NO_LEARNING
+    slack = [rule.new_value.forget_seconds * LAST_SEEN_SLACK for rule in learners]  # type: ignore[union-attr]
+    handed: dict[tuple[int, str, str], float] = {}
 
     def learned(activity: ActivityRecord, matches: list[Match]) -> list[Learned]:
         found = _NO_LEARNING
@@ -99,6 +108,14 @@ def _learning(learners: list[Rule]) -> Callable[[ActivityRecord, list[Match]], l
                     per, value = RuleFailure.of(error), None
                 if per is None:
                     continue
+                if type(value) is type(per) is str:
+                    now = activity.epoch
+                    last = handed.get((index, per, value))
+                    if last is not None and 0 <= now - last <= slack[index]:
+                        continue
+                    if len(handed) >= MAX_HANDED:
+                        handed.clear()  # bounded: at worst a value is handed over again
+                    handed[(index, per, value)] = now
                 if found is _NO_LEARNING:
                     found = []
                 found.append((index, per) if value is None else (index, per, value))

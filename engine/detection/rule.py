@@ -40,6 +40,14 @@ class Threshold:
     anchored: bool = False
 
 
+# A value seen again within this share of `forget` changes nothing: its last-seen time is
+# moved on only when it is that stale (one state write per value per 1% of `forget`, not
+# per activity). The correlator applies it when it stores values, and the evaluator when
+# it hands `learn_from: all` values over, so a value repeated on every activity crosses to
+# the correlator (and, in a two-process replay, the pipe) about once per 1% of `forget`.
+LAST_SEEN_SLACK = 0.01
+
+
 @dataclass(frozen=True)
 class NewValue:
     """Fire on a value of `of` never seen (or unseen for `forget`) for the `per` key."""
