@@ -428,4 +428,7 @@ def test_outbox_tables_live_beside_the_engines(db, clock, receivers):
         assert outbox.counts() == {"sent": 1}
     finally:
         outbox.close()
-    assert T0  # the fixtures' event time stays separate from the wall clock
+    # The alert keeps its event time; sending it on the wall clock changes neither.
+    (sent,) = hook.bodies()
+    assert sent["first_event_at"].startswith(T0.strftime("%Y-%m-%dT%H:%M:01"))
+    assert abs(clock() - T0.timestamp()) > 86400
