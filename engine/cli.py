@@ -313,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     __import__("engine.panther.cli", fromlist=["register"]).register(commands)
     __import__("engine.bench", fromlist=["register"]).register(commands)
     __import__("engine.catalog", fromlist=["register"]).register(commands)
+    __import__("engine.orgsim.command", fromlist=["register"]).register(commands)
     __import__("engine.noise", fromlist=["register"]).register(commands)
     return parser
 
