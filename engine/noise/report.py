@@ -151,7 +151,7 @@ def build_report(measured: Measured, top: int = 5, inputs: Iterable[str] = ()) -
             "benign_alerts_per_100k": per_100k(len(detections) - attack, benign_activities),
         }
         report["recall"] = recall
-        for entry in report["silent_rules"]:  # a rule may catch an attack it never alerts on
+        for entry in report["silent_rules"]:  # zeros: every alerting rule has its figures
             entry.update(contribution.get(entry["id"]) or _no_contribution())
     report["next"] = next_steps(report, top)
     return report
