@@ -256,7 +256,7 @@ class AdminWork:
 
     # -- people joining and leaving -------------------------------------------------------
 
-    def _outside_email(self, org: Org) -> tuple[str, str]:
+    def invitee(self, org: Org) -> tuple[str, str]:
         """Whom an invitation goes to: (kind, address)."""
         rng = self.rng
         name = f"{rng.choice(_FIRST)}.{rng.choice(_LAST)}"
@@ -271,7 +271,7 @@ class AdminWork:
 
     def invite(self, org: Org, t: int, actor: dict[str, Any], admin: Person) -> None:
         rng, emit, ids = self.rng, self.sink.emit, self.ids
-        kind, email = self._outside_email(org)
+        kind, email = self.invitee(org)
         self.invites.append((kind, email))
         role = "admin" if kind == "corporate" and rng.random() < 0.03 else "user"
         invite_id = ids.new("invite_")

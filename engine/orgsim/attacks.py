@@ -138,6 +138,7 @@ class Attacks:
         self.rng = random.Random(f"orgsim-attacks-{seed}")
         self.ids = Ids(self.rng)
         self.start_us = start_us
+        self.count = count
         cycle = kind_cycle()
         # Positions (in activities) spread evenly; the last leaves room for a slow attack.
         self.plan = [
@@ -156,16 +157,22 @@ class Attacks:
         epoch_day: int,
         day_start: int,
         emitted: int,
-        today: int,
+        day: list[tuple[int, int, Activity]],
         sessions: dict[str, list[Session]],
     ) -> None:
-        """Build the instances whose position falls among today's activities."""
+        """Build the instances whose position falls among today's activities (`day`,
+        sorted). Any hour will do, except on the day the feed ends: there the attack
+        starts well before the last activity written, so it is in the feed whole."""
         self._day = (epoch_day, day_start)
         self._sessions = sessions
-        while self.next < len(self.plan) and self.plan[self.next][0] < emitted + today:
+        latest = day_start + DAY
+        if day and emitted + len(day) > self.count:
+            latest = day_start + int((day[self.count - emitted - 1][0] - day_start) * 0.6)
+        while self.next < len(self.plan) and self.plan[self.next][0] < emitted + len(day):
             kind = self.plan[self.next][1]
             self.next += 1
-            t = max(self.start_us + MINUTE, day_start + int(self.rng.random() * DAY))
+            t = day_start + int(self.rng.random() * (latest - day_start))
+            t = max(self.start_us + MINUTE, t)
             builder: Callable[[Instance, int], bool] = getattr(self, kind)
             for _ in range(5):  # a kind can need an org with an IdP, say: pick again
                 org = self.rng.choice(self.world.orgs)

@@ -78,7 +78,8 @@ class Simulation:
             self.machines.run_day(epoch_day, day_start)
             if self.attacks is not None:
                 before = len(self.attacks.instances)
-                self.attacks.run_day(epoch_day, day_start, emitted, len(sink.day), sessions)
+                sink.day.sort()
+                self.attacks.run_day(epoch_day, day_start, emitted, sink.day, sessions)
                 for inst in self.attacks.instances[before:]:
                     attack_ids.update(a["id"] for _, a in inst.activities)
             self.days += 1
@@ -107,10 +108,10 @@ def write_jsonl(path: str | Path, activities: Iterator[Activity]) -> int:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.suffix == ".gz":
-        # mtime=0: the same arguments give the same bytes, gzip header included.
+        # No name and mtime=0 in the header: the same arguments give the same bytes.
         with (
             target.open("wb") as raw,
-            gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=3, mtime=0) as gz,
+            gzip.GzipFile("", "wb", 3, raw, mtime=0) as gz,
         ):
             handle = _TextSink(gz)
             return _write_lines(handle, activities)
