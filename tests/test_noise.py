@@ -156,6 +156,7 @@ def test_per_rule_counts_rates_and_top_keys_without_labels(rules, feed_file):
     assert single["alerts_by_severity"] == {"high": 4}
     assert single["matches"] == 5
     assert single["top_keys"] == [{"value": "org_01", "count": 2}]  # top 1 only
+    assert single["distinct_keys"] == 3
     assert single["top_titles"] == [{"value": "SSO toggled in org_01", "count": 2}]
     assert by_id["t.burst"]["alerts"] == 2
     assert by_id["t.burst"]["kind"] == "threshold"

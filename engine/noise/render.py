@@ -103,19 +103,25 @@ def text(report: dict[str, Any], show_all: bool = False) -> str:
             out.append(f"{lead}  {row['id']:<{width}}  {row['severity']:<8}  {extra}")
             indent = " " * (len(lead) + 2)
             keys, titles, total = row["top_keys"], row["top_titles"], row["alerts"]
+            distinct = row["distinct_keys"]
             if labelled:
                 keys, titles, total = (
                     row["top_benign_keys"],
                     row["top_benign_titles"],
                     row["benign_alerts"],
                 )
+                distinct = row["distinct_benign_keys"]
                 if row["caught"]:
                     kinds = ", ".join(f"{k} ×{n}" for k, n in row["kinds_caught"].items())
                     out.append(f"{indent}caught: {kinds}")
             what = "benign " if labelled else ""
-            if keys:
+            if keys and keys[0]["count"] == 1 and total > 1:
+                out.append(f"{indent}{what}keys:       {distinct} distinct, one alert each")
+            elif keys:
                 out.append(f"{indent}top {what}keys:   {_tops(keys, total)}")
-            if titles:
+            if titles and titles[0]["count"] == 1 and total > 1:
+                out.append(f"{indent}{what}titles:     all different")
+            elif titles:
                 out.append(f"{indent}top {what}titles: {_tops(titles, total)}")
             if row["exception_lists"]:
                 lists = ", ".join(f"lists/{name}.yml" for name in row["exception_lists"])

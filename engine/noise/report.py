@@ -96,6 +96,7 @@ def build_report(measured: Measured, top: int = 5, inputs: Iterable[str] = ()) -
             "alerts": len(alerts),
             "alerts_per_100k": per_100k(len(alerts), activities),
             "alerts_by_severity": {s: severities[s] for s in SEVERITY_ORDER if severities[s]},
+            "distinct_keys": len({a.dedup_key for a in alerts}),
             "top_keys": _top((a.dedup_key for a in alerts), top),
             "top_titles": _top((a.title for a in alerts), top),
             "exception_lists": exception_lists(rule),
@@ -106,6 +107,7 @@ def build_report(measured: Measured, top: int = 5, inputs: Iterable[str] = ()) -
             row["attack_alerts"] = len(alerts) - len(benign)
             row["benign_alerts"] = len(benign)
             row["benign_alerts_per_100k"] = per_100k(len(benign), benign_activities)
+            row["distinct_benign_keys"] = len({a.dedup_key for a in benign})
             row["top_benign_keys"] = _top((a.dedup_key for a in benign), top)
             row["top_benign_titles"] = _top((a.title for a in benign), top)
             row.update(contribution.get(rule.id) or _no_contribution())
@@ -153,7 +155,7 @@ def build_report(measured: Measured, top: int = 5, inputs: Iterable[str] = ()) -
         report["recall"] = recall
         for entry in report["silent_rules"]:  # zeros: every alerting rule has its figures
             entry.update(contribution.get(entry["id"]) or _no_contribution())
-    report["next"] = next_steps(report, top)
+    report["next"] = next_steps(report)
     return report
 
 
@@ -248,7 +250,7 @@ def _recall(measured: Measured) -> dict[str, Any]:
     }
 
 
-def next_steps(report: dict[str, Any], top: int) -> list[str]:
+def next_steps(report: dict[str, Any]) -> list[str]:
     """What to do first, in a sentence or two: the loudest rule and its loudest key, and
     what labelled attacks went unseen."""
     steps = []
@@ -256,6 +258,7 @@ def next_steps(report: dict[str, Any], top: int) -> list[str]:
     count_field = "benign_alerts" if labelled else "alerts"
     rate_field = "benign_alerts_per_100k" if labelled else "alerts_per_100k"
     keys_field = "top_benign_keys" if labelled else "top_keys"
+    distinct_field = "distinct_benign_keys" if labelled else "distinct_keys"
     loud = [r for r in report["rules"] if r[count_field]]
     if loud:
         rule = loud[0]
@@ -282,8 +285,9 @@ def next_steps(report: dict[str, Any], top: int) -> list[str]:
                 )
             else:
                 line += (
-                    f"; spread over {len(keys)}{'+' if len(keys) == top else ''} keys "
-                    f"(the top one has {share:.0%}): narrow its match or raise its threshold"
+                    f"; {rule[distinct_field]} distinct dedup keys (the top one raised "
+                    f"{key['count']}): narrow its match, raise its threshold, or key its dedup "
+                    "on who acted rather than on what"
                 )
         steps.append(line)
     elif report["alerts"] == 0:
