@@ -62,7 +62,15 @@ from engine.orgsim.wire import (
     unauthenticated_actor,
     user_actor,
 )
-from engine.orgsim.world import PERSONAL_DOMAINS, Org, Person, World, user_agent
+from engine.orgsim.world import (
+    FIRST_NAMES,
+    LAST_NAMES,
+    PERSONAL_DOMAINS,
+    Org,
+    Person,
+    World,
+    user_agent,
+)
 
 _MCP_NAMES = (
     "Linear",
@@ -92,8 +100,6 @@ _SETTINGS = (
     "desktop_extensions_enabled",
 )
 _SCOPES = (["read", "write"], ["read"], ["admin"], ["workspaces:write", "users:read"])
-_FIRST = ("alex", "sam", "jordan", "taylor", "morgan", "casey", "robin", "kim", "lee", "max")
-_LAST = ("berg", "cole", "diaz", "ellis", "frost", "gray", "hale", "ivers", "jones", "kerr")
 
 
 class AdminWork:
@@ -176,7 +182,7 @@ class AdminWork:
             (1 / 60, self.ip_restriction("org_ip_restriction_updated")),
             (1 / 300, self.ip_restriction("org_ip_restriction_created")),
             (1 / 15, self.spend("workspace_spend_limit_created")),
-            (1 / 8, self.spend("workspace_spend_limit_updated")),
+            (1 / 8, self.spend("platform_spend_limit_updated")),
             (1 / 20, self.spend("extra_usage_spend_limit_updated")),
             (1 / 40, self.spend("workspace_spend_limit_deleted")),
             (1 / 60, self.spend("platform_spend_limit_deleted")),
@@ -257,17 +263,20 @@ class AdminWork:
     # -- people joining and leaving -------------------------------------------------------
 
     def invitee(self, org: Org) -> tuple[str, str]:
-        """Whom an invitation goes to: (kind, address)."""
+        """Whom an invitation goes to: (kind, address). Personal addresses are how
+        contractors, advisors and people between mailboxes are invited."""
         rng = self.rng
-        name = f"{rng.choice(_FIRST)}.{rng.choice(_LAST)}"
+        first, last = rng.choice(FIRST_NAMES).lower(), rng.choice(LAST_NAMES).lower()
         roll = rng.random()
         if roll < 0.10:
             sep = rng.choice((".", "", "_"))
             digits = str(rng.randrange(10, 99)) if rng.random() < 0.4 else ""
-            return "personal", f"{name.replace('.', sep)}{digits}@{rng.choice(PERSONAL_DOMAINS)}"
+            local = f"{first}{sep}{last}{digits}"
+            return "personal", self.world.unique(f"{local}@{rng.choice(PERSONAL_DOMAINS)}")
         if roll < 0.25:
-            return "partner", f"{name}@{rng.choice(org.partners)}"
-        return "corporate", f"{name}{rng.randrange(1, 999)}@{rng.choice(org.domains)}"
+            return "partner", self.world.unique(f"{first}.{last}@{rng.choice(org.partners)}")
+        local = f"{first}.{last}" if org.email_style == "first.last" else f"{first[0]}{last}"
+        return "corporate", self.world.unique(f"{local}@{rng.choice(org.domains)}")
 
     def invite(self, org: Org, t: int, actor: dict[str, Any], admin: Person) -> None:
         rng, emit, ids = self.rng, self.sink.emit, self.ids

@@ -116,6 +116,19 @@ class Instance:
 
 _SCRIPTS = ("python-requests/2.32.3", "python-httpx/0.28.1", "curl/8.7.1", "Go-http-client/2.0")
 _PAGE = "/v1/compliance/activities?limit=5000"
+_HARM = {
+    "admin_key": "created an admin API key",
+    "platform_key": "created an API key",
+    "export": "exported the organization's conversations",
+    "invite": "invited an outside address as admin",
+    "members": "exported the member list",
+    "mcp": "added an MCP server",
+    "sso_off": "turned SSO off",
+    "ip_off": "deleted the IP restriction",
+    "logging_off": "turned Compliance API logging off",
+    "spend_off": "deleted a spend limit",
+    "sso_connection_off": "deactivated the SSO connection",
+}
 _COMMON = ("chrome_win", "chrome_mac", "edge_win", "safari_mac")
 
 
@@ -511,7 +524,9 @@ class Attacks:
             self.harm(inst, t, org, actor, what)
         if rng.random() < 0.3:
             self.emit(inst, t + int(rng.uniform(1, 10) * MINUTE), None, actor, "user_logged_out")
-        did = " then " + " and ".join(follow) if follow else ", only looked around"
+        did = (
+            " then " + " and ".join(_HARM[w] for w in follow) if follow else ", only looked around"
+        )
         inst.description = f"{victim.email} signed in from new address {ip}{did}"
         return True
 
@@ -666,7 +681,7 @@ class Attacks:
             inst.key = self.harm(inst, t, org, actor, what)
             if what == "members" and rng.random() < 0.5:
                 self.harm(inst, t + int(rng.uniform(2, 30) * MINUTE), org, actor, "export")
-            inst.description = f"{what} by {admin.email} ({how})"
+            inst.description = f"{_HARM[what]} by {admin.email} ({how})"
             return True
         members = self.active(org, t)
         if not members:
@@ -735,7 +750,7 @@ class Attacks:
                 t += int(rng.uniform(1, 10) * MINUTE)
             done = self.harm(inst, t, org, actor, what)
             inst.key = inst.key or done
-        inst.description = f"{' and '.join(acts)} by {admin.email} ({how})"
+        inst.description = f"{' and '.join(_HARM[w] for w in acts)} by {admin.email} ({how})"
         return True
 
     def key_persistence(self, inst: Instance, t: int) -> bool:

@@ -162,7 +162,11 @@ class People:
             if person.active_from >= day_end or person.active_until <= day_start:
                 continue
             self._person_day(person, epoch_day, day_start, sessions)
+        parents: set[str] = set()
         for org in self.world.orgs:
+            if org.parent in parents:
+                continue  # one IdP and one network per company
+            parents.add(org.parent)
             if org.sign_in == "sso" and self.rng.random() < 1 / 12:
                 self._idp_hiccup(org, epoch_day, day_start)
         return sessions
@@ -345,7 +349,7 @@ class People:
             for p in org.people
             if p.office_ip == office
             and p.office_days
-            and p.home_org is org
+            and p.home_org.parent == org.parent
             and p.active_from < day_start
             and p.active_until > day_start + DAY
         ]

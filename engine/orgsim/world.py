@@ -131,7 +131,7 @@ _TEMPLATES = (
     ),
 )
 
-_FIRST = [
+FIRST_NAMES = [
     "Aisha",
     "Akira",
     "Alejandro",
@@ -218,7 +218,7 @@ _FIRST = [
     "Zara",
     "Zoe",
 ]
-_LAST = [
+LAST_NAMES = [
     "Abbott",
     "Adeyemi",
     "Alvarez",
@@ -540,7 +540,12 @@ class World:
         local = (
             f"{first}.{last}" if org.email_style == "first.last" else f"{first[0]}{last}"
         ).lower()
-        email, n = f"{local}@{domain}", 1
+        return self.unique(f"{local}@{domain}")
+
+    def unique(self, email: str) -> str:
+        """`email`, or with a number after the local part when someone already has it."""
+        local, domain = email.split("@", 1)
+        n = 1
         while email in self._emails:
             n += 1
             email = f"{local}{n}@{domain}"
@@ -557,7 +562,7 @@ class World:
         """A new person in `org` (a founding member, or a hire, guest or contractor who
         joins at `active_from`); `email` is given for invited outsiders."""
         rng = self.rng
-        first, last = rng.choice(_FIRST), rng.choice(_LAST)
+        first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
         if email is None:
             # The acquired company's people keep their old domain.
             domain = org.domains[0]
