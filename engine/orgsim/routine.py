@@ -24,7 +24,7 @@ Rates, and why (per person, before the per-person activity level, median 1, mean
   addresses use Google sign-in. About once in twelve weekdays an SSO org's IdP hiccups in
   the morning and several people behind one office NAT fail within half an hour, then get
   in. Sign-in, sign-out and session activities carry null organization ids.
-- **Other.** 4% of sessions end with `user_logged_out`; about one person in 150 a day
+- **Other.** 4% of sessions end with `user_logged_out`; about one person in 400 a day
   revokes a session (a lost phone, a shared computer); one in 250 enrols a new trusted
   device.
 """
@@ -254,7 +254,7 @@ class People:
                 end += int(rng.uniform(5, 120) * US)
                 self.sink.emit(end, None, actor, "user_logged_out")
             by_org[org.id].append((t, end, actor, person))
-        if rng.random() < 1 / 150:
+        if rng.random() < 1 / 400:
             t = day_start + rhythm.sample(person.tz_minutes, epoch_day)
             actor = user_actor(person.email, person.user_id, where, browser_ua)
             self.sink.emit(t, None, actor, "session_revoked")

@@ -72,7 +72,7 @@ class Simulation:
         sink = self.sink
         while emitted < count:
             epoch_day = day_start // DAY
-            sink.open_day(day_start + DAY)
+            sink.open_day(day_start, day_start + DAY)
             sessions = self.people.run_day(epoch_day, day_start)
             self.admin.run_day(epoch_day, day_start, sessions)
             self.machines.run_day(epoch_day, day_start)

@@ -144,11 +144,12 @@ class Sink:
     API's (`id`, `created_at`, `organization_id`, `organization_uuid`, `actor`, `type`).
     """
 
-    __slots__ = ("_later", "_seq", "day", "day_end", "ids")
+    __slots__ = ("_later", "_seq", "day", "day_end", "day_start", "ids")
 
     def __init__(self, ids: Ids) -> None:
         self.ids = ids
         self.day: list[Scheduled] = []
+        self.day_start = 0
         self.day_end = 0
         self._later: list[Scheduled] = []
         self._seq = 0
@@ -175,15 +176,18 @@ class Sink:
         if fields:
             activity.update(fields)
         self._seq += 1
+        if t_us < self.day_start:
+            t_us = self.day_start  # a step-up a moment before midnight: the feed stays ordered
         if t_us < self.day_end:
             self.day.append((t_us, self._seq, activity))
         else:
             heapq.heappush(self._later, (t_us, self._seq, activity))
         return activity
 
-    def open_day(self, day_end: int) -> None:
+    def open_day(self, day_start: int, day_end: int) -> None:
         """Start a new day: the waiting activities that fall before `day_end` join it."""
         self.day = []
+        self.day_start = day_start
         self.day_end = day_end
         later = self._later
         while later and later[0][0] < day_end:
