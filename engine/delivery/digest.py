@@ -51,12 +51,8 @@ def part_key(digest_id: str, part: int, parts: int) -> str:
 
 
 def period_start(moment: float, every: float) -> float:
+    """The start of the period `moment` falls in (periods are half-open)."""
     return math.floor(moment / every) * every
-
-
-def period_end(moment: float, every: float) -> float:
-    """The end of the period `moment` falls in (periods are half-open)."""
-    return period_start(moment, every) + every
 
 
 def goes_to_digest(config: DestinationConfig | None, alert: Mapping[str, Any]) -> bool:

@@ -48,7 +48,6 @@ from engine.delivery.digest import (
     goes_to_digest,
     new_digest_id,
     part_key,
-    period_end,
     period_start,
 )
 from engine.delivery.outbox import (
@@ -106,7 +105,9 @@ class DispatchReport:
             f"{self.silenced} silenced, {self.pending} pending"
         )
         if self.digested or self.in_digests:
-            text += f", {self.digested} in digests sent, {self.in_digests} waiting for a digest"
+            text += (
+                f", {self.digested} alerts put in digests, {self.in_digests} waiting for a digest"
+            )
         return text
 
 
@@ -246,7 +247,7 @@ class Dispatcher:
                 self._expire(now, report)
                 if deadline is None or now < deadline:
                     self._start_due(now, report)
-                wake_at = self._next_wake(now, digests=deadline is not None)
+                wake_at = self._next_wake(now)
                 if not self._inflight and wake_at is None:
                     break
                 if deadline is not None and (now >= deadline or self._stopping.is_set()):
@@ -427,7 +428,6 @@ class Dispatcher:
                 settled.append(
                     (delivery.delivery_id, DEAD, "the alert is no longer in the state database")
                 )
-                report.dead += 1
                 continue
             # A silence set while the alert waited keeps it out, as it would a retry.
             silence = self.outbox.silence_for(
@@ -435,7 +435,6 @@ class Dispatcher:
             )
             if silence is not None:
                 settled.append((delivery.delivery_id, SILENCED, silence_reason(silence)))
-                report.silenced += 1
                 continue
             included.append((delivery, alert))
         ids = {alert["alert_id"]: d.delivery_id for d, alert in included}
@@ -450,13 +449,16 @@ class Dispatcher:
                 reason = f"could not render the digest ({type(error).__name__})"
                 log.error("digest %s to %s: %s", info.digest_id, info.destination, reason)
                 settled += [(d.delivery_id, DEAD, reason) for d, _ in included]
-                report.dead += len(included)
                 parts = []
             for number, (payload, alert_ids) in enumerate(parts, start=1):
                 key = part_key(info.digest_id, number, len(parts))
                 messages.append((key, payload, [ids[a] for a in alert_ids]))
-                report.digested += len(alert_ids)
-        self.outbox.seal_digest(info.destination, messages, settled, now)
+        if not self.outbox.seal_digest(info.destination, messages, settled, now):
+            log.info("digest %s to %s: sealed by another process", info.digest_id, info.destination)
+            return
+        report.digested += sum(len(members) for _, _, members in messages)
+        report.dead += sum(1 for _, status, _ in settled if status == DEAD)
+        report.silenced += sum(1 for _, status, _ in settled if status == SILENCED)
         if messages:
             log.info(
                 "digest %s to %s: %d alert(s) in %d message(s)%s",
@@ -629,17 +631,12 @@ class Dispatcher:
                 why += f" (the destination is failing: {failing})"
             report.dead += self.outbox.expire(name, limit, self._grace(name), now, why)
 
-    def _next_wake(self, now: float, digests: bool = False) -> float | None:
-        """The earliest moment an idle destination can make progress (send or expire,
-        and with `digests` a digest period close), or None when nothing idle is
-        pending."""
+    def _next_wake(self, now: float) -> float | None:
+        """The earliest moment an idle destination can make progress (send or expire),
+        or None when nothing idle is pending. An open digest period is not waited for:
+        every pass seals what has closed (the background loop passes each second), and
+        a bounded pass (`--once`) must not sit out its deadline for a period's end."""
         soonest: float | None = None
-        if digests:
-            for name, first in self.outbox.open_digests().items():
-                config = self.destinations.get(name)
-                if config is not None and config.digest is not None:
-                    moment = period_end(first, config.digest.every.total_seconds())
-                    soonest = moment if soonest is None else min(soonest, moment)
         for name, config in self.destinations.items():
             if name in self._inflight:
                 continue

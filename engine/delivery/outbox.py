@@ -523,11 +523,23 @@ class Outbox:
         messages: Sequence[tuple[str, str, Sequence[int]]],
         settled: Sequence[tuple[int, str, str]],
         now: float,
-    ) -> None:
+    ) -> bool:
         """In one transaction: each digest message (key, payload, member delivery ids) is
         queued with its rendered payload and its members point at it; `settled` members
-        (delivery id, status, reason: silenced since, alert gone) leave the digest."""
+        (delivery id, status, reason: silenced since, alert gone) leave the digest.
+        False, and nothing written, when another process sealed any of them first (the
+        write lock is held from the check to the commit, so no alert is listed twice)."""
+        wanted = [m for _, _, members in messages for m in members] + [m for m, _, _ in settled]
         with self._tx() as db:
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                free = db.execute(
+                    f"SELECT COUNT(*) FROM deliveries WHERE delivery_id IN "
+                    f"({','.join('?' * len(chunk))}) AND status = ? AND digest_id IS NULL",
+                    [*chunk, DIGEST],
+                ).fetchone()[0]
+                if free != len(chunk):
+                    return False
             for key, payload, members in messages:
                 db.execute(
                     "INSERT INTO deliveries (alert_id, destination, purpose, status, "
@@ -545,6 +557,7 @@ class Outbox:
                 "WHERE delivery_id = ? AND status = ?",
                 [(status, now, reason, member, DIGEST) for member, status, reason in settled],
             )
+        return True
 
     # -- destinations ----------------------------------------------------------------
 

@@ -108,12 +108,19 @@ def test_low_alerts_wait_for_their_period_and_arrive_as_one_message(db, clock, r
         assert status == "sent" and reason.startswith("sent in digest dg_")
 
 
-def test_a_pass_with_a_deadline_sends_the_digest_when_the_period_closes(db, clock, receivers):
+def test_passes_like_the_background_loop_send_the_digest_as_the_period_closes(db, clock, receivers):
     hook = receivers()
     save_alerts(db, [low(1), low(2)])
     with dispatcher(db, clock, {"soar": webhook(hook.url, digest=DIGEST)}) as d:
         clock.sleep(600)  # routed ten minutes into the period
-        d.dispatch_pending(deadline=clock() + 2 * HOUR)
+        # A bounded pass (the background loop's, or --once's) never waits for the period.
+        d.dispatch_pending(deadline=clock() + 120)
+        assert clock() == WALL0 + 600 and hook.requests == []
+        clock.sleep(HOUR - 601)
+        d.dispatch_pending(deadline=clock() + 1)
+        assert hook.requests == []
+        clock.sleep(1)
+        d.dispatch_pending(deadline=clock() + 1)
     (request,) = hook.requests
     assert request.at == pytest.approx(WALL0 + HOUR)
     body = request.json()
@@ -514,3 +521,41 @@ def test_a_digest_configuration_loads(tmp_path):
     path.write_text("destinations:\n  t:\n    type: console\n    digest: {below: High, every: 1d}")
     digest = load_config(path).destinations["t"].digest
     assert digest is not None and digest.below == "high" and digest.every.days == 1
+
+
+def test_two_processes_never_seal_the_same_alerts_twice(db, clock, receivers):
+    hook = receivers()
+    save_alerts(db, [low(1), low(2)])
+    with dispatcher(db, clock, {"soar": webhook(hook.url, digest=DIGEST)}) as d:
+        d.dispatch_pending()
+    first, second = Outbox(db), Outbox(db)
+    try:
+        # Both read the waiting alerts; the first to commit wins, the other writes nothing.
+        ids = [m.delivery_id for m, _ in first.digest_members("soar", clock() + HOUR)]
+        assert [m.delivery_id for m, _ in second.digest_members("soar", clock() + HOUR)] == ids
+        assert first.seal_digest("soar", [("dg_a", "{}", ids)], [], clock())
+        assert not second.seal_digest("soar", [("dg_b", "{}", ids)], [], clock())
+    finally:
+        first.close()
+        second.close()
+    assert [r[0] for r in rows(db) if r[2] == "digest"] == ["dg_a"]
+
+
+def test_retrying_one_alert_of_a_dead_digest_sends_it_alone(db, clock, receivers):
+    state = {"archived": True}
+    hook = receivers(
+        lambda r: (410, "channel_is_archived", {}) if state["archived"] else (200, "ok", {})
+    )
+    alerts = [low(1), low(2)]
+    save_alerts(db, alerts)
+    destinations = {"soar": webhook(hook.url, digest=DIGEST)}
+    with dispatcher(db, clock, destinations) as d:
+        d.dispatch_pending()
+        clock.sleep(HOUR)
+        d.dispatch_pending()
+        state["archived"] = False
+        assert d.outbox.requeue(clock(), alert_id=alerts[0].alert_id) == 1
+        assert d.dispatch_pending().sent == 1
+    assert hook.requests[-1].json()["alert_id"] == alerts[0].alert_id
+    states = {r[0]: r[3] for r in rows(db)}
+    assert (states[alerts[0].alert_id], states[alerts[1].alert_id]) == ("sent", "dead")
