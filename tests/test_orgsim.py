@@ -48,6 +48,16 @@ ACTOR_TYPES = {
     "federated_actor",
     "attested_device_actor",
 }
+PERSONAL_WORK = (
+    "claude_chat_",
+    "claude_file_",
+    "claude_project_",
+    "claude_artifact_",
+    "claude_code_",
+    "integration_user_",
+    "api_key_created",
+    "scoped_api_key_",
+)
 ADMIN_TYPES = {
     "org_user_invite_sent",
     "org_user_deleted",
@@ -203,8 +213,16 @@ def test_sign_ins_and_api_calls_carry_no_org(benign: list) -> None:
 
 def test_realistic_mix(benign: list) -> None:
     kinds = Counter(a["type"] for a in benign)
-    admin = sum(kinds[k] for k in ADMIN_TYPES)
-    assert 0.0002 < admin / len(benign) < 0.02
+    # administration: what people do that is neither their own content nor signing in
+    admin = [
+        a
+        for a in benign
+        if a["actor"]["type"] == "user_actor"
+        and not a["type"].startswith(PERSONAL_WORK)
+        and a["type"] not in SIGN_IN_FAMILY | ACCOUNT_LEVEL
+    ]
+    assert 0.0005 < len(admin) / len(benign) < 0.02
+    assert sum(kinds[k] for k in ADMIN_TYPES) >= 5
     assert kinds["claude_chat_viewed"] > kinds["claude_chat_created"] > kinds["sso_login_succeeded"]
     assert 0.03 < kinds["compliance_api_accessed"] / len(benign) < 0.25
     failures = kinds["sso_login_failed"] + kinds["magic_link_login_failed"]

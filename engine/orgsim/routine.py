@@ -24,6 +24,8 @@ Rates, and why (per person, before the per-person activity level, median 1, mean
   addresses use Google sign-in. About once in twelve weekdays an SSO org's IdP hiccups in
   the morning and several people behind one office NAT fail within half an hour, then get
   in. Sign-in, sign-out and session activities carry null organization ids.
+- **Claude Code.** About 10% of an engineer's sessions are in the CLI; the feed sees
+  their settings, memory and plugins change, with the CLI's user agent.
 - **Other.** 4% of sessions end with `user_logged_out`; about one person in 400 a day
   revokes a session (a lost phone, a shared computer); one in 250 enrols a new trusted
   device.
@@ -97,6 +99,12 @@ _CONTENT = (
     ("claude_chat_access_failed", 2),
     ("claude_project_document_deleted", 2),
     ("claude_chat_snapshot_viewed", 5),
+)
+_CLAUDE_CODE = (
+    "claude_code_user_settings_updated",
+    "claude_code_user_memory_updated",
+    "claude_code_user_memory_updated",
+    "claude_code_user_plugins_updated",
 )
 _MOBILE = (("claude_chat_viewed", 55), ("claude_chat_created", 35), ("claude_project_viewed", 10))
 
@@ -224,7 +232,8 @@ class People:
             if person.extra_devices and roll < 0.3:
                 device = rng.choice(person.extra_devices)
                 if device == "cli":
-                    device = person.browser
+                    self._cli(t, person, where, user_agent("cli", epoch_day, person.lag))
+                    continue
             mobile = device in ("ios", "android")
             agent = (
                 browser_ua
@@ -272,6 +281,16 @@ class People:
                     "trusted_device_id": self.ids.new("trusted_device_"),
                 },
             )
+
+    def _cli(self, t: int, person: Person, ip: str, agent: str) -> None:
+        """An engineer's Claude Code session: what reaches the feed is their settings,
+        memory and plugins changing now and then."""
+        rng = self.rng
+        person.seen.add(ip)
+        actor = user_actor(person.email, person.user_id, ip, agent)
+        for _ in range(rng.randint(1, 3)):
+            t += int(rng.uniform(1, 40) * MINUTE)
+            self.sink.emit(t, person.home_org, actor, rng.choice(_CLAUDE_CODE))
 
     # -- signing in ----------------------------------------------------------------------
 
