@@ -53,21 +53,25 @@ class Ids:
 
 
 class Clock:
-    """Formats microsecond epoch times as the API does (`…T12:18:11.000538Z`), caching
-    the date part per second because consecutive activities mostly share it."""
+    """Formats microsecond epoch times as the API does (`…T12:18:11.000538Z`). The date is
+    formatted once per day and the clock by arithmetic: activities of a quiet feed are
+    seconds apart, so a per-second cache would miss on nearly every one."""
 
-    __slots__ = ("_prefix", "_second")
+    __slots__ = ("_day", "_prefix")
 
     def __init__(self) -> None:
-        self._second = -1
+        self._day = -1
         self._prefix = ""
 
     def format(self, t_us: int) -> str:
         second, micro = divmod(t_us, US)
-        if second != self._second:
-            self._second = second
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._prefix}.{micro:06d}Z"
+        day, in_day = divmod(second, 86400)
+        if day != self._day:
+            self._day = day
+            self._prefix = time.strftime("%Y-%m-%dT", time.gmtime(day * 86400))
+        hour, rest = divmod(in_day, 3600)
+        minute, sec = divmod(rest, 60)
+        return f"{self._prefix}{hour:02d}:{minute:02d}:{sec:02d}.{micro:06d}Z"
 
 
 def rfc3339(t_us: int) -> str:
