@@ -6,9 +6,15 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import random
 import re
+import signal
 import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -32,6 +38,7 @@ from tests.delivery.conftest import (
     make_alert,
     save_alerts,
     slack,
+    slack_like,
     slack_problem,
     webhook,
 )
@@ -559,3 +566,81 @@ def test_retrying_one_alert_of_a_dead_digest_sends_it_alone(db, clock, receivers
     assert hook.requests[-1].json()["alert_id"] == alerts[0].alert_id
     states = {r[0]: r[3] for r in rows(db)}
     assert (states[alerts[0].alert_id], states[alerts[1].alert_id]) == ("sent", "dead")
+
+
+CHILD = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from engine.config import load_config
+    from engine.delivery.dispatcher import deliver_pending
+
+    deliver_pending(load_config(Path(sys.argv[1])))  # as replay --deliver: flushes
+    """
+)
+
+
+def test_sigkill_while_a_digest_part_is_in_flight_loses_and_relists_nothing(
+    tmp_path: Path, receivers
+):
+    """A real process, killed by the receiver the moment the third message of a split
+    digest reaches it (so that one is in flight: received, never recorded)."""
+    child: dict[str, subprocess.Popen[bytes]] = {}
+
+    def kill_on_the_third(request):
+        if len(hook.requests) == 3:
+            child["process"].send_signal(signal.SIGKILL)
+            child["process"].wait(timeout=10)
+        return slack_like(request)
+
+    hook = receivers(kill_on_the_third)
+    config_path = tmp_path / "detect.yaml"
+    config_path.write_text(
+        "state: {path: state.db}\n"
+        "destinations:\n"
+        "  secops:\n"
+        "    type: slack\n"
+        f"    url: {hook.url}\n"
+        "    max_messages_per_second: 50\n"
+        "    digest: {below: medium, every: 1h}\n"
+    )
+    db = tmp_path / "state.db"
+    alerts = [low(i, title=f"Routine change {i} by user{i}@example.com " * 3) for i in range(300)]
+    save_alerts(db, alerts)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(Path.cwd()), env.get("PYTHONPATH", "")])
+    process = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(config_path)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    child["process"] = process
+    try:
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stderr is not None:
+            errors = process.stderr.read().decode(errors="replace")
+            process.stderr.close()
+    assert process.returncode == -signal.SIGKILL, errors
+    assert len(hook.requests) == 3
+    sealed = [r for r in rows(db) if r[2] == "digest"]
+    parts = len(sealed)
+    assert parts > 3 and [r[3] for r in sealed[:2]] == ["sent", "sent"]
+    assert {r[3] for r in sealed[2:]} == {"pending"}
+
+    # Restart: a fresh process's dispatcher, its clock past the dead one's claim.
+    clock = FakeClock(time.time() + 60)
+    config = load_config(config_path)
+    report = deliver_pending(config, clock=clock, sleep=clock.sleep)
+    assert report.sent == parts - 2 and report.dead == 0 and report.pending == 0
+    bodies = [r.body for r in hook.requests]
+    # Only the message in flight at the kill arrives twice, byte for byte.
+    assert len(bodies) == parts + 1 and bodies[2] == bodies[3]
+    assert len(set(bodies)) == parts
+    listed = [i for body in dict.fromkeys(bodies) for i in listed_ids(json.loads(body))]
+    assert Counter(listed) == Counter(a.alert_id for a in alerts)
+    assert {r[3] for r in rows(db)} == {"sent"}
