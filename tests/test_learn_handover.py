@@ -55,3 +55,33 @@ def test_alerts_do_not_depend_on_the_hand_over(rules_dir, make_activity):
     feed.append(make_activity("invite", created_at=at(3500), actor=invite, invited="z@new.example"))
     opened = run_pipeline(ruleset, feed).opened
     assert [a.dedup_key for a in opened] == ["y@new.example"]
+
+
+TYPED = RULE.replace("learn_from: all", "learn_from: [chat_created, invite]")
+
+
+def test_a_list_of_types_learns_from_those_types_only(rules_dir, make_activity):
+    rules_dir.write("rule.yml", TYPED)
+    evaluator = Evaluator(rules_dir.load())
+    actor = {"type": "user_actor", "email_address": "bo@other.example"}
+    viewed = parse_activity(make_activity("chat", created_at=at(0), actor=actor))
+    created = parse_activity(make_activity("chat_created", created_at=at(1), actor=actor))
+    assert evaluator.learned(viewed, []) == []
+    assert [entry[1:] for entry in evaluator.learned(created, [])] == [("org_01", "other.example")]
+
+
+def test_what_an_unlisted_type_shows_is_not_learned(rules_dir, make_activity):
+    rules_dir.write("rule.yml", TYPED)
+    ruleset = rules_dir.load()
+    ana = {"type": "user_actor", "email_address": "ana@corp.example"}
+    bo = {"type": "user_actor", "email_address": "bo@new.example"}
+    feed = [
+        make_activity("chat_created", created_at=at(0), actor=ana),
+        make_activity("chat", created_at=at(10), actor=bo),  # not a listed type
+        make_activity("invite", created_at=at(20), actor=ana, invited="x@new.example"),
+        make_activity("chat_created", created_at=at(30), actor=bo),
+        make_activity("invite", created_at=at(40), actor=ana, invited="y@third.example"),
+    ]
+    feed.append(make_activity("invite", created_at=at(50), actor=ana, invited="z@new.example"))
+    opened = run_pipeline(ruleset, feed).opened
+    assert [a.dedup_key for a in opened] == ["x@new.example", "y@third.example"]

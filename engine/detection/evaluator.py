@@ -90,10 +90,25 @@ def _learning(learners: list[Rule]) -> Callable[[ActivityRecord, list[Match]], l
         return lambda activity, matches: _NO_LEARNING
     slack = [rule.new_value.forget_seconds * LAST_SEEN_SLACK for rule in learners]  # type: ignore[union-attr]
     handed: dict[tuple[int, str, str], float] = {}
+    # The learners of each activity type: those that learn from every type, and those
+    # whose `learn_from` names it. Built on a type's first activity, bounded like the plans.
+    by_type: dict[str, list[tuple[int, Rule, Any, Any]]] = {}
+
+    def learners_of(activity_type: str) -> list[tuple[int, Rule, Any, Any]]:
+        chosen = [
+            entry
+            for entry in plan
+            if entry[1].new_value.learn_types is None  # type: ignore[union-attr]
+            or activity_type in entry[1].new_value.learn_types  # type: ignore[union-attr]
+        ]
+        if len(by_type) < MAX_RUNNERS:
+            by_type[activity_type] = chosen
+        return chosen
 
     def learned(activity: ActivityRecord, matches: list[Match]) -> list[Learned]:
         found = _NO_LEARNING
-        for index, rule, of, per_of in plan:
+        typed = by_type.get(activity.type)
+        for index, rule, of, per_of in typed if typed is not None else learners_of(activity.type):
             for match in matches:
                 if match.rule is rule:
                     break

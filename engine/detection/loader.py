@@ -169,14 +169,16 @@ class _Compiler:
         forget = self.duration(["new_value", "forget"], spec.get("forget", DEFAULT_FORGET))
         if of is None or forget is None or ("per" in spec and per is None):
             return None
+        learn_from = spec.get("learn_from", "matches")
         return NewValue(
             of=of,
             of_path=spec["of"],
             per=per,
             per_path=spec.get("per"),
             forget=forget,
-            learn_from=spec.get("learn_from", "matches"),
+            learn_from="all" if isinstance(learn_from, list) else learn_from,
             alert_on_first=spec.get("alert_on_first", False),
+            learn_types=frozenset(learn_from) if isinstance(learn_from, list) else None,
         )
 
     def sequence(self, spec: Mapping[str, Any]) -> Sequence | None:

@@ -59,6 +59,9 @@ class NewValue:
     forget: timedelta
     learn_from: str = "matches"
     alert_on_first: bool = False
+    # `learn_from` given as a list of activity types: learn from those (and the matches)
+    # only, so a baseline that only some types can teach costs nothing on the others.
+    learn_types: frozenset[str] | None = None
 
     @property
     def forget_seconds(self) -> float:
