@@ -275,6 +275,10 @@ class Dispatcher:
                     self.dispatch_pending(deadline=self.clock() + poll_interval)
                 except Exception as error:  # noqa: BLE001 - keep delivering; say why
                     log.error("delivery pass failed: %s", type(error).__name__)
+                # A pass clears the wakeup; close() sets `_stopping` before it, so a
+                # close during the pass is seen here instead of after a whole interval.
+                if self._stopping.is_set():
+                    break
                 self._wakeup.wait(poll_interval)
 
         self._thread = threading.Thread(target=serve, name="detect-dispatcher", daemon=True)
