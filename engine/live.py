@@ -40,17 +40,12 @@ STATUS_KEY = "source"
 Hook = Callable[[], None]
 
 
-def _iso(moment: datetime) -> str:
-    return format_timestamp(moment)
-
-
 @dataclass
 class CycleResult:
     """One pass: whether it reached the present, and what it read."""
 
     ok: bool
     activities: int = 0
-    batches: int = 0
     complete: bool = False
     error: ComplianceAPIError | None = None
 
@@ -99,7 +94,7 @@ class Progress:
             filled = int(fraction * width)
             bar = "#" * filled + "-" * (width - filled)
             self.stream.write(
-                f"\rcatching up [{bar}] {fraction:4.0%}  at {_iso(reached)[:19]}Z  "
+                f"\rcatching up [{bar}] {fraction:4.0%}  at {format_timestamp(reached)[:19]}Z  "
                 f"{self._activities:,} activities  {rate} "
             )
             if batch.complete:
@@ -111,7 +106,7 @@ class Progress:
             log.info(
                 "catching up: %.0f%% (at %s, %d activities, %s)",
                 fraction * 100,
-                _iso(reached),
+                format_timestamp(reached),
                 self._activities,
                 rate,
             )
@@ -175,8 +170,8 @@ class LiveRunner:
         """Read from the checkpoint up to a minute ago, committing page by page."""
         now = self._now()
         status = self._status()
-        status.setdefault("first_poll_at", _iso(now))
-        status["last_poll_at"] = _iso(now)
+        status.setdefault("first_poll_at", format_timestamp(now))
+        status["last_poll_at"] = format_timestamp(now)
         result = CycleResult(ok=True)
         self._tallied = self.poller.client.requests_sent
         try:
@@ -187,7 +182,6 @@ class LiveRunner:
                 self._count(status, batch)
                 self.store.set_meta(STATUS_KEY, status)
                 self._commit()
-                result.batches += 1
                 result.activities += batch.activities
                 result.complete = batch.complete
                 if self.progress is not None:
@@ -202,7 +196,7 @@ class LiveRunner:
             self._count(status, None)
             return self._failed(status, error, now)
         finished = self._now()
-        status["last_success_at"] = _iso(finished)
+        status["last_success_at"] = format_timestamp(finished)
         status.pop("failing_since", None)
         status.pop("last_error", None)
         if self.health is not None:
@@ -231,14 +225,14 @@ class LiveRunner:
         newest = batch.newest
         known = status.get("newest_activity_at")
         if newest is not None and (known is None or newest > parse_timestamp(known)):
-            status["newest_activity_at"] = _iso(newest)
+            status["newest_activity_at"] = format_timestamp(newest)
 
     def _failed(
         self, status: dict[str, Any], error: ComplianceAPIError, now: datetime
     ) -> CycleResult:
-        since_text = status.get("failing_since") or _iso(now)
+        since_text = status.get("failing_since") or format_timestamp(now)
         status["failing_since"] = since_text
-        status["last_error"] = {**error.to_dict(), "at": _iso(now)}
+        status["last_error"] = {**error.to_dict(), "at": format_timestamp(now)}
         if self.health is not None:
             # A fatal error on a source that used to work (a revoked key, a removed scope)
             # is an incident: alert at once. On a first setup the person is at the terminal.

@@ -142,11 +142,3 @@ def summary(stats: Stats, rules: int) -> str:
     if stats.rule_errors:
         parts.append(f"{stats.rule_errors} rule errors")
     return " · ".join(parts)
-
-
-def demo(feed: Path, ruleset: RuleSet, out: IO[str] | None = None) -> Stats:
-    """The sample feed through the rules, alerts printed as they open."""
-    out = out or sys.stdout
-    pipeline = Pipeline(ruleset, MemoryStore(), [ConsoleSink(out, on="opened")])
-    pipeline.run(reorder(read_sources([str(feed)])))
-    return pipeline.finish()

@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine.delivery.text import clean_text, iso
+
 if TYPE_CHECKING:
     from engine.config import Config
     from engine.delivery.outbox import Delivery, Outbox
@@ -61,18 +63,6 @@ def _open(args: argparse.Namespace, config: Config | None) -> Outbox | None:
         return None
 
 
-def _clean(value: Any, limit: int = 200) -> str:
-    from engine.delivery.transport import clean_text
-
-    return clean_text(str(value), limit)
-
-
-def _iso(epoch: float | None) -> str:
-    from engine.delivery.transport import iso
-
-    return iso(epoch)
-
-
 def _state_word(delivery: Delivery) -> str:
     if delivery.status == "digest":
         # Held for a digest: its period is still open, or its digest message is on its way.
@@ -83,13 +73,13 @@ def _state_word(delivery: Delivery) -> str:
         if delivery.attempts == 0:
             return "pending"
         tries = f"{delivery.attempts} attempt{'s' if delivery.attempts != 1 else ''}"
-        return f"retrying ({tries}, next {_iso(delivery.next_attempt_at)})"
+        return f"retrying ({tries}, next {iso(delivery.next_attempt_at)})"
     return delivery.status
 
 
 def _delivery_line(delivery: Delivery) -> str:
     purpose = "" if delivery.purpose == "opened" else f" [{delivery.purpose}]"
-    return f"{_clean(delivery.destination, 60)}{purpose} {_state_word(delivery)}"
+    return f"{clean_text(str(delivery.destination), 60)}{purpose} {_state_word(delivery)}"
 
 
 def _resolve(outbox: Outbox, given: str) -> str | None:
@@ -101,7 +91,7 @@ def _resolve(outbox: Outbox, given: str) -> str | None:
     if found:
         print(f"error: {given!r} matches several alerts: {', '.join(found)}", file=sys.stderr)
     else:
-        print(f"error: no alert {_clean(given, 80)!r}", file=sys.stderr)
+        print(f"error: no alert {clean_text(str(given), 80)!r}", file=sys.stderr)
     return None
 
 
@@ -139,16 +129,17 @@ def cmd_list(args: argparse.Namespace) -> int:
             count = alert.get("event_count", 0)
             print(
                 f"{alert['alert_id']}  {alert.get('first_event_at') or '-'}  "
-                f"{str(alert.get('severity', '')).upper():<8}  {_clean(alert.get('rule_id'), 80)}"
+                f"{str(alert.get('severity', '')).upper():<8}  "
+                f"{clean_text(str(alert.get('rule_id')), 80)}"
                 f"  {count} event{'s' if count != 1 else ''}"
             )
-            print(f"    {_clean(alert.get('title', ''), 160)}")
+            print(f"    {clean_text(str(alert.get('title', '')), 160)}")
             rows = deliveries[alert["alert_id"]]
             if rows:
                 print("    " + " · ".join(_delivery_line(d) for d in rows))
             else:
                 note = outbox.route_note(alert["alert_id"])
-                print(f"    {_clean(note, 160) if note else 'not routed yet'}")
+                print(f"    {clean_text(str(note), 160) if note else 'not routed yet'}")
         counts = outbox.counts()
         if counts:
             print("outbox: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
@@ -169,14 +160,15 @@ def _list_deliveries(outbox: Outbox, status: str, args: argparse.Namespace) -> i
     if not rows:
         print("no dead letters" if status == "dead" else "nothing pending")
     for d in rows:
-        when = _iso(d.finished_at if status == "dead" else d.queued_at)
+        when = iso(d.finished_at if status == "dead" else d.queued_at)
         purpose = "" if d.purpose == "opened" else f" [{d.purpose}]"
         print(
-            f"{d.alert_id}  {_clean(d.destination, 60)}{purpose}  {_state_word(d)} {when}  "
+            f"{d.alert_id}  {clean_text(str(d.destination), 60)}{purpose}  "
+            f"{_state_word(d)} {when}  "
             f"after {d.attempts} attempt(s)"
         )
         if d.reason:
-            print(f"    {_clean(d.reason, 300)}")
+            print(f"    {clean_text(str(d.reason), 300)}")
     if status == "dead" and rows:
         print("re-send with: detect alerts retry ALERT_ID (or --dead for all)")
     return EXIT_OK
@@ -215,18 +207,18 @@ def cmd_show(args: argparse.Namespace) -> int:
 
         print(format_alert(Alert.from_state(alert)))
         if alert.get("description"):
-            print(f"    about    {_clean(alert['description'], 500)}")
-        print(f"    route    {_clean(note, 300) if note else 'not routed yet'}")
+            print(f"    about    {clean_text(str(alert['description']), 500)}")
+        print(f"    route    {clean_text(str(note), 300) if note else 'not routed yet'}")
         if not deliveries:
             print("    no deliveries")
         for d in deliveries:
             print(f"    → {_delivery_line(d)}")
             print(
-                f"        queued {_iso(d.queued_at)} · {d.attempts} attempt(s)"
-                f" · last {_iso(d.last_attempt_at)} · done {_iso(d.finished_at)}"
+                f"        queued {iso(d.queued_at)} · {d.attempts} attempt(s)"
+                f" · last {iso(d.last_attempt_at)} · done {iso(d.finished_at)}"
             )
             if d.reason:
-                print(f"        {_clean(d.reason, 300)}")
+                print(f"        {clean_text(str(d.reason), 300)}")
         return EXIT_OK
     finally:
         outbox.close()
@@ -307,7 +299,7 @@ def cmd_silence(args: argparse.Namespace) -> int:
         outbox.close()
     print(
         f"{silence.silence_id}: {_describe(silence.rule_id, silence.dedup_key)} silenced "
-        f"until {_iso(silence.ends_at)}; alerts are still recorded, not sent"
+        f"until {iso(silence.ends_at)}; alerts are still recorded, not sent"
     )
     print(f"lift it early with: detect alerts unsilence {silence.silence_id}")
     return EXIT_OK
@@ -316,9 +308,9 @@ def cmd_silence(args: argparse.Namespace) -> int:
 def _describe(rule_id: str | None, dedup_key: str | None) -> str:
     parts = []
     if rule_id:
-        parts.append(f"rule {_clean(rule_id, 120)}")
+        parts.append(f"rule {clean_text(str(rule_id), 120)}")
     if dedup_key:
-        parts.append(f"dedup key {_clean(dedup_key, 120)!r}")
+        parts.append(f"dedup key {clean_text(str(dedup_key), 120)!r}")
     return " and ".join(parts)
 
 
@@ -341,9 +333,9 @@ def cmd_silences(args: argparse.Namespace) -> int:
         state = "active" if s.active(now) else ("lifted" if s.lifted_at else "ended")
         print(
             f"{s.silence_id}  {state:<6}  {_describe(s.rule_id, s.dedup_key)}  "
-            f"until {_iso(s.ends_at)}  by {_clean(s.created_by, 40)}"
+            f"until {iso(s.ends_at)}  by {clean_text(str(s.created_by), 40)}"
         )
-        print(f"    {_clean(s.reason, 300)}")
+        print(f"    {clean_text(str(s.reason), 300)}")
     return EXIT_OK
 
 
@@ -357,7 +349,7 @@ def cmd_unsilence(args: argparse.Namespace) -> int:
     finally:
         outbox.close()
     if not lifted:
-        print(f"error: no active silence {_clean(args.silence_id, 40)!r}", file=sys.stderr)
+        print(f"error: no active silence {clean_text(str(args.silence_id), 40)!r}", file=sys.stderr)
         return EXIT_FAILED
     print(
         f"{args.silence_id} lifted; alerts already silenced stay silenced "

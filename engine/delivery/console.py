@@ -76,7 +76,7 @@ def format_alert(alert: Alert, colour: bool = False) -> str:
 def format_digest(alerts: list[Mapping[str, Any]], info: DigestInfo, colour: bool = False) -> str:
     """A digest as one block of text: a heading, then each rule's alerts, one a line."""
     from engine.delivery.digest import by_rule, event_total, plural
-    from engine.delivery.transport import iso
+    from engine.delivery.text import iso
 
     heading = (
         f"[DIGEST] {plural(len(alerts), 'alert')} below {info.below.upper()} · "

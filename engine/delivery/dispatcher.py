@@ -64,7 +64,8 @@ from engine.delivery.outbox import (
     Silence,
 )
 from engine.delivery.routing import route
-from engine.delivery.transport import REDACTOR, Outcome, iso
+from engine.delivery.text import iso
+from engine.delivery.transport import REDACTOR, Outcome
 from engine.delivery.webhook import message_id
 
 log = logging.getLogger("engine.delivery")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.delivery.digest import DigestInfo
-from engine.delivery.transport import iso
+from engine.delivery.text import iso
 
 MAX_BLOCKS = 50
 MAX_HEADER = 150

@@ -12,17 +12,17 @@ from __future__ import annotations
 import email.utils
 import logging
 import threading
-import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Literal
 from urllib.parse import urlsplit
 
 import requests
 
+from engine.delivery.text import clean_text
+
 REDACTED = "[redacted]"
-MAX_REASON = 300
 MAX_RESPONSE_BYTES = 64 * 1024
 # Shorter strings are too likely to be ordinary words to be worth hunting for.
 _MIN_SECRET_LENGTH = 6
@@ -102,18 +102,6 @@ for _name in _HTTP_LOGGERS:
     _logger = logging.getLogger(_name)
     if _filter not in _logger.filters:
         _logger.addFilter(_filter)
-
-
-def clean_text(text: str, limit: int = MAX_REASON) -> str:
-    """One line of printable text: receivers' answers go to terminals and logs."""
-    out = []
-    for ch in text:
-        if ch in "\r\n\t":
-            out.append(" ")
-        elif ch.isprintable() and unicodedata.category(ch) != "Cf":
-            out.append(ch)
-    line = " ".join("".join(out).split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
@@ -227,10 +215,3 @@ class HttpPoster:
 
     def close(self) -> None:
         self._session.close()
-
-
-def iso(epoch: float | None) -> str:
-    """Wall-clock instants as the CLI and reasons print them."""
-    if epoch is None:
-        return "-"
-    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

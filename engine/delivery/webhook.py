@@ -96,7 +96,7 @@ def digest_bodies(
 ) -> list[tuple[str, list[str]]]:
     """The digest as signed-webhook bodies (usually one), each with its alerts' ids:
     the §6 alert JSON of every alert, as a single alert's webhook would carry it."""
-    from engine.delivery.transport import iso
+    from engine.delivery.text import iso
 
     chunks = [
         list(alerts[start : start + DIGEST_MAX_ALERTS])
