@@ -47,7 +47,7 @@ if stage == "floor":
     raise SystemExit
 
 from engine.detection.evaluator import Evaluator
-from engine.detection.loader import load_rules
+from engine.rule_formats import load_rules
 from engine.pipeline import Pipeline, collect_less
 from engine.sources.files import read_source
 from engine.sources.reorder import reorder

@@ -105,8 +105,8 @@ def measure_pipeline(
     --processes N` runs it; with `profile`, each rule's evaluation is timed too (a
     separate run: timing costs time). Memory: the peak RSS (with two processes, the sum
     of both peaks), and the peak PSS of the processes together (`_MemoryWatch`)."""
-    from engine.detection.loader import load_rules
     from engine.pipeline import Pipeline, collect_less
+    from engine.rule_formats import load_rules
     from engine.sources.files import read_source
     from engine.sources.reorder import reorder
     from engine.state.sqlite import SqliteStore
@@ -208,8 +208,8 @@ def measure_panther_eval(path: Path, rules: Sequence[Path]) -> dict[str, Any]:
     import itertools
 
     from engine.detection.evaluator import Evaluator
-    from engine.detection.loader import load_rules
     from engine.panther.rule import PantherRule
+    from engine.rule_formats import load_rules
     from engine.sources.files import Rejected, read_source
 
     ruleset = load_rules(list(rules))

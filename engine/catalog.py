@@ -89,7 +89,7 @@ def render_catalog(ruleset: RuleSet, root: Path) -> str:
 
 
 def cmd_catalog(args: argparse.Namespace) -> int:
-    from engine.detection.loader import load_rules
+    from engine.rule_formats import load_rules
 
     root = Path(args.path)
     text = render_catalog(load_rules([root]), root)

@@ -44,8 +44,8 @@ def _rule_dirs(given: list[str] | None, config: Config | None) -> list[Path]:
 
 
 def _load(paths: list[Path], args: argparse.Namespace | None = None) -> RuleSet:
-    from engine.detection.loader import load_rules
     from engine.panther.cli import panther_options
+    from engine.rule_formats import load_rules
 
     return load_rules(paths, panther_options(args))
 
@@ -53,8 +53,8 @@ def _load(paths: list[Path], args: argparse.Namespace | None = None) -> RuleSet:
 def cmd_validate(args: argparse.Namespace) -> int:
     import json
 
-    from engine.detection.loader import check_rules
     from engine.panther.cli import panther_options, report_skipped
+    from engine.rule_formats import check_rules
     from engine.testing.report import print_problems, problems_json
 
     paths = _rule_dirs(args.paths, None)
@@ -84,8 +84,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_test(args: argparse.Namespace) -> int:
-    from engine.detection.loader import check_rules
     from engine.panther.cli import panther_options, report_skipped
+    from engine.rule_formats import check_rules
     from engine.testing.report import print_problems, print_results, results_json
     from engine.testing.runner import collect, run_tests
 

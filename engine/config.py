@@ -23,9 +23,9 @@ from pydantic import (
     model_validator,
 )
 
-from engine.detection.yaml_lines import YamlError, line_at, load_yaml
 from engine.durations import parse_duration
 from engine.errors import ConfigError
+from engine.yaml_lines import YamlError, line_at, load_yaml
 
 DEFAULT_PATH = Path("detect.yaml")
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

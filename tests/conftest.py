@@ -23,8 +23,9 @@ import pytest
 
 from engine.activity import format_timestamp, parse_activity
 from engine.correlation.correlator import AlertChange
-from engine.detection.loader import RuleSet, load_rules
+from engine.detection.loader import RuleSet
 from engine.pipeline import Pipeline, Stats
+from engine.rule_formats import load_rules
 from engine.state.store import MemoryStore, StateStore
 
 T0 = datetime(2026, 5, 7, 10, 0, 0, tzinfo=UTC)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from engine.catalog import render_catalog
 from engine.cli import main
-from engine.detection.loader import load_rules
+from engine.rule_formats import load_rules
 
 ROOT = Path(__file__).resolve().parent.parent
 

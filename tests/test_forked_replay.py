@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 
 from engine.activity import parse_activity
-from engine.detection.loader import load_rules
 from engine.errors import InputError
 from engine.feedgen import generate, write_jsonl
 from engine.forked_replay import EvaluatorFailed, ForwardedRecord, run_forked
 from engine.pipeline import Pipeline
 from engine.replay import ReplayOptions, replay
 from engine.resources import bundled_rules_dir
+from engine.rule_formats import load_rules
 from engine.sources.files import read_source
 from engine.sources.reorder import reorder
 from engine.state.sqlite import SqliteStore

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from engine.detection.loader import load_rules
 from engine.errors import RuleLoadError
+from engine.rule_formats import load_rules
 
 GOOD = """
 id: t.good

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from engine.cli import main
-from engine.detection.loader import load_rules
+from engine.rule_formats import load_rules
 from engine.testing.mutants import generate
 from engine.testing.mutate import mutate_rules
 

@@ -330,7 +330,7 @@ def test_exit_codes(cli, rules, rules_dir, feed_file, tmp_path):
 
 
 def test_the_demo_feed_counts_what_replay_raises(tmp_path):
-    from engine.detection.loader import load_rules
+    from engine.rule_formats import load_rules
 
     ruleset = load_rules([bundled_rules_dir()])
     out = io.StringIO()

@@ -17,9 +17,9 @@ from typing import Any
 import jmespath
 from jmespath import functions
 
-from engine.detection.yaml_lines import YamlError, line_at, load_yaml
 from engine.errors import RuleProblem
 from engine.state.store import MemoryStore, StateStore
+from engine.yaml_lines import YamlError, line_at, load_yaml
 
 LEARNED = "learned_list"
 

@@ -1,49 +1,32 @@
-"""Finding, checking and compiling rule files.
+"""Finding, checking and compiling rule files, in every format registered with it.
 
 Every problem in every file is collected before anything is reported, so `detect validate`
 shows a whole rules directory's mistakes at once; a rule set with any problem does not
 load at all, because a half-loaded pack silently misses attacks.
+
+The loader knows formats only through `engine.detection.formats.RuleFormat`: a file a
+format claims by its bytes goes to it unread; every other file is read as YAML and goes
+to the first format that claims the document (the native format claims the rest).
+`engine.rule_formats` names the formats the engine ships.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jmespath
 
+from engine.detection.formats import RuleFormat
 from engine.detection.functions import NamedLists, make_options
-from engine.detection.jmespath_closures import compile_expression
-from engine.detection.operators import (
-    MatchError,
-    MatchErrors,
-    compile_match,
-    compile_path,
-    exact_values,
-    pinned_values,
-)
-from engine.detection.python_rules import PythonRuleError, import_rule_module
-from engine.detection.rule import (
-    DataCheck,
-    Learn,
-    NewValue,
-    Rule,
-    Sequence,
-    Step,
-    Threshold,
-    TypePin,
-)
-from engine.detection.templates import compile_template
-from engine.detection.yaml_lines import YamlError, line_at, load_yaml
-from engine.durations import parse_duration
+from engine.detection.native import NativeFormat
+from engine.detection.rule import LOG_TYPE, Rule
 from engine.errors import RuleLoadError, RuleProblem
-from engine.panther import PantherOptions, is_panther_document, looks_like_panther_file
+from engine.yaml_lines import YamlError, line_at, load_yaml
 
 RULE_SUFFIXES = (".yml", ".yaml")
-LOG_TYPE = "Anthropic.Activity"
-DEFAULT_FORGET = "90d"
 
 
 @dataclass
@@ -57,13 +40,6 @@ class RuleSet:
 
     def get(self, rule_id: str) -> Rule | None:
         return next((r for r in self.rules + self.skipped if r.id == rule_id), None)
-
-
-def _truthy(value: Any) -> bool:
-    """JMESPath's truth: false, null, empty string, list and object are false; 0 is true."""
-    if value is None or value is False:
-        return False
-    return not (isinstance(value, str | list | dict | tuple) and len(value) == 0)
 
 
 def discover(paths: Iterable[Path]) -> tuple[list[Path], list[Path]]:
@@ -94,217 +70,22 @@ def discover(paths: Iterable[Path]) -> tuple[list[Path], list[Path]]:
     return unique, list_dirs
 
 
-class _Compiler:
-    """Compiles one checked document; collects problems with their lines."""
-
-    def __init__(self, path: Path, doc: Mapping[str, Any], lists: NamedLists, options) -> None:
-        self.path = path
-        self.doc = doc
-        self.lists = lists
-        self.options = options
-        self.problems: list[RuleProblem] = []
-        self.step_types: frozenset[str] | None = None
-
-    def problem(self, where: list[Any], message: str) -> None:
-        key = ".".join(str(p) for p in where)
-        self.problems.append(RuleProblem(self.path, line_at(self.doc, where), key, message))
-
-    def duration(self, where: list[Any], text: str):
-        try:
-            return parse_duration(text)
-        except ValueError as exc:
-            self.problem(where, str(exc))
-            return None
-
-    def path_getter(self, where: list[Any], text: str):
-        try:
-            return compile_path(text, self.options)
-        except MatchError as exc:
-            self.problem(where, str(exc))
-            return None
-
-    def template(self, where: list[Any], text: str):
-        try:
-            return compile_template(text, self.options)
-        except MatchError as exc:
-            self.problem(where, str(exc))
-            return None
-
-    def conditions(
-        self, where: list[Any], block: Mapping[str, Any]
-    ) -> tuple[list[DataCheck], frozenset[str] | None, TypePin | None]:
-        """The compiled `match` and `when` of a rule or a sequence step, the activity types
-        the `match` pins (None when it could hold on any type), and its `TypePin` when its
-        `type` entry admits exactly some types."""
-        checks: list[DataCheck] = []
-        types = None
-        match = block.get("match", {})
-        if "match" in block:
-            try:
-                checks.append(compile_match(match, self.lists, self.options))
-            except MatchErrors as exc:
-                for path, message in exc.errors:
-                    self.problem([*where, "match", path], message)
-            if "type" in match:
-                types = pinned_values(match["type"])
-        when: list[DataCheck] = []
-        if "when" in block:
-            try:
-                expression = compile_expression(block["when"], self.options)
-                when.append(lambda d: _truthy(expression(d)))
-            except jmespath.exceptions.JMESPathError as exc:
-                self.problem([*where, "when"], f"invalid JMESPath: {exc}")
-        checks.extend(when)
-        pin = None
-        exact = exact_values(match["type"]) if "type" in match else None
-        if exact is not None and not self.problems:
-            rest = {path: condition for path, condition in match.items() if path != "type"}
-            unpinned = [compile_match(rest, self.lists, self.options)] if rest else []
-            pin = TypePin(exact, (*unpinned, *when), first=next(iter(match)) == "type")
-        return checks, types, pin
-
-    def new_value(self, spec: Mapping[str, Any]) -> NewValue | None:
-        of = self.path_getter(["new_value", "of"], spec["of"])
-        per = self.path_getter(["new_value", "per"], spec["per"]) if "per" in spec else None
-        forget = self.duration(["new_value", "forget"], spec.get("forget", DEFAULT_FORGET))
-        if of is None or forget is None or ("per" in spec and per is None):
-            return None
-        learn_from = spec.get("learn_from", "matches")
-        return NewValue(
-            of=of,
-            of_path=spec["of"],
-            per=per,
-            per_path=spec.get("per"),
-            forget=forget,
-            learn_from="all" if isinstance(learn_from, list) else learn_from,
-            alert_on_first=spec.get("alert_on_first", False),
-            learn_types=frozenset(learn_from) if isinstance(learn_from, list) else None,
-        )
-
-    def sequence(self, spec: Mapping[str, Any]) -> Sequence | None:
-        within = self.duration(["sequence", "within"], spec["within"])
-        steps = []
-        step_types: set[str] = set()
-        pinned = True
-        for index, step in enumerate(spec["steps"]):
-            where = ["sequence", "steps", index]
-            checks, types, pin = self.conditions(where, step)
-            by = self.path_getter([*where, "by"], step["by"])
-            if by is not None:
-                steps.append(Step(tuple(checks), by, step["by"], pin))
-            if types is None:
-                pinned = False
-            else:
-                step_types |= types
-        reset = None
-        if "reset" in spec:
-            where = ["sequence", "reset"]
-            checks, types, pin = self.conditions(where, spec["reset"])
-            by = self.path_getter([*where, "by"], spec["reset"]["by"])
-            if by is None:
-                return None
-            reset = Step(tuple(checks), by, spec["reset"]["by"], pin)
-            if types is None:
-                pinned = False
-            else:
-                step_types |= types
-        self.step_types = frozenset(step_types) if pinned else None
-        if within is None or len(steps) != len(spec["steps"]):
-            return None
-        return Sequence(within, tuple(steps), reset)
-
-    def compile(self) -> Rule:
-        doc = self.doc
-        rule = Rule(
-            id=doc["id"],
-            name=doc["name"],
-            severity=doc["severity"],
-            path=self.path,
-            description=doc.get("description", ""),
-            runbook=doc.get("runbook", ""),
-            reference=doc.get("reference", ""),
-            tags=list(doc.get("tags", [])),
-            mitre=list(doc.get("mitre", [])),
-            log_types=list(doc.get("log_types", [LOG_TYPE])),
-            enabled=doc.get("enabled", True),
-            destinations=list(doc["destinations"]) if "destinations" in doc else None,
-            tests=doc.get("tests", []),
-            document=doc,
-        )
-        checks, types, pin = self.conditions([], doc)
-        rule.checks.extend(checks)
-        rule.types = types
-        rule.pin = pin
-        if "python" in doc:
-            try:
-                rule.module = import_rule_module(self.path.parent / doc["python"])
-            except PythonRuleError as exc:
-                self.problem(["python"], str(exc))
-        if "title" in doc:
-            rule.title_template = self.template(["title"], doc["title"])
-        dedup = doc.get("dedup", {})
-        if "key" in dedup:
-            rule.dedup_template = self.template(["dedup", "key"], dedup["key"])
-        if "window" in dedup:
-            rule.dedup_window = self.duration(["dedup", "window"], dedup["window"])
-        if "threshold" in doc:
-            spec = doc["threshold"]
-            window = self.duration(["threshold", "window"], spec["window"])
-            distinct = spec.get("distinct")
-            getter = self.path_getter(["threshold", "distinct"], distinct) if distinct else None
-            if window is not None:
-                rule.threshold = Threshold(spec["count"], window, getter, distinct)
-        if "new_value" in doc:
-            rule.new_value = self.new_value(doc["new_value"])
-        if "sequence" in doc:
-            rule.sequence = self.sequence(doc["sequence"])
-            if rule.types is None and "match" not in doc:
-                rule.types = self.step_types
-        for index, spec in enumerate(doc.get("learn", [])):
-            where = ["learn", index]
-            if spec["list"] not in self.lists.lists:
-                self.problem(
-                    [*where, "list"],
-                    f"no named list {spec['list']!r}: a learned "
-                    f"list extends lists/{spec['list']}.yml, which may be empty",
-                )
-                continue
-            add = "add" in spec
-            getter = self.path_getter(
-                [*where, "add" if add else "remove"], spec["add" if add else "remove"]
-            )
-            if getter is not None:
-                rule.learn.append(Learn(spec["list"], getter, add))
-        rule.alert = doc.get("alert", True)
-        stateful = [k for k in ("threshold", "new_value", "sequence") if k in doc]
-        if len(stateful) > 1:
-            self.problem(
-                [stateful[1]],
-                f"a rule takes one of threshold, new_value and sequence,"
-                f" not {' and '.join(stateful)}",
-            )
-        for index, path in enumerate(doc.get("context", [])):
-            getter = self.path_getter(["context", index], path)
-            if getter is not None:
-                rule.context_paths[path] = getter
-        return rule
-
-
 def check_rules(
-    paths: Iterable[Path], panther: PantherOptions | None = None
+    paths: Iterable[Path], formats: Sequence[RuleFormat] | None = None
 ) -> tuple[RuleSet, list[RuleProblem]]:
     """Load what can be loaded and report every problem (for `detect validate`).
-    Panther-format files go to engine.panther's loader; `panther` says where their
-    global helpers are and whether the test-expectation extension is on."""
+    `formats`: the rule formats to read, in the order they are asked (native YAML alone
+    when None; the native format is always asked last)."""
+    formats = [f for f in formats or () if not isinstance(f, NativeFormat)] + [NativeFormat()]
     files, list_dirs = discover(paths)
     lists, problems = NamedLists.load(list_dirs)
     options = make_options(lists)
     rules: list[Rule] = []
     skipped: list[Rule] = []
     seen: dict[str, Path] = {}
-    panther_files: list[tuple[Path, Any]] = []
+    claimed: dict[str, list[tuple[Path, Any]]] = {f.name: [] for f in formats}
 
-    def admit(rule: Rule, path: Path, doc: Any, id_key: str = "id") -> None:
+    def admit(rule: Rule, path: Path, doc: Any, id_key: str) -> None:
         if rule.id in seen:
             problems.append(
                 RuleProblem(
@@ -319,44 +100,36 @@ def check_rules(
         active = rule.enabled and LOG_TYPE in rule.log_types
         (rules if active else skipped).append(rule)
 
+    def compile_with(fmt: RuleFormat, documents: list[tuple[Path, Any]]) -> None:
+        compiled, found = fmt.compile(documents, lists, options)
+        problems.extend(found)
+        for rule in compiled:
+            admit(rule, rule.path, rule.document, fmt.id_key)
+
     for path in files:
-        if looks_like_panther_file(path):
-            panther_files.append((path, None))
+        by_bytes = next((f for f in formats if f.claims_file(path)), None)
+        if by_bytes is not None:
+            claimed[by_bytes.name].append((path, None))
             continue
         try:
             doc = load_yaml(path)
         except YamlError as exc:
             problems.append(RuleProblem(path, exc.line, "", f"invalid YAML: {exc.message}"))
             continue
-        if is_panther_document(doc):
-            panther_files.append((path, doc))
-            continue
-        # Imported here: jsonschema is slow to import, and Panther-only sets never need it.
-        from engine.detection.schema import check_document
-
-        schema_problems = check_document(doc, path)
-        if schema_problems:
-            problems.extend(schema_problems)
-            continue
-        compiler = _Compiler(path, doc, lists, options)
-        rule = compiler.compile()
-        if compiler.problems:
-            problems.extend(compiler.problems)
-            continue
-        admit(rule, path, doc)
-    if panther_files:
-        from engine.panther.loader import compile_documents
-
-        panther_rules, panther_problems = compile_documents(panther_files, panther)
-        problems.extend(panther_problems)
-        for rule in panther_rules:
-            admit(rule, rule.path, rule.document, "RuleID")
+        owner = next(f for f in formats if f.claims_document(doc))
+        if owner.whole_set:
+            claimed[owner.name].append((path, doc))
+        else:
+            compile_with(owner, [(path, doc)])
+    for fmt in formats:
+        if claimed[fmt.name]:
+            compile_with(fmt, claimed[fmt.name])
     return RuleSet(rules, lists, options, skipped), problems
 
 
-def load_rules(paths: Iterable[Path], panther: PantherOptions | None = None) -> RuleSet:
+def load_rules(paths: Iterable[Path], formats: Sequence[RuleFormat] | None = None) -> RuleSet:
     """The rule set of `paths`; raises `RuleLoadError` listing every problem."""
-    ruleset, problems = check_rules(paths, panther)
+    ruleset, problems = check_rules(paths, formats)
     if problems:
         raise RuleLoadError(problems)
     return ruleset

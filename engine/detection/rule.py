@@ -20,6 +20,8 @@ from engine.detection.failures import RuleFailed
 from engine.detection.operators import DataCheck, all_of
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
+# The log type the engine evaluates: a rule that names others is loaded but inactive.
+LOG_TYPE = "Anthropic.Activity"
 # Activity types remembered per rule with their compiled `evaluate` (others look it up).
 MAX_RUNNERS = 4096
 DataRender = Callable[[Mapping[str, Any]], Any]

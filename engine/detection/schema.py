@@ -15,9 +15,9 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
 
-from engine.detection.yaml_lines import line_at
 from engine.errors import RuleProblem
 from engine.resources import schema_path
+from engine.yaml_lines import line_at
 
 
 @cache

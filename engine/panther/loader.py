@@ -1,6 +1,6 @@
 """Turning Panther-format YAML documents into `PantherRule`s (or problems).
 
-Called by `engine.detection.loader.check_rules` with every document that names an
+Called through `engine.panther.format.PantherFormat` with every document that names an
 `AnalysisType`, after the whole rules directory has been read, so global helper specs are
 known before any rule module imports them. Problems carry the file, the line and the key,
 like the native loader's.
@@ -29,7 +29,6 @@ import jmespath
 
 from engine.detection.rule import Rule, Threshold
 from engine.detection.templates import compile_template
-from engine.detection.yaml_lines import YamlError, line_at, load_yaml
 from engine.errors import RuleProblem
 from engine.panther import PantherOptions
 from engine.panther.helpers import HelperError, HelperResolver, describe_import_error
@@ -43,6 +42,7 @@ from engine.panther.simple import (
     key_spec_path,
     title_template,
 )
+from engine.yaml_lines import YamlError, line_at, load_yaml
 
 LOG_TYPE = "Anthropic.Activity"
 SKIPPED_TYPES = {

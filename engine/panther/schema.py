@@ -17,8 +17,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from engine.detection.yaml_lines import line_at
 from engine.errors import RuleProblem
+from engine.yaml_lines import line_at
 
 SEVERITIES = ("Info", "Low", "Medium", "High", "Critical")
 _NAME_ID = re.compile(r'^[^<>&"%]+$')

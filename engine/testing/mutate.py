@@ -20,11 +20,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.detection.loader import RuleSet, _Compiler
+from engine.detection.loader import RuleSet
+from engine.detection.native import compile_rule
 from engine.detection.rule import Rule
-from engine.detection.yaml_lines import line_at
 from engine.testing.mutants import Mutant, generate
 from engine.testing.runner import RuleTest, run_test
+from engine.yaml_lines import line_at
 
 
 @dataclass
@@ -146,13 +147,12 @@ def build(mutant: Mutant, rule: Rule, ruleset: RuleSet) -> tuple[Rule | None, st
         return dataclasses.replace(rule, module=module), ""
     assert mutant.document is not None
     doc = {k: v for k, v in mutant.document.items() if k != "python"}
-    compiler = _Compiler(rule.path, doc, ruleset.lists, ruleset.options)
     try:
-        built = compiler.compile()
+        built, problems = compile_rule(rule.path, doc, ruleset.lists, ruleset.options)
     except Exception as exc:  # noqa: BLE001 - a shape the compiler does not take
         return None, f"{type(exc).__name__}: {exc}"
-    if compiler.problems:
-        return None, "; ".join(p.message for p in compiler.problems)
+    if built is None:
+        return None, "; ".join(p.message for p in problems)
     built.module = rule.module
     built.document = mutant.document
     built.tests = rule.tests

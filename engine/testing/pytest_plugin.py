@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 
-from engine.detection.loader import RULE_SUFFIXES, RuleSet, check_rules
-from engine.detection.yaml_lines import YamlError, load_yaml
+from engine.detection.loader import RULE_SUFFIXES, RuleSet
 from engine.errors import RuleProblem
+from engine.rule_formats import check_rules
 from engine.testing.runner import RuleTest, collect, run_test
+from engine.yaml_lines import YamlError, load_yaml
 
 
 def _looks_like_rule(path: Path) -> bool:

@@ -22,10 +22,10 @@ from engine.correlation.correlator import AlertChange
 from engine.detection.loader import RuleSet
 from engine.detection.operators import same
 from engine.detection.rule import Rule
-from engine.detection.yaml_lines import line_at
 from engine.pipeline import Pipeline
 from engine.sources.files import Rejected, read_source
 from engine.state.store import MemoryStore
+from engine.yaml_lines import line_at
 
 
 class TestInputError(ValueError):

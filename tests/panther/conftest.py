@@ -13,10 +13,11 @@ import pytest
 
 from engine.activity import parse_activity
 from engine.correlation.correlator import AlertChange
-from engine.detection.loader import RuleSet, check_rules, load_rules
+from engine.detection.loader import RuleSet
 from engine.errors import RuleProblem
 from engine.panther import PantherOptions
 from engine.pipeline import Pipeline
+from engine.rule_formats import check_rules, load_rules
 from engine.state.store import MemoryStore
 from tests.conftest import RulesDir
 

@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 
 from engine.activity import Event, parse_activity
-from engine.detection.loader import RuleSet, load_rules
+from engine.detection.loader import RuleSet
 from engine.panther import PantherOptions
 from engine.panther.convert import convert_paths
 from engine.panther.event import plain
+from engine.rule_formats import load_rules
 from engine.testing.runner import collect, run_tests
 
 from .conftest import FIXTURES, PantherDir

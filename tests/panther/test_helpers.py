@@ -76,7 +76,7 @@ def test_a_helper_cannot_shadow_engine_or_library_modules(panther_dir: PantherDi
 
 
 def test_two_rules_directories_keep_their_own_helpers(tmp_path) -> None:
-    from engine.detection.loader import load_rules
+    from engine.rule_formats import load_rules
 
     first = PantherDir(tmp_path / "first")
     second = PantherDir(tmp_path / "second")
@@ -89,7 +89,7 @@ def test_two_rules_directories_keep_their_own_helpers(tmp_path) -> None:
 
 
 def test_two_packs_with_global_specs_keep_their_own_helpers(tmp_path) -> None:
-    from engine.detection.loader import load_rules
+    from engine.rule_formats import load_rules
 
     packs = []
     for name in ("first", "second"):

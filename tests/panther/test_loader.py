@@ -20,7 +20,7 @@ def problems_of(pack: PantherDir, **options):
 
 
 def test_the_fixture_pack_loads_with_one_rule_skipped_for_its_log_type() -> None:
-    from engine.detection.loader import load_rules
+    from engine.rule_formats import load_rules
 
     ruleset = load_rules([FIXTURES])
     active = sorted(r.id for r in ruleset.rules)

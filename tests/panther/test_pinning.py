@@ -10,9 +10,9 @@ import pytest
 
 from engine.activity import parse_activity
 from engine.detection.evaluator import Evaluator
-from engine.detection.loader import load_rules
 from engine.feedgen import generate
 from engine.panther.rule import PantherRule
+from engine.rule_formats import load_rules
 
 from .conftest import FIXTURES, PantherDir, activity
 
