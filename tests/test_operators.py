@@ -273,6 +273,13 @@ def test_type_dispatch_still_evaluates_the_other_entries(evaluate):
         ("email_domain(v) == `null`", {"v": "@example.com"}, True),
         ("email_domain(v) == `null`", {"v": 42}, True),
         ("email_domain(v) == `null`", {"v": "a@example.com"}, False),
+        ("ip_prefix(v) == '192.0.2.7'", {"v": " 192.0.2.7 "}, True),
+        ("ip_prefix(v) == '2001:db8:1:2::/64'", {"v": "2001:db8:1:2:aaaa:bbbb:cccc:dddd"}, True),
+        ("ip_prefix(v) == '2001:db8:1:2::/64'", {"v": "2001:DB8:1:2::1"}, True),
+        ("ip_prefix(v) == '2001:db8:1:2::/64'", {"v": "2001:db8:1:3::1"}, False),
+        ("ip_prefix(v) == '192.0.2.7'", {"v": "::ffff:192.0.2.7"}, True),
+        ("ip_prefix(v) == 'not an address'", {"v": "not an address"}, True),
+        ("ip_prefix(v) == `null`", {"v": 42}, True),
         ("contains(['owner', 'admin'], v)", {"v": "admin"}, True),
         ("contains(['owner', 'admin'], v)", {"v": "user"}, False),
         # JMESPath truthiness: 0 is true; false, null, "", [], {} are false

@@ -177,6 +177,26 @@ def email_domain(value: Any) -> str | None:
     return domain.lower()
 
 
+@lru_cache(maxsize=8192)
+def ip_prefix(value: Any) -> str | None:
+    """An address as a baseline should know it: an IPv4 address as itself, an IPv6 address
+    as its /64 network. A device on IPv6 takes a new address in its /64 every day or so
+    (privacy extensions), and the /64 is the home, office or phone network it stands for.
+    Text that is not an address comes back as it is; anything else as None."""
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return text
+    if isinstance(address, ipaddress.IPv4Address):
+        return str(address)
+    if address.ipv4_mapped is not None:  # ::ffff:192.0.2.7 is 192.0.2.7
+        return str(address.ipv4_mapped)
+    return str(ipaddress.ip_network(f"{address}/64", strict=False))
+
+
 @lru_cache(maxsize=1024)
 def compile_regex(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern)
@@ -209,5 +229,9 @@ def make_options(lists: NamedLists) -> jmespath.Options:
         @functions.signature({"types": []})
         def _func_email_domain(self, value: Any) -> str | None:
             return email_domain(value)
+
+        @functions.signature({"types": []})
+        def _func_ip_prefix(self, value: Any) -> str | None:
+            return ip_prefix(value)
 
     return jmespath.Options(custom_functions=EngineFunctions())
