@@ -6,11 +6,9 @@ what the loader sees, and `--check` (run in CI) fails when the file is stale.
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections import defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # `detect --help` registers this module: it must import nothing heavy
     from engine.detection.loader import RuleSet
@@ -86,38 +84,3 @@ def render_catalog(ruleset: RuleSet, root: Path) -> str:
             )
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
-
-
-def cmd_catalog(args: argparse.Namespace) -> int:
-    from engine.rule_formats import load_rules
-
-    root = Path(args.path)
-    text = render_catalog(load_rules([root]), root)
-    if args.out is None:
-        sys.stdout.write(text)
-        return 0
-    target = Path(args.out)
-    current = target.read_text(encoding="utf-8") if target.is_file() else None
-    if args.check:
-        if current != text:
-            print(f"{target} is stale: run `detect catalog {root} --out {target}`", file=sys.stderr)
-            return 1
-        return 0
-    if current != text:
-        target.write_text(text, encoding="utf-8")
-        print(f"wrote {target}", file=sys.stderr)
-    return 0
-
-
-def register(commands: Any) -> None:
-    catalog = commands.add_parser(
-        "catalog", help="write the rule pack's README (id, severity, MITRE, types read)"
-    )
-    catalog.add_argument("path", nargs="?", default="rules", help="rules directory")
-    catalog.add_argument("--out", metavar="FILE", help="write here (default: stdout)")
-    catalog.add_argument(
-        "--check",
-        action="store_true",
-        help="with --out: exit 1 when FILE is not what would be written",
-    )
-    catalog.set_defaults(handler=cmd_catalog)

@@ -28,6 +28,9 @@ from engine.errors import ConfigError
 from engine.yaml_lines import YamlError, line_at, load_yaml
 
 DEFAULT_PATH = Path("detect.yaml")
+# Where the state database and rejected records go when no configuration says otherwise.
+DEFAULT_STATE = Path(".detect/state.db")
+DEFAULT_QUARANTINE = Path(".detect/quarantine.jsonl")
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -70,7 +73,7 @@ class SourceConfig(_Strict):
 
 
 class StateConfig(_Strict):
-    path: Path = Path(".detect/state.db")
+    path: Path = DEFAULT_STATE
 
 
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
@@ -255,7 +258,7 @@ class Config(_Strict):
     destinations: dict[str, DestinationConfig] = Field(
         default_factory=lambda: {"terminal": DestinationConfig(type="console")}
     )
-    quarantine: Path = Path(".detect/quarantine.jsonl")
+    quarantine: Path = DEFAULT_QUARANTINE
 
 
 def _interpolate(value: Any, steps: list[Any], environ: dict[str, str], origin: Any) -> Any:

@@ -27,10 +27,11 @@ from engine.activity import format_timestamp, parse_timestamp
 from engine.config import Config
 from engine.correlation.correlator import AlertChange
 from engine.detection.loader import RuleSet
+from engine.durations import describe
 from engine.errors import ConfigError
 from engine.pipeline import Pipeline, Stats
 from engine.sources.compliance_api import ComplianceAPIError, ComplianceClient, PollingStopped
-from engine.sources.health import SourceHealth, describe
+from engine.sources.health import SourceHealth
 from engine.sources.poller import Batch, Poller
 from engine.state.store import StateStore
 

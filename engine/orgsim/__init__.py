@@ -6,7 +6,7 @@ alerts on it are a fair measure of its noise. Attacks are mixed in and labelled 
 separate file. Modules: `world` (orgs, people, devices, addresses), `rhythm` (when
 people work), `routine` (people's day), `adminwork` (administration), `machines` (SIEM,
 eDiscovery, automation), `attacks`, `labels`, `wire` (ids, timestamps, actors),
-`simulate` (the day loop and writer), `command` (`detect simulate`). See docs/simulator.md.
+`simulate` (the day loop and writer). See docs/simulator.md.
 """
 
 from engine.orgsim.simulate import Simulation, write_jsonl

@@ -19,6 +19,7 @@ from typing import Any
 from engine.activity import format_timestamp
 from engine.alerts import Alert, alert_id_for
 from engine.correlation.correlator import AlertChange
+from engine.durations import describe
 from engine.sources.compliance_api import ComplianceAPIError
 from engine.state.store import StateStore
 
@@ -27,17 +28,6 @@ log = logging.getLogger(__name__)
 HEALTH_KEY = "source_health"
 SILENCE_RULE = "source_health.silence"
 FAILING_RULE = "source_health.polling_failed"
-
-
-def describe(span: timedelta) -> str:
-    """`1d 2h`, `3h 5m`, `4m 10s`: the two largest units, for titles and log lines."""
-    seconds = max(0, int(span.total_seconds()))
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if seconds >= size or (unit == "s" and not parts):
-            parts.append(f"{seconds // size}{unit}")
-            seconds %= size
-    return " ".join(parts[:2])
 
 
 class SourceHealth:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from engine.cli.alerts import register
 from engine.config import load_config
-from engine.delivery.commands import register
 from engine.delivery.dispatcher import Dispatcher
 from tests.delivery.conftest import SECRET, free_port, make_alert, save_alerts
 

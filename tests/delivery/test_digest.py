@@ -449,7 +449,7 @@ def test_a_destination_that_stops_batching_sends_the_waiting_alerts_one_by_one(
 
 
 def test_alerts_list_and_status_show_the_digest_state(db, clock, receivers, capsys):
-    from engine.delivery.commands import cmd_list
+    from engine.cli.alerts import cmd_list
 
     hook = receivers()
     save_alerts(db, [low(1)])

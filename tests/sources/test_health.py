@@ -6,8 +6,8 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+from engine.durations import describe
 from engine.live import build_runner
-from engine.sources.health import describe
 from engine.sources.mock_api import Faults
 from engine.state.sqlite import SqliteStore
 

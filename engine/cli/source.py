@@ -1,30 +1,23 @@
-"""`detect mock-api`, `detect check-connection` and `detect status`.
+"""`detect mock-api` and `detect check-connection`.
 
     detect mock-api [--port P] [--events F | --count N] [--start now] [fault options]
     detect check-connection [--config F] [--format json]
-    detect status [--config F] [--state PATH] [--format json]
 
-None of them prints the API key. `status` opens the state database read-only, so it can
-run beside a live `detect run`.
+Neither prints the API key.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
 import sys
 import time
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from engine.config import Config
-
-EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
-DEFAULT_STATE = Path(".detect/state.db")
+from engine.cli.options import EXIT_FAILED, EXIT_OK, require_config
 
 
 def register(subparsers: Any) -> None:
@@ -74,31 +67,6 @@ def register(subparsers: Any) -> None:
     )
     check.add_argument("--format", choices=("text", "json"), default="text")
     check.set_defaults(handler=cmd_check_connection)
-
-    status = subparsers.add_parser(
-        "status", help="checkpoint, lag, last poll, counts, source health"
-    )
-    status.add_argument("--config", help="configuration file (default ./detect.yaml)")
-    status.add_argument("--state", metavar="FILE", help="state database (default: config's)")
-    status.add_argument("--format", choices=("text", "json"), default="text")
-    status.set_defaults(handler=cmd_status)
-
-
-def _config(path: str | None) -> Config | None:
-    from engine.cli import _config as load
-
-    return load(path)
-
-
-def _ago(now: datetime, moment: datetime | None) -> str:
-    from engine.sources.health import describe
-
-    if moment is None:
-        return "-"
-    span = now - moment
-    if span < timedelta(0):
-        return f"in {describe(-span)}"
-    return f"{describe(span)} ago"
 
 
 # -- mock-api -----------------------------------------------------------------------
@@ -212,6 +180,7 @@ def cmd_mock_api(args: argparse.Namespace) -> int:
 
 def cmd_check_connection(args: argparse.Namespace) -> int:
     from engine.activity import parse_timestamp
+    from engine.durations import ago
     from engine.errors import ConfigError
     from engine.sources.compliance_api import (
         ACTIVITIES_PATH,
@@ -220,9 +189,7 @@ def cmd_check_connection(args: argparse.Namespace) -> int:
         ComplianceClient,
     )
 
-    config = _config(args.config)
-    if config is None:
-        raise ConfigError("no configuration: create detect.yaml or pass --config")
+    config = require_config(args.config)
     source = config.source
     if source.api_key is None:
         raise ConfigError(
@@ -286,7 +253,7 @@ def cmd_check_connection(args: argparse.Namespace) -> int:
     if newest is not None:
         created = newest.get("created_at")
         try:
-            age = _ago(now, parse_timestamp(created))
+            age = ago(now, parse_timestamp(created))
         except (TypeError, ValueError):
             age = "time unreadable"
         print(f"newest activity  {created} ({age}, {newest.get('type')})")
@@ -305,173 +272,4 @@ def cmd_check_connection(args: argparse.Namespace) -> int:
         verdict = f"newest activity {when}" if when else "no activity visible: check the id"
         print(f"filter {check['organization_id']}: {verdict}")
     print("connection OK")
-    return EXIT_OK
-
-
-# -- status -------------------------------------------------------------------------
-
-
-def _read_state(path: Path) -> dict[str, Any]:
-    """Everything `status` shows, from a read-only connection (a live run keeps writing)."""
-    uri = f"file:{path.resolve()}?mode=ro"
-    db = sqlite3.connect(uri, uri=True)
-    try:
-        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        meta: dict[str, Any] = {}
-        if "meta" in tables:
-            for key, value in db.execute("SELECT key, value FROM meta"):
-                try:
-                    meta[key] = json.loads(value)
-                except ValueError:
-                    meta[key] = value
-        kinds: dict[str, int] = {}
-        owed = 0
-        if "alerts" in tables:
-            kinds = dict(db.execute("SELECT kind, COUNT(*) FROM alerts GROUP BY kind").fetchall())
-            if "delivery_routes" in tables:
-                query = (
-                    "SELECT COUNT(*) FROM alerts WHERE notify = 1 AND alert_id NOT IN "
-                    "(SELECT alert_id FROM delivery_routes)"
-                )
-            else:
-                query = "SELECT COUNT(*) FROM alerts WHERE notify = 1"
-            owed = db.execute(query).fetchone()[0]
-        deliveries: dict[str, int] = {}
-        if "deliveries" in tables:
-            deliveries = dict(
-                db.execute("SELECT status, COUNT(*) FROM deliveries GROUP BY status").fetchall()
-            )
-        return {"meta": meta, "alerts": kinds, "awaiting_delivery": owed, "deliveries": deliveries}
-    finally:
-        db.close()
-
-
-def _count_lines(path: Path) -> int:
-    try:
-        with path.open("rb") as handle:
-            return sum(1 for _ in handle)
-    except OSError:
-        return 0
-
-
-def status_report(state: Path, quarantine: Path | None, now: datetime) -> dict[str, Any]:
-    """The facts `detect status` prints, as one JSON-ready mapping."""
-    from engine.activity import parse_timestamp
-    from engine.live import STATUS_KEY
-    from engine.sources.health import HEALTH_KEY
-    from engine.sources.poller import CHECKPOINT_KEY
-
-    found = _read_state(state)
-    meta = found["meta"]
-    checkpoint = meta.get(CHECKPOINT_KEY) or {}
-    source = meta.get(STATUS_KEY) or {}
-    caught_up = checkpoint.get("caught_up_to")
-    lag = None
-    if caught_up:
-        lag = (now - parse_timestamp(caught_up)).total_seconds()
-    return {
-        "state": str(state),
-        "checked_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "checkpoint": checkpoint or None,
-        "lag_seconds": lag,
-        "source": source,
-        "health": meta.get(HEALTH_KEY) or {},
-        "watermark": meta.get("watermark"),
-        "alerts": found["alerts"],
-        "awaiting_delivery": found["awaiting_delivery"],
-        "deliveries": found["deliveries"],
-        "quarantine": {
-            "path": str(quarantine) if quarantine else None,
-            "records": _count_lines(quarantine) if quarantine else 0,
-        },
-    }
-
-
-def _print_status(report: dict[str, Any], now: datetime) -> None:
-    from engine.activity import parse_timestamp
-    from engine.sources.health import describe
-
-    def when(text: str | None) -> str:
-        if not text:
-            return "-"
-        return f"{text} ({_ago(now, parse_timestamp(text))})"
-
-    checkpoint = report["checkpoint"] or {}
-    source = report["source"]
-    rows: list[tuple[str, str]] = [("state", report["state"])]
-    if checkpoint:
-        rows.append(("source", checkpoint.get("scope") or "-"))
-        cursor = checkpoint.get("cursor") or "none yet"
-        rows.append(("checkpoint", f"{cursor} at {checkpoint.get('cursor_time') or '-'}"))
-        lag = report["lag_seconds"]
-        lag_text = f" (lag {describe(timedelta(seconds=lag))})" if lag is not None else ""
-        rows.append(("caught up to", f"{checkpoint.get('caught_up_to') or '-'}{lag_text}"))
-        rows.append(("re-reads from", f"{checkpoint.get('settled_before')} (overlap)"))
-    else:
-        rows.append(("checkpoint", "none: `detect run` has not polled yet"))
-    rows.append(("newest activity", when(source.get("newest_activity_at"))))
-    last_poll = source.get("last_poll_at")
-    failing = source.get("failing_since")
-    rows.append(("last poll", f"{when(last_poll)}{' FAILING' if failing else ''}"))
-    rows.append(("last success", when(source.get("last_success_at"))))
-    if failing:
-        error = source.get("last_error") or {}
-        rows.append(("failing since", when(failing)))
-        rows.append(("last error", f"{error.get('error_type')}: {error.get('message')}"))
-    quarantine = report["quarantine"]
-    rows.append(
-        (
-            "activities",
-            f"{source.get('activities', 0):,} evaluated · {source.get('rejected', 0):,} "
-            f"rejected · {source.get('duplicates', 0):,} duplicates dropped · "
-            f"{source.get('pages', 0):,} pages · {source.get('requests', 0):,} requests",
-        )
-    )
-    if quarantine["path"]:
-        rows.append(("quarantine", f"{quarantine['records']:,} records in {quarantine['path']}"))
-    alerts = report["alerts"]
-    total = sum(alerts.values())
-    by_kind = ", ".join(f"{n} {kind}" for kind, n in sorted(alerts.items()))
-    rows.append(
-        (
-            "alerts",
-            f"{total:,}{f' ({by_kind})' if by_kind else ''} · "
-            f"{report['awaiting_delivery']} awaiting delivery",
-        )
-    )
-    if report["deliveries"]:
-        rows.append(
-            ("deliveries", ", ".join(f"{n} {s}" for s, n in sorted(report["deliveries"].items())))
-        )
-    health = report["health"]
-    notes = []
-    if "silence" in health:
-        notes.append(
-            f"silent since {health['silence'].get('since')} ({health['silence'].get('alert_id')})"
-        )
-    if "failing" in health:
-        notes.append(f"polling failing ({health['failing'].get('alert_id')})")
-    rows.append(("health", "; ".join(notes) if notes else "ok"))
-    for label, value in rows:
-        print(f"{label:<16} {value}")
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    config = _config(args.config)
-    if args.state:
-        state = Path(args.state)
-    elif config is not None:
-        state = config.state.path
-    else:
-        state = DEFAULT_STATE
-    if not state.is_file():
-        print(f"error: no state database at {state} (nothing has run yet?)", file=sys.stderr)
-        return EXIT_FAILED
-    quarantine = config.quarantine if config is not None else Path(".detect/quarantine.jsonl")
-    now = datetime.now(tz=UTC)
-    report = status_report(state, quarantine, now)
-    if args.format == "json":
-        print(json.dumps(report, indent=2, default=str))
-    else:
-        _print_status(report, now)
     return EXIT_OK

@@ -21,41 +21,20 @@ import getpass
 import json
 import sys
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine.cli.options import EXIT_FAILED, EXIT_INVALID, EXIT_OK, load_config, state_path
 from engine.delivery.text import clean_text, iso
 
 if TYPE_CHECKING:
     from engine.config import Config
     from engine.delivery.outbox import Delivery, Outbox
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
-DEFAULT_STATE = Path(".detect/state.db")
-
-
-def _config(args: argparse.Namespace) -> Config | None:
-    from engine.config import DEFAULT_PATH, load_config
-
-    if getattr(args, "config", None):
-        return load_config(Path(args.config))
-    if DEFAULT_PATH.is_file():
-        return load_config(DEFAULT_PATH)
-    return None
-
-
-def _state_path(args: argparse.Namespace, config: Config | None) -> Path:
-    if getattr(args, "state", None):
-        return Path(args.state)
-    if config is not None:
-        return config.state.path
-    return DEFAULT_STATE
-
 
 def _open(args: argparse.Namespace, config: Config | None) -> Outbox | None:
     from engine.delivery.outbox import Outbox
 
-    path = _state_path(args, config)
+    path = state_path(getattr(args, "state", None), config)
     try:
         return Outbox(path, create=False)
     except FileNotFoundError:
@@ -103,7 +82,7 @@ def _public(alert: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = load_config(getattr(args, "config", None))
     outbox = _open(args, config)
     if outbox is None:
         return EXIT_FAILED
@@ -178,7 +157,7 @@ def _list_deliveries(outbox: Outbox, status: str, args: argparse.Namespace) -> i
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = load_config(getattr(args, "config", None))
     outbox = _open(args, config)
     if outbox is None:
         return EXIT_FAILED
@@ -231,7 +210,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
     if bool(args.alert_id) == bool(args.dead):
         print("error: give an alert id, or --dead for every dead letter", file=sys.stderr)
         return EXIT_INVALID
-    config = _config(args)
+    config = load_config(getattr(args, "config", None))
     if args.destination and config is not None and args.destination not in config.destinations:
         print(f"error: no destination {args.destination!r} in the configuration", file=sys.stderr)
         return EXIT_INVALID
@@ -285,10 +264,10 @@ def cmd_silence(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"error: --for: {error}", file=sys.stderr)
         return EXIT_INVALID
-    config = _config(args)
+    config = load_config(getattr(args, "config", None))
     from engine.delivery.outbox import Outbox
 
-    path = _state_path(args, config)
+    path = state_path(getattr(args, "state", None), config)
     outbox = Outbox(path)
     try:
         now = time.time()
@@ -315,7 +294,7 @@ def _describe(rule_id: str | None, dedup_key: str | None) -> str:
 
 
 def cmd_silences(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = load_config(getattr(args, "config", None))
     outbox = _open(args, config)
     if outbox is None:
         return EXIT_FAILED
@@ -340,7 +319,7 @@ def cmd_silences(args: argparse.Namespace) -> int:
 
 
 def cmd_unsilence(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = load_config(getattr(args, "config", None))
     outbox = _open(args, config)
     if outbox is None:
         return EXIT_FAILED

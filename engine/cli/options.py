@@ -1,0 +1,133 @@
+"""What every `detect` command shares: the exit codes, the configuration file, the rules
+to load, the state and quarantine paths, and the Panther options of the commands that
+load rules.
+
+Imports of the engine happen inside the functions, so building the parser stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+from engine.panther import STRICT_ENV  # light: the rest of Panther support loads on use
+
+if TYPE_CHECKING:
+    from engine.config import Config
+    from engine.detection.loader import RuleSet
+    from engine.panther import PantherOptions
+
+# 0 success; 1 a test failed, an input could not be read, or the state is in use;
+# 2 invalid rules, configuration or usage.
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+
+def load_config(path: str | None) -> Config | None:
+    """The configuration named by --config, or ./detect.yaml when it exists."""
+    from engine.config import DEFAULT_PATH
+    from engine.config import load_config as load
+
+    if path is not None:
+        return load(Path(path))
+    if DEFAULT_PATH.is_file():
+        return load(DEFAULT_PATH)
+    return None
+
+
+def require_config(path: str | None, hint: str = "") -> Config:
+    """The configuration, or a `ConfigError` saying how to make one."""
+    from engine.errors import ConfigError
+
+    config = load_config(path)
+    if config is None:
+        raise ConfigError(f"no configuration: create detect.yaml{hint} or pass --config")
+    return config
+
+
+def rule_dirs(given: list[str] | None, config: Config | None) -> list[Path]:
+    """Rules named on the command line, else the configuration's, else ./rules, else the
+    pack shipped with the engine."""
+    from engine.resources import bundled_rules_dir
+
+    if given:
+        return [Path(p) for p in given]
+    if config is not None:
+        return list(config.rules)
+    local = Path("rules")
+    return [local] if local.is_dir() else [bundled_rules_dir()]
+
+
+def load_ruleset(paths: list[Path], args: argparse.Namespace | None = None) -> RuleSet:
+    """The rules of `paths` in every shipped format; raises `RuleLoadError`."""
+    from engine.rule_formats import load_rules
+
+    return load_rules(paths, panther_options(args))
+
+
+def state_path(given: str | None, config: Config | None) -> Path:
+    """--state, else the configuration's `state.path`, else the default."""
+    from engine.config import DEFAULT_STATE
+
+    if given:
+        return Path(given)
+    if config is not None:
+        return config.state.path
+    return DEFAULT_STATE
+
+
+def quarantine_path(given: str | None, config: Config | None) -> Path:
+    """--quarantine, else the configuration's `quarantine`, else the default."""
+    from engine.config import DEFAULT_QUARANTINE
+
+    if given:
+        return Path(given)
+    if config is not None:
+        return config.quarantine
+    return DEFAULT_QUARANTINE
+
+
+def check_destinations(ruleset: RuleSet, config: Config) -> None:
+    """Rules naming destinations the configuration lacks stop the start, loudly."""
+    from engine.delivery import unknown_rule_destinations
+    from engine.errors import ConfigError
+
+    problems = unknown_rule_destinations(ruleset.rules, config.destinations)
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+def add_panther_options(parser: argparse.ArgumentParser) -> None:
+    """--helpers and --panther-strict, for the commands that load rules."""
+    group = parser.add_argument_group("Panther-format rules")
+    group.add_argument(
+        "--helpers",
+        action="append",
+        metavar="DIR",
+        help="a global_helpers folder for Panther rules (repeatable); the nearest"
+        " global_helpers/ above each rule is used without it",
+    )
+    group.add_argument(
+        "--panther-strict",
+        action="store_true",
+        default=None,
+        help="accept and check ExpectedTitle, ExpectedDedup, ExpectedSeverity and"
+        f" ExpectedAlertContext in Panther tests (also: {STRICT_ENV}=1)",
+    )
+
+
+def panther_options(args: argparse.Namespace | None) -> PantherOptions:
+    """The Panther options of a parsed command line (defaults without one)."""
+    from engine.panther import PantherOptions
+
+    if args is None:
+        return PantherOptions()
+    return PantherOptions.of(getattr(args, "helpers", None), getattr(args, "panther_strict", None))
+
+
+def report_skipped(ruleset: RuleSet, stream: IO[str]) -> None:
+    """One line per rule that is loaded (and tested) but not evaluated, and why."""
+    for rule in ruleset.skipped:
+        reason = getattr(rule, "skip_reason", "")
+        if reason:
+            print(f"skipped: {rule.id} ({reason})", file=stream)
