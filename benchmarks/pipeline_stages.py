@@ -57,7 +57,7 @@ from engine.state.store import MemoryStore
 ruleset = load_rules([Path(rules)])
 records = reorder(read_source(path))
 if stage == "forked":
-    from engine.forked_replay import run_forked
+    from engine.runs.forked import run_forked
 
     folder = tempfile.TemporaryDirectory()
     store = SqliteStore(Path(folder.name) / "s.db")

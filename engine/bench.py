@@ -126,7 +126,7 @@ def measure_pipeline(
         watch = _MemoryWatch() if _pss_mb(os.getpid()) is not None else None
         child_rss = 0.0
         if processes > 1:
-            from engine.forked_replay import run_forked
+            from engine.runs.forked import run_forked
 
             def forked(pid: int) -> None:  # the watch starts after the fork, not before
                 if watch is not None:

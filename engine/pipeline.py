@@ -145,7 +145,7 @@ class Pipeline:
         (if `advance` has not already), its matches, its rules' failures and its
         `learn_from: all` values (`Evaluator.learned`) turned into state and alert
         changes. Also what the correlating process runs for activities another process
-        evaluated (engine/forked_replay.py), where `record` is None when nothing needs
+        evaluated (engine/runs/forked.py), where `record` is None when nothing needs
         more than the time."""
         stats = self.stats
         stats.activities += 1

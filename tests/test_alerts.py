@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from engine.replay import ReplayOptions, replay
+from engine.runs.replay import ReplayOptions, replay
 from tests.conftest import at, run_detect, run_pipeline, write_jsonl
 
 ALERT_KEYS = [

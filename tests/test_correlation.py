@@ -11,7 +11,7 @@ import pytest
 
 from engine.activity import parse_activity
 from engine.pipeline import Pipeline
-from engine.replay import ReplayOptions, replay
+from engine.runs.replay import ReplayOptions, replay
 from engine.state.store import MemoryStore
 from tests.conftest import at, moment, run_pipeline, write_jsonl
 

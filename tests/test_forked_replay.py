@@ -15,11 +15,11 @@ import pytest
 from engine.activity import parse_activity
 from engine.errors import InputError
 from engine.feedgen import generate, write_jsonl
-from engine.forked_replay import EvaluatorFailed, ForwardedRecord, run_forked
 from engine.pipeline import Pipeline
-from engine.replay import ReplayOptions, replay
 from engine.resources import bundled_rules_dir
 from engine.rule_formats import load_rules
+from engine.runs.forked import EvaluatorFailed, ForwardedRecord, run_forked
+from engine.runs.replay import ReplayOptions, replay
 from engine.sources.files import read_source
 from engine.sources.reorder import reorder
 from engine.state.sqlite import SqliteStore
@@ -339,7 +339,7 @@ def test_a_child_exception_that_cannot_cross_is_reported_by_name(tmp_path):
 
 
 def test_a_failure_reading_from_the_child_is_raised_not_waited_on(tmp_path, monkeypatch):
-    import engine.forked_replay as forked
+    import engine.runs.forked as forked
 
     feed = _feed(tmp_path, 3000)
     reads = iter(range(100))
@@ -409,7 +409,7 @@ def test_hooks_run_and_fail_as_with_one_process(tmp_path, rules_dir, make_activi
 
 def test_outputs_that_do_not_pickle_cross_as_json():
     from engine.detection.rule import Rendered
-    from engine.forked_replay import _plain
+    from engine.runs.forked import _plain
 
     odd = Rendered("t", "k", "low", {"keys": {"a": 1}.keys(), "n": 1}, None, "")
     plain = _plain(odd)

@@ -10,8 +10,8 @@ import pytest
 
 from engine.noise.collect import COUNTED, LEARNED, OPENED, SUPPRESSED, load_labels, measure
 from engine.noise.report import build_report
-from engine.replay import ReplayOptions, replay
 from engine.resources import bundled_rules_dir, demo_feed_path
+from engine.runs.replay import ReplayOptions, replay
 from tests.conftest import at, write_jsonl
 
 SINGLE = """

@@ -15,8 +15,8 @@ from engine.cli.options import EXIT_INVALID, EXIT_OK
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from engine.bench import panther_interpreter, run_bench
-    from engine.replay import default_processes
     from engine.resources import bundled_rules_dir
+    from engine.runs.replay import default_processes
 
     rules = [Path(p) for p in args.rules] if args.rules else None
     panther_python: str | bool | None = False

@@ -78,7 +78,7 @@ def register(commands: Any) -> None:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from engine.pipeline import collect_less
-    from engine.replay import ReplayOptions, default_processes, replay, summary
+    from engine.runs.replay import ReplayOptions, default_processes, replay, summary
     from engine.state.sqlite import SqliteStore
 
     config = load_config(args.config)

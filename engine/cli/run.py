@@ -45,11 +45,11 @@ def register(commands: Any) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from engine.pipeline import collect_less
-    from engine.replay import summary
     from engine.resources import demo_feed_path
+    from engine.runs.replay import summary
 
     if not args.demo:
-        from engine.live import run_from_config
+        from engine.runs.live import run_from_config
 
         config = require_config(args.config, " (see docs/ingestion.md)")
         ruleset = load_ruleset(rule_dirs(args.rules, config), args)
@@ -58,7 +58,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return run_from_config(
             config, ruleset, once=args.once, deliver_timeout=args.deliver_timeout
         )
-    from engine.live import demo
+    from engine.runs.live import demo
 
     ruleset = load_ruleset(rule_dirs(args.rules, None), args)
     feed = Path(args.events) if args.events else demo_feed_path()
@@ -67,6 +67,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"{len(ruleset.rules)} rules",
         file=sys.stderr,
     )
-    stats = demo(feed, ruleset)
+    if feed.is_file():
+        from engine.sources.mock_api import load_feed
+
+        activities = load_feed(feed)
+    else:
+        from engine.feedgen import generate
+
+        activities = list(generate(400, seed=7))
+    stats = demo(activities, ruleset)
     print(summary(stats, len(ruleset.rules)))
     return EXIT_OK

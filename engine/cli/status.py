@@ -76,7 +76,7 @@ def _count_lines(path: Path) -> int:
 def status_report(state: Path, quarantine: Path | None, now: datetime) -> dict[str, Any]:
     """The facts `detect status` prints, as one JSON-ready mapping."""
     from engine.activity import parse_timestamp
-    from engine.live import STATUS_KEY
+    from engine.runs.live import STATUS_KEY
     from engine.sources.health import HEALTH_KEY
     from engine.sources.poller import CHECKPOINT_KEY
 

@@ -2,7 +2,7 @@
 
 The alert needs the exception's type, message and the line of the rule that raised it,
 not the exception itself: a summary is what crosses to the process that correlates when
-another process evaluated the rules (see engine/forked_replay.py), and a traceback
+another process evaluated the rules (see engine/runs/forked.py), and a traceback
 cannot be pickled.
 """
 

@@ -92,7 +92,7 @@ class NamedLists:
 
     def keep_in_memory(self) -> None:
         """Go on learning, but store nothing: for a process that evaluates for another,
-        which stores what is learned (engine/forked_replay.py)."""
+        which stores what is learned (engine/runs/forked.py)."""
         self._store = MemoryStore()
 
     def learn(self, name: str, value: Any, add: bool) -> None:

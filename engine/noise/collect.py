@@ -288,7 +288,7 @@ def measure(
 ) -> Measured:
     """Replay `paths` through the rules in this process; raises `InputError` when an input
     cannot be read."""
-    from engine.replay import Quarantine
+    from engine.runs.replay import Quarantine
 
     collector = AlertCollector()
     quarantine = Quarantine(None, err) if err is not None else None

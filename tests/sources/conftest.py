@@ -20,8 +20,8 @@ from engine.activity import format_timestamp, parse_timestamp
 from engine.config import Config
 from engine.detection.loader import RuleSet
 from engine.feedgen import generate
-from engine.replay import ReplayOptions, replay
 from engine.rule_formats import load_rules
+from engine.runs.replay import ReplayOptions, replay
 from engine.sources.mock_api import MockComplianceAPI
 
 RULES = Path(__file__).parent / "rules"

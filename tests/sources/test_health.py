@@ -7,7 +7,7 @@ import logging
 from datetime import timedelta
 
 from engine.durations import describe
-from engine.live import build_runner
+from engine.runs.live import build_runner
 from engine.sources.mock_api import Faults
 from engine.state.sqlite import SqliteStore
 

@@ -9,8 +9,8 @@ from datetime import timedelta
 
 import pytest
 
-from engine.live import Progress, build_runner
-from engine.replay import Quarantine
+from engine.runs.live import Progress, build_runner
+from engine.runs.replay import Quarantine
 from engine.sources.mock_api import Faults, ScriptedResponse
 from engine.state.sqlite import SqliteStore
 
@@ -259,7 +259,7 @@ def test_a_long_backfill_shows_progress(start_mock, ruleset, tmp_path, caplog):
         sleep=clock.sleep,
         progress=Progress(io.StringIO(), tty=False, clock=clock, interval=0),
     )
-    with caplog.at_level(logging.INFO, logger="engine.live"):
+    with caplog.at_level(logging.INFO, logger="engine.runs.live"):
         runner.run(once=True)
     store.close()
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("catching up")]

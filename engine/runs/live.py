@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import IO, Any
 
 from engine.activity import format_timestamp, parse_timestamp
@@ -370,7 +369,7 @@ def run_from_config(
     people only through the outbox: the dispatcher (console included) is woken after each
     commit; with `--once` it gets `deliver_timeout` seconds to empty the outbox."""
     from engine.delivery.dispatcher import Dispatcher
-    from engine.replay import Quarantine, summary
+    from engine.runs.replay import Quarantine, summary
     from engine.state.sqlite import SqliteStore
 
     configure_logging()
@@ -440,22 +439,17 @@ def _restore_signal_handlers(previous: dict[int, Any]) -> None:
 DEMO_KEY = "demo-key-not-a-secret"
 
 
-def demo(feed: Path | None, ruleset: RuleSet, out: IO[str] | None = None) -> Stats:
-    """`detect run --demo`: the sample feed served by the local mock API, read by the real
-    poller over loopback, alerts printed as they open. Nothing is written to disk."""
+def demo(activities: list[Any], ruleset: RuleSet, out: IO[str] | None = None) -> Stats:
+    """`detect run --demo`: the sample activities served by the local mock API, read by
+    the real poller over loopback, alerts printed as they open. Nothing is written to
+    disk."""
     from engine.config import SourceConfig
     from engine.delivery.console import ConsoleSink
-    from engine.replay import Quarantine
-    from engine.sources.mock_api import MockComplianceAPI, load_feed
+    from engine.runs.replay import Quarantine
+    from engine.sources.mock_api import MockComplianceAPI
     from engine.state.store import MemoryStore
 
     out = out or sys.stdout
-    if feed is not None and feed.is_file():
-        activities = load_feed(feed)
-    else:
-        from engine.feedgen import generate
-
-        activities = list(generate(400, seed=7))
     with MockComplianceAPI(activities, api_key=DEMO_KEY) as mock:
         oldest = min(
             (parse_timestamp(a["created_at"]) for a in activities if "created_at" in a),

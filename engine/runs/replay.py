@@ -77,7 +77,7 @@ class ReplayOptions:
     reorder_capacity: int = 10_000
     quarantine: Path | None = Path(".detect/quarantine.jsonl")
     # 2: a child process reads and evaluates while this one correlates
-    # (engine/forked_replay.py); same alerts, about half the time on two cores.
+    # (engine/runs/forked.py); same alerts, about half the time on two cores.
     processes: int = 1
 
 
@@ -113,7 +113,7 @@ def replay(
 
     try:
         if options.processes > 1:
-            from engine.forked_replay import run_forked
+            from engine.runs.forked import run_forked
 
             run_forked(pipeline, ordered)
         else:
