@@ -44,3 +44,8 @@ class InputError(DetectError):
 
 class StateInUseError(DetectError):
     """A state database another detect process is writing."""
+
+
+class StateVersionError(DetectError):
+    """A state database written by a newer `detect`: this one does not know its schema
+    and does not touch it."""

@@ -43,7 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from engine.errors import ConfigError, InputError, RuleLoadError, StateInUseError
+    from engine.errors import (
+        ConfigError,
+        InputError,
+        RuleLoadError,
+        StateInUseError,
+        StateVersionError,
+    )
 
     try:
         return args.handler(args)
@@ -52,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print_problems(exc.problems, sys.stderr)
         return EXIT_INVALID
-    except ConfigError as exc:
+    except (ConfigError, StateVersionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
     except (InputError, StateInUseError) as exc:

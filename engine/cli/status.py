@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,38 +30,14 @@ def register(subparsers: Any) -> None:
 
 
 def _read_state(path: Path) -> dict[str, Any]:
-    """Everything `status` shows, from a read-only connection (a live run keeps writing)."""
-    uri = f"file:{path.resolve()}?mode=ro"
-    db = sqlite3.connect(uri, uri=True)
-    try:
-        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        meta: dict[str, Any] = {}
-        if "meta" in tables:
-            for key, value in db.execute("SELECT key, value FROM meta"):
-                try:
-                    meta[key] = json.loads(value)
-                except ValueError:
-                    meta[key] = value
-        kinds: dict[str, int] = {}
-        owed = 0
-        if "alerts" in tables:
-            kinds = dict(db.execute("SELECT kind, COUNT(*) FROM alerts GROUP BY kind").fetchall())
-            if "delivery_routes" in tables:
-                query = (
-                    "SELECT COUNT(*) FROM alerts WHERE notify = 1 AND alert_id NOT IN "
-                    "(SELECT alert_id FROM delivery_routes)"
-                )
-            else:
-                query = "SELECT COUNT(*) FROM alerts WHERE notify = 1"
-            owed = db.execute(query).fetchone()[0]
-        deliveries: dict[str, int] = {}
-        if "deliveries" in tables:
-            deliveries = dict(
-                db.execute("SELECT status, COUNT(*) FROM deliveries GROUP BY status").fetchall()
-            )
-        return {"meta": meta, "alerts": kinds, "awaiting_delivery": owed, "deliveries": deliveries}
-    finally:
-        db.close()
+    """Everything `status` shows from the database, read-only (a live run keeps writing):
+    each figure from the module that owns its table."""
+    from engine.delivery.outbox import read_delivery_figures
+    from engine.state.sqlite import read_summary
+
+    meta, kinds = read_summary(path)
+    owed, deliveries = read_delivery_figures(path)
+    return {"meta": meta, "alerts": kinds, "awaiting_delivery": owed, "deliveries": deliveries}
 
 
 def _count_lines(path: Path) -> int:

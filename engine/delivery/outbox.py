@@ -33,6 +33,8 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
+from engine.state.schema import file_version
+
 PENDING, SENT, DEAD, SILENCED = "pending", "sent", "dead", "silenced"
 # An alert waiting in a digest (its period is open, or its digest message is not sent).
 DIGEST = "digest"
@@ -199,12 +201,15 @@ class Outbox:
         self._db.execute("PRAGMA busy_timeout=10000")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        file_version(self._db, self.path)
         self._migrate()
         self._db.executescript(_SCHEMA)
 
     def _migrate(self) -> None:
         """Columns added after a state file may have been created: added in place, so an
-        existing file opens and keeps every row."""
+        existing file opens and keeps every row. (The file's schema version is the state
+        store's to raise, engine/state/schema.py; this check runs on every open, so the
+        outbox's tables are right whichever of the two opens a file first.)"""
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(deliveries)")}
         if columns and "digest_id" not in columns:
             self._db.execute("ALTER TABLE deliveries ADD COLUMN digest_id TEXT")
@@ -718,3 +723,29 @@ class Outbox:
             if silence.matches(rule_id, dedup_key):
                 return silence
         return None
+
+
+def read_delivery_figures(path: Path) -> tuple[int, dict[str, int]]:
+    """New alerts owed a notification that routing has not seen, and the deliveries by
+    status, from a read-only connection (a live run may be writing); for `detect status`."""
+    db = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
+    try:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        owed = 0
+        if "alerts" in tables:
+            if "delivery_routes" in tables:
+                query = (
+                    "SELECT COUNT(*) FROM alerts WHERE notify = 1 AND alert_id NOT IN "
+                    "(SELECT alert_id FROM delivery_routes)"
+                )
+            else:
+                query = "SELECT COUNT(*) FROM alerts WHERE notify = 1"
+            owed = db.execute(query).fetchone()[0]
+        deliveries: dict[str, int] = {}
+        if "deliveries" in tables:
+            deliveries = dict(
+                db.execute("SELECT status, COUNT(*) FROM deliveries GROUP BY status").fetchall()
+            )
+        return owed, deliveries
+    finally:
+        db.close()

@@ -37,6 +37,7 @@ from typing import IO, Any
 from pydantic_core import to_json
 
 from engine.errors import StateInUseError
+from engine.state.schema import file_version, migrate
 
 log = logging.getLogger(__name__)
 _DELETED = object()
@@ -84,6 +85,18 @@ CREATE TABLE IF NOT EXISTS meta (
     value TEXT NOT NULL
 );
 """
+
+
+def _create_tables(db: sqlite3.Connection) -> None:
+    """0 -> 1: the tables as they were when the version began to be kept (a file of
+    version 0 already has them, or some of them: each is created only when missing)."""
+    for statement in _SCHEMA.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+# In order: _MIGRATIONS[n] takes the file from schema version n to n + 1.
+_MIGRATIONS = (_create_tables,)
 
 
 def _journal_rows(
@@ -141,7 +154,7 @@ class SqliteStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
+        migrate(self._db, self.path, _MIGRATIONS)
         self._pending: dict[tuple[str, str], tuple[Any, float | None]] = {}
         # Committed to the journal, not yet folded into the table.
         self._unfolded: dict[tuple[str, str], tuple[Any, float | None]] = {}
@@ -371,3 +384,33 @@ class SqliteStore:
             if self._lock is not None:
                 self._lock.close()  # releases the claim
                 self._lock = None
+
+
+def _read_only(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
+
+
+def _tables(db: sqlite3.Connection) -> set[str]:
+    return {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+def read_summary(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
+    """The `meta` entries and the number of alerts of each kind, from a read-only
+    connection (a live run may be writing); for `detect status`."""
+    db = _read_only(path)
+    try:
+        file_version(db, path)
+        tables = _tables(db)
+        meta: dict[str, Any] = {}
+        if "meta" in tables:
+            for key, value in db.execute("SELECT key, value FROM meta"):
+                try:
+                    meta[key] = json.loads(value)
+                except ValueError:
+                    meta[key] = value
+        kinds: dict[str, int] = {}
+        if "alerts" in tables:
+            kinds = dict(db.execute("SELECT kind, COUNT(*) FROM alerts GROUP BY kind").fetchall())
+        return meta, kinds
+    finally:
+        db.close()
