@@ -310,6 +310,11 @@ class FrozenMapping(Mapping[str, Any]):
         """A deep copy the caller may change freely."""
         return copy.deepcopy(self._data)
 
+    def unfrozen(self) -> dict[str, Any]:
+        """The dict itself, without a copy, for an adapter that gives rules its own
+        read-only view of it (Panther's event): the caller must not change it."""
+        return self._data
+
 
 _SEARCH_CACHE: dict[str, jmespath.parser.ParsedResult] = {}
 

@@ -16,7 +16,7 @@ from types import ModuleType
 from typing import Any
 
 from engine.activity import ActivityRecord, Event
-from engine.detection.failures import RuleFailed
+from engine.detection.failures import RuleFailed, RuleFailure
 from engine.detection.operators import DataCheck, all_of
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
@@ -179,6 +179,39 @@ class Match:
         # The dedup key alone is needed for every match a threshold counts; the rest only
         # when an alert opens. (A `RuleFailed` when it failed in another process.)
         self._dedup: str | RuleFailed | None = None
+
+    def to_wire(self, number: int, keyed: bool) -> tuple[Any, ...]:
+        """The match as it crosses to another process (engine/runs/forked.py): the rule's
+        `number` there, the values the rule computed, and, for a rule whose every match
+        needs its dedup key (`keyed`, a threshold), that key rendered here unless the
+        outputs already were; its failure crosses as a `RuleFailure`."""
+        dedup: str | RuleFailure | None = None
+        rendered = self._rendered
+        if keyed and rendered is None:
+            try:
+                dedup = self.rule.render_dedup(self.activity, self._event)
+            except Exception as error:  # noqa: BLE001 - the other process reports it
+                dedup = RuleFailure.of(error)
+        return (
+            number,
+            self.distinct_value,
+            self.new_value,
+            self.new_value_key,
+            self.steps,
+            dedup,
+            rendered,
+        )
+
+    @classmethod
+    def from_wire(
+        cls, rule: Rule, activity: ActivityRecord, event: Event | None, fields: tuple[Any, ...]
+    ) -> Match:
+        """The match `to_wire` sent, for `rule` (the rule its number names here)."""
+        _, distinct, new_value, key, steps, dedup, rendered = fields
+        match = cls(rule, activity, event, distinct, new_value, key, steps)
+        match._dedup = RuleFailed(dedup) if type(dedup) is RuleFailure else dedup
+        match._rendered = rendered
+        return match
 
     @property
     def rendered(self) -> Rendered:

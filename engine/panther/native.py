@@ -53,7 +53,7 @@ def native_hooks(
 
     def panther_event(event: Event) -> PantherEvent:
         if cache[0] is not event:
-            data = event._data  # the activity itself, read-only
+            data = event.unfrozen()  # the activity itself, read-only
             cache[0], cache[1], cache[2] = event, PantherEvent.live(data, event.created_at), None
         return cache[1]
 

@@ -61,7 +61,7 @@ from typing import IO, Any
 from pydantic_core import from_json, to_json
 
 from engine.activity import ActivityRecord, Event, parse_timestamp
-from engine.detection.failures import RuleFailed, RuleFailure
+from engine.detection.failures import RuleFailure
 from engine.detection.rule import Match, Rendered
 from engine.pipeline import Pipeline, learn_lists
 from engine.sources.files import Rejected
@@ -304,13 +304,10 @@ def _correlate(pipeline: Pipeline, receiver: _Receiver) -> tuple[str, Any]:
             epoch, learned, ident, text, sent, failed = item
             record = ForwardedRecord(epoch, ident, text)
             matches = []
-            for number, distinct, new_value, key, steps, dedup, rendered in sent:
-                rule = rules[number]
+            for fields in sent:
+                rule = rules[fields[0]]
                 event = Event.of(record, options) if rule.needs_event else None
-                match = Match(rule, record, event, distinct, new_value, key, steps)
-                match._dedup = RuleFailed(dedup) if type(dedup) is RuleFailure else dedup
-                match._rendered = rendered
-                matches.append(match)
+                matches.append(Match.from_wire(rule, record, event, fields))
             failures = [(rules[number], failure) for number, failure in failed]
             correlate(epoch, record, matches, failures, learned or _NONE)
         if slack:
@@ -502,24 +499,7 @@ def _evaluate_all(
                 for match in matches:
                     rule = match.rule
                     number, keyed = about[id(rule)]
-                    dedup = None
-                    rendered = match._rendered
-                    if keyed and rendered is None:
-                        try:
-                            dedup = rule.render_dedup(record, match._event)
-                        except Exception as error:  # noqa: BLE001 - the parent reports it
-                            dedup = RuleFailure.of(error)
-                    sent.append(
-                        (
-                            number,
-                            match.distinct_value,
-                            match.new_value,
-                            match.new_value_key,
-                            match.steps,
-                            dedup,
-                            rendered,
-                        )
-                    )
+                    sent.append(match.to_wire(number, keyed))
                     if rule.learn:
                         learn_lists(lists, rule, record)  # its failures are the parent's to report
                 failures = (
