@@ -206,7 +206,8 @@ _COMPLIANCE_KEYS = (
 # An Admin API key automation legitimately holds; the attacks reuse it from elsewhere.
 _ADMIN_API_KEY_ID = "apikey_01Ua7Ev4sB2xJr9Nd5KtQw3P"
 
-# How many chats the scraping scenario loads (the mass-views rule fires at 50 distinct).
+# How many chats the scraping scenario loads (more than the 50 distinct a mass-viewing
+# threshold counts).
 _SCRAPED_CHATS = 55
 
 # Activity types and actor types the August 2026 reference does not list.
@@ -1026,51 +1027,31 @@ class _Feed:
 
 
 # --------------------------------------------------------------------------------------
-# Scenarios: the attacks the bundled rules exist for, and the novelties that must pass.
+# Scenarios: the attacks a rule pack exists for, and the novelties that must pass.
 
-#: Scenario name -> the bundled rule(s) that should alert on it.
-SCENARIOS: dict[str, tuple[str, ...]] = {
-    "sso_brute_force": (
-        "anthropic.auth.sso_login_failures_burst",
-        "anthropic.auth.login_after_failures",
-    ),
-    "admin_login_untrusted_network": (
-        "anthropic.auth.admin_login_untrusted_network",
-        "anthropic.auth.admin_login_new_address",
-    ),
-    "step_up_failures": ("anthropic.auth.step_up_failures",),
+#: Scenario name -> what the attacker does in it (what a rule pack should notice).
+SCENARIOS: dict[str, str] = {
+    "sso_brute_force": "a burst of failed SSO sign-ins on one account, then a success",
+    "admin_login_untrusted_network": "an admin signs in from an address outside the trusted networks",
+    "step_up_failures": "repeated failed step-up (re-authentication) attempts",
     "privilege_escalation_then_key": (
-        "anthropic.identity.role_escalated_to_admin",
-        "anthropic.auth.admin_login_new_address",
-        "anthropic.auth.admin_login_untrusted_network",
-        "anthropic.keys.admin_api_key_created",
-        "anthropic.identity.privilege_escalation_then_key",
+        "a member is made admin, signs in from a new address and creates an admin API key"
     ),
-    "public_projects_enabled": ("anthropic.posture.risky_org_settings",),
-    "password_spraying": ("anthropic.auth.password_spraying",),
-    "external_invite": (
-        "anthropic.identity.external_invite",
-        "anthropic.identity.privileged_role_invite",
-    ),
-    "sso_disabled": ("anthropic.posture.sso_connection_removed", "anthropic.posture.sso_disabled"),
-    "ip_restriction_deleted": ("anthropic.posture.ip_restriction_deleted",),
-    "compliance_api_denied": ("anthropic.compliance_api.denied_requests",),
-    "compliance_api_unknown_key": ("anthropic.keys.compliance_api_unknown_key",),
-    "compliance_api_logging_disabled": ("anthropic.posture.compliance_api_logging_disabled",),
-    "data_exfiltration": (
-        "anthropic.data.members_exported",
-        "anthropic.data.audit_log_export",
-        "anthropic.data.org_data_export",
-    ),
-    "mass_chat_views": ("anthropic.data.mass_content_views",),
-    "mcp_server_created": ("anthropic.integrations.mcp_server_created",),
-    "code_execution_full_egress": ("anthropic.posture.risky_org_settings",),
-    "spend_limit_deleted": ("anthropic.integrations.spend_limit_deleted",),
-    "api_key_created_by_non_user": (
-        "anthropic.keys.api_key_created_by_non_user",
-        "anthropic.keys.key_creation_burst",
-    ),
-    "access_transparency": ("anthropic.access_transparency.anthropic_access",),
+    "public_projects_enabled": "the organization's settings are loosened: public projects",
+    "password_spraying": "one address fails sign-ins against many accounts",
+    "external_invite": "an outside address is invited, with a privileged role",
+    "sso_disabled": "the SSO connection is removed and SSO switched off",
+    "ip_restriction_deleted": "the organization's IP allow-list is deleted",
+    "compliance_api_denied": "Compliance API calls denied to a key",
+    "compliance_api_unknown_key": "Compliance API calls with a key the organization does not list",
+    "compliance_api_logging_disabled": "Compliance API activity logging switched off",
+    "data_exfiltration": "the member list, the audit log and the organization's data exported",
+    "mass_chat_views": "one account opens many other people's chats in a short time",
+    "mcp_server_created": "a new MCP server is connected",
+    "code_execution_full_egress": "code execution given unrestricted network egress",
+    "spend_limit_deleted": "a spend limit is deleted",
+    "api_key_created_by_non_user": "API keys created in a burst by an actor that is not a person",
+    "access_transparency": "Anthropic staff access the organization's data",
 }
 
 
