@@ -1032,7 +1032,9 @@ class _Feed:
 #: Scenario name -> what the attacker does in it (what a rule pack should notice).
 SCENARIOS: dict[str, str] = {
     "sso_brute_force": "a burst of failed SSO sign-ins on one account, then a success",
-    "admin_login_untrusted_network": "an admin signs in from an address outside the trusted networks",
+    "admin_login_untrusted_network": (
+        "an admin signs in from an address outside the trusted networks"
+    ),
     "step_up_failures": "repeated failed step-up (re-authentication) attempts",
     "privilege_escalation_then_key": (
         "a member is made admin, signs in from a new address and creates an admin API key"
