@@ -6,7 +6,15 @@ import argparse
 import sys
 from typing import Any
 
-from engine.cli.options import EXIT_INVALID, EXIT_OK, load_config, load_ruleset, rule_dirs
+from engine.cli.options import (
+    EXIT_INVALID,
+    EXIT_OK,
+    add_ordering_options,
+    add_rules_option,
+    load_config,
+    load_ruleset,
+    rule_dirs,
+)
 
 
 def cmd_noise(args: argparse.Namespace) -> int:
@@ -52,12 +60,7 @@ def register(commands: Any) -> None:
         "which alerts fell on benign activity.",
     )
     noise.add_argument("paths", nargs="+", metavar="FEED")
-    noise.add_argument(
-        "--rules",
-        action="append",
-        metavar="DIR",
-        help="rules directory or file (repeatable; default ./rules)",
-    )
+    add_rules_option(noise)
     noise.add_argument("--config", help="configuration file (its rules)")
     noise.add_argument(
         "--labels",
@@ -70,16 +73,5 @@ def register(commands: Any) -> None:
         "--top", type=int, default=5, metavar="N", help="top dedup keys and titles (default 5)"
     )
     noise.add_argument("--all", action="store_true", help="list the silent rules by id")
-    noise.add_argument(
-        "--sort",
-        action="store_true",
-        help="sort each input wholly by created_at first (newest-first exports)",
-    )
-    noise.add_argument(
-        "--reorder",
-        type=int,
-        default=10_000,
-        metavar="N",
-        help="reorder buffer size in activities (default 10000)",
-    )
+    add_ordering_options(noise)
     noise.set_defaults(handler=cmd_noise)

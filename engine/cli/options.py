@@ -97,6 +97,42 @@ def check_destinations(ruleset: RuleSet, config: Config) -> None:
         raise ConfigError("\n".join(problems))
 
 
+def add_rules_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--rules",
+        action="append",
+        metavar="DIR",
+        help="rules directory or file (repeatable; default ./rules)",
+    )
+
+
+def add_ordering_options(parser: argparse.ArgumentParser) -> None:
+    """How a finite input is put in time order: --sort, --reorder."""
+    parser.add_argument(
+        "--sort",
+        action="store_true",
+        help="sort each input wholly by created_at first (newest-first exports)",
+    )
+    parser.add_argument(
+        "--reorder",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="reorder buffer size in activities (default 10000)",
+    )
+
+
+def add_deliver_timeout(parser: argparse.ArgumentParser, flag: str) -> None:
+    parser.add_argument(
+        "--deliver-timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help=f"with {flag}: how long to keep retrying deliveries before leaving the rest "
+        "pending in the outbox (default 120)",
+    )
+
+
 def add_panther_options(parser: argparse.ArgumentParser) -> None:
     """--helpers and --panther-strict, for the commands that load rules."""
     group = parser.add_argument_group("Panther-format rules")

@@ -9,7 +9,10 @@ from typing import Any
 
 from engine.cli.options import (
     EXIT_OK,
+    add_deliver_timeout,
+    add_ordering_options,
     add_panther_options,
+    add_rules_option,
     check_destinations,
     load_config,
     load_ruleset,
@@ -21,26 +24,10 @@ from engine.cli.options import (
 def register(commands: Any) -> None:
     rp = commands.add_parser("replay", help="evaluate JSON / JSONL / .gz files or - (stdin)")
     rp.add_argument("paths", nargs="+", metavar="PATH")
-    rp.add_argument(
-        "--rules",
-        action="append",
-        metavar="DIR",
-        help="rules directory or file (repeatable; default ./rules)",
-    )
+    add_rules_option(rp)
     rp.add_argument("--config", help="configuration file (rules, quarantine)")
     rp.add_argument("--format", choices=("text", "jsonl"), default="text")
-    rp.add_argument(
-        "--sort",
-        action="store_true",
-        help="sort each input wholly by created_at first (newest-first exports)",
-    )
-    rp.add_argument(
-        "--reorder",
-        type=int,
-        default=10_000,
-        metavar="N",
-        help="reorder buffer size in activities (default 10000)",
-    )
+    add_ordering_options(rp)
     rp.add_argument(
         "--quarantine",
         metavar="FILE",
@@ -64,14 +51,7 @@ def register(commands: Any) -> None:
         action="store_true",
         help="send the alerts to the configured destinations (state from config)",
     )
-    rp.add_argument(
-        "--deliver-timeout",
-        type=float,
-        default=120.0,
-        metavar="SECONDS",
-        help="with --deliver: how long to keep retrying before leaving the rest "
-        "pending in the outbox (default 120)",
-    )
+    add_deliver_timeout(rp, "--deliver")
     add_panther_options(rp)
     rp.set_defaults(handler=cmd_replay)
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from engine.cli.options import (
     EXIT_OK,
+    add_deliver_timeout,
     add_panther_options,
     check_destinations,
     load_ruleset,
@@ -31,14 +32,7 @@ def register(commands: Any) -> None:
     run.add_argument(
         "--once", action="store_true", help="catch up to the present, deliver, and exit"
     )
-    run.add_argument(
-        "--deliver-timeout",
-        type=float,
-        default=120.0,
-        metavar="SECONDS",
-        help="with --once: how long to keep retrying deliveries before exiting "
-        "with the rest pending in the outbox (default 120)",
-    )
+    add_deliver_timeout(run, "--once")
     add_panther_options(run)
     run.set_defaults(handler=cmd_run)
 
