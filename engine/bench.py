@@ -105,11 +105,9 @@ def measure_pipeline(
     --processes N` runs it; with `profile`, each rule's evaluation is timed too (a
     separate run: timing costs time). Memory: the peak RSS (with two processes, the sum
     of both peaks), and the peak PSS of the processes together (`_MemoryWatch`)."""
-    from engine.pipeline import Pipeline, collect_less
+    from engine.pipeline import collect_less
     from engine.rule_formats import load_rules
-    from engine.sources.files import read_source
-    from engine.sources.reorder import reorder
-    from engine.state.sqlite import SqliteStore
+    from engine.runs import build
 
     ruleset = load_rules(list(rules))
     per_rule: dict[str, list[float]] = {}
@@ -117,25 +115,26 @@ def measure_pipeline(
         _instrument(ruleset.rules, per_rule)
     with tempfile.TemporaryDirectory(prefix="detect-bench-") as folder:
         db = Path(folder) / "state.db"
-        store = SqliteStore(db)
+        store = build.open_store(db)
         delivered: list[Any] = []
         # The null destination: alerts are handed over and dropped.
-        pipeline = Pipeline(ruleset, store, [lambda change: delivered.clear()])
+        pipeline = build.pipeline(ruleset, store, [lambda change: delivered.clear()])
+        source = build.file_source([str(path)])
         collect_less()  # as `detect run` and `detect replay` do
         started = time.perf_counter()
         watch = _MemoryWatch() if _pss_mb(os.getpid()) is not None else None
         child_rss = 0.0
         if processes > 1:
-            from engine.runs.forked import run_forked
 
             def forked(pid: int) -> None:  # the watch starts after the fork, not before
                 if watch is not None:
                     watch.pids.append(pid)
                     watch.start()
 
-            report = run_forked(
-                pipeline, lambda: reorder(read_source(str(path))), lambda: per_rule, forked
+            report = build.evaluate(
+                pipeline, source, processes, finish=lambda: per_rule, started=forked
             )
+            assert report is not None
             if watch is not None:
                 watch.sample()
                 watch.pids[1:] = []  # reaped: its pid may be anyone's now
@@ -144,7 +143,7 @@ def measure_pipeline(
         else:
             if watch is not None:
                 watch.start()
-            pipeline.run(reorder(read_source(str(path))))
+            build.evaluate(pipeline, source)
         pipeline.finish()
         store.close()  # folds the state journal into its table
         seconds = time.perf_counter() - started

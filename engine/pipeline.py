@@ -1,7 +1,8 @@
-"""The one place the stages are wired: activity → evaluator → correlator → store → sinks.
+"""The stages after the source: activity → evaluator → correlator → store → sinks.
 
-`detect run`, `detect replay`, the rule-test runner and the benchmarks all drive this
-class, so the alerts a test sees are the alerts production raises.
+`engine/runs/build.py` builds it for every mode (`detect run`, `detect replay`, the
+rule-test runner and the benchmarks), so the alerts a test sees are the alerts
+production raises.
 """
 
 from __future__ import annotations

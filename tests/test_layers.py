@@ -25,8 +25,8 @@ LAYERS: list[set[str]] = [
     {"correlation", "panther"},
     {"config", "rule_formats", "sources"},
     {"delivery", "pipeline"},
-    {"runs", "testing", "catalog"},
-    {"noise", "bench", "feedgen", "orgsim"},
+    {"runs", "catalog"},
+    {"noise", "testing", "bench", "feedgen", "orgsim"},
     {"cli"},
     {"__main__"},
 ]

@@ -238,11 +238,11 @@ def cmd_retry(args: argparse.Namespace) -> int:
     if not args.send:
         print("they go out with the next delivery pass (`detect run`, or retry with --send)")
         return EXIT_OK
-    from engine.delivery.dispatcher import deliver_pending
+    from engine.runs import build
 
     assert config is not None
     # Re-queued digests were sealed already; open ones keep waiting for their period.
-    report = deliver_pending(config, timeout=args.timeout, flush_digests=False)
+    report = build.deliver(config, timeout=args.timeout, flush_digests=False)
     print(f"delivery: {report}")
     return EXIT_OK if report.dead == 0 else EXIT_FAILED
 

@@ -58,8 +58,8 @@ def register(commands: Any) -> None:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from engine.pipeline import collect_less
+    from engine.runs import build
     from engine.runs.replay import ReplayOptions, default_processes, replay, summary
-    from engine.state.sqlite import SqliteStore
 
     config = load_config(args.config)
     ruleset = load_ruleset(rule_dirs(args.rules, config), args)
@@ -78,7 +78,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             raise ConfigError("--deliver needs a configuration (detect.yaml or --config)")
         check_destinations(ruleset, config)
         state = state or config.state.path
-    store = SqliteStore(state) if state else None
+    store = build.open_store(state) if state else None
     collect_less()
     try:
         stats = replay(args.paths, ruleset, options, store=store)
@@ -87,8 +87,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
             store.close()
     print(summary(stats, len(ruleset.rules)), file=sys.stderr)
     if args.deliver:
-        from engine.delivery import deliver_pending
-
-        report = deliver_pending(config, timeout=args.deliver_timeout)
+        report = build.deliver(config, timeout=args.deliver_timeout)
         print(f"delivery: {report}", file=sys.stderr)
     return EXIT_OK

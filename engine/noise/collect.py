@@ -20,10 +20,8 @@ from engine.correlation.correlator import AlertChange
 from engine.detection.loader import RuleSet
 from engine.detection.rule import Match, Rule
 from engine.errors import InputError
-from engine.pipeline import Pipeline, Stats
-from engine.sources.files import Rejected, read_sources
-from engine.sources.reorder import reorder, sort_all
-from engine.state.store import MemoryStore
+from engine.pipeline import Stats
+from engine.sources.files import Rejected
 
 # What became of a match. `counted`: a threshold or sequence match that raised nothing
 # itself but was in the window (or among the steps) of an alert a later match opened or
@@ -288,16 +286,16 @@ def measure(
 ) -> Measured:
     """Replay `paths` through the rules in this process; raises `InputError` when an input
     cannot be read."""
+    from engine.runs import build
     from engine.runs.replay import Quarantine
 
     collector = AlertCollector()
     quarantine = Quarantine(None, err) if err is not None else None
-    pipeline = Pipeline(ruleset, MemoryStore(), [collector], on_rejected=quarantine)
+    pipeline = build.pipeline(ruleset, None, [collector], on_rejected=quarantine)
     log = None
     labelled_read: set[str] = set()
     records: Iterator[ActivityRecord | Rejected]
-    source = read_sources(paths)
-    records = sort_all(source) if sort else reorder(source, reorder_capacity)
+    records = build.file_source(paths, sort=sort, reorder_capacity=reorder_capacity)()
     if labels is not None:
         log = MatchLog(labels.by_activity)
         pipeline.on_match = log

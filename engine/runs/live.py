@@ -27,9 +27,9 @@ from engine.config import Config
 from engine.correlation.correlator import AlertChange
 from engine.detection.loader import RuleSet
 from engine.durations import describe
-from engine.errors import ConfigError
 from engine.pipeline import Pipeline, Stats
-from engine.sources.compliance_api import ComplianceAPIError, ComplianceClient, PollingStopped
+from engine.runs import build
+from engine.sources.compliance_api import ComplianceAPIError, PollingStopped
 from engine.sources.health import SourceHealth
 from engine.sources.poller import Batch, Poller
 from engine.state.store import StateStore
@@ -287,61 +287,26 @@ def build_runner(
     progress: Progress | None = None,
     health: bool = True,
 ) -> LiveRunner:
-    """Everything `detect run` needs, from the configuration."""
-    source = config.source
-    if source.api_key is None:
-        raise ConfigError(
-            "source.api_key is not set; for example `api_key: ${ANTHROPIC_COMPLIANCE_API_KEY}`"
-        )
-    stopping = threading.Event()
-
-    def interruptible(seconds: float) -> None:
-        stopping.wait(seconds)
-
-    client = ComplianceClient(
-        source.base_url,
-        source.api_key,
-        max_requests_per_minute=source.max_requests_per_minute,
-        max_retries=source.max_retries,
-        timeout=source.request_timeout.total_seconds(),
-        clock=clock,
-        sleep=sleep or interruptible,
-        should_stop=stopping.is_set,
-    )
-    poller = Poller(
-        client,
+    """Everything `detect run` needs, from the configuration (engine/runs/build.py)."""
+    parts = build.live_source(
+        config,
+        ruleset,
         store,
-        organization_ids=source.organization_ids,
-        page_size=source.page_size,
-        lookback=source.lookback,
-        overlap=source.overlap,
+        sinks=sinks,
+        on_rejected=on_rejected,
         clock=clock,
+        sleep=sleep,
+        health=health,
     )
-    # No automatic mid-page commits: a page, its alerts and its checkpoint are one unit.
-    pipeline = Pipeline(ruleset, store, sinks, on_rejected=on_rejected, commit_every=sys.maxsize)
-
-    def emit(change: AlertChange) -> None:
-        for sink in pipeline.sinks:
-            sink(change)
-
-    monitor = None
-    if health:
-        monitor = SourceHealth(
-            store,
-            source=poller.scope,
-            silence_after=source.silence_alert_after,
-            failure_after=source.failure_alert_after,
-            emit=emit,
-        )
     return LiveRunner(
-        pipeline=pipeline,
-        poller=poller,
-        health=monitor,
-        poll_interval=source.poll_interval,
+        pipeline=parts.pipeline,
+        poller=parts.poller,
+        health=parts.health,
+        poll_interval=config.source.poll_interval,
         clock=clock,
         sleep=sleep,
         progress=progress,
-        stopping=stopping,
+        stopping=parts.stopping,
     )
 
 
@@ -368,15 +333,13 @@ def run_from_config(
     """`detect run [--once]`: the live loop on the configured state store. Alerts reach
     people only through the outbox: the dispatcher (console included) is woken after each
     commit; with `--once` it gets `deliver_timeout` seconds to empty the outbox."""
-    from engine.delivery.dispatcher import Dispatcher
     from engine.runs.replay import Quarantine, summary
-    from engine.state.sqlite import SqliteStore
 
     configure_logging()
     out = out or sys.stdout
     quarantine = Quarantine(config.quarantine, sys.stderr)
-    store = SqliteStore(config.state.path)
-    dispatcher = Dispatcher(config.state.path, config, stream=out)
+    store = build.open_store(config.state.path)
+    dispatcher = build.dispatcher(config, out)
     runner = build_runner(
         config, ruleset, store, sinks=[], on_rejected=quarantine, progress=Progress()
     )
@@ -447,7 +410,6 @@ def demo(activities: list[Any], ruleset: RuleSet, out: IO[str] | None = None) ->
     from engine.delivery.console import ConsoleSink
     from engine.runs.replay import Quarantine
     from engine.sources.mock_api import MockComplianceAPI
-    from engine.state.store import MemoryStore
 
     out = out or sys.stdout
     with MockComplianceAPI(activities, api_key=DEMO_KEY) as mock:
@@ -465,12 +427,11 @@ def demo(activities: list[Any], ruleset: RuleSet, out: IO[str] | None = None) ->
             max_retries=2,
         )
         config = Config(source=source)
-        store = MemoryStore()
         quarantine = Quarantine(None, sys.stderr)
         runner = build_runner(
             config,
             ruleset,
-            store,
+            build.open_store(None),
             sinks=[ConsoleSink(out, on="opened")],
             on_rejected=quarantine,
             health=False,

@@ -10,19 +10,18 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from engine.activity import ActivityRecord
 from engine.correlation.correlator import AlertChange
 from engine.delivery.console import ConsoleSink
 from engine.detection.loader import RuleSet
-from engine.pipeline import Pipeline, Stats
-from engine.sources.files import Rejected, read_sources
-from engine.sources.reorder import reorder, sort_all
-from engine.state.store import MemoryStore, StateStore
+from engine.pipeline import Stats
+from engine.runs import build
+from engine.sources.files import Rejected
+from engine.state.store import StateStore
 
 MAX_REPORTED_REJECTS = 20
 
@@ -105,20 +104,11 @@ def replay(
     err = err or sys.stderr
     sink = JsonlSink(out) if options.format == "jsonl" else ConsoleSink(out, on="closed")
     quarantine = Quarantine(options.quarantine, err)
-    pipeline = Pipeline(ruleset, store or MemoryStore(), [sink], on_rejected=quarantine)
-
-    def ordered() -> Iterator[ActivityRecord | Rejected]:
-        records = read_sources(paths)
-        return sort_all(records) if options.sort else reorder(records, options.reorder_capacity)
-
+    run = build.pipeline(ruleset, store, [sink], on_rejected=quarantine)
+    source = build.file_source(paths, sort=options.sort, reorder_capacity=options.reorder_capacity)
     try:
-        if options.processes > 1:
-            from engine.runs.forked import run_forked
-
-            run_forked(pipeline, ordered)
-        else:
-            pipeline.run(ordered())
-        return pipeline.finish()
+        build.evaluate(run, source, options.processes)
+        return run.finish()
     finally:
         quarantine.close()
 

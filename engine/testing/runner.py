@@ -22,7 +22,7 @@ from engine.correlation.correlator import AlertChange
 from engine.detection.loader import RuleSet
 from engine.detection.operators import same
 from engine.detection.rule import Rule
-from engine.pipeline import Pipeline
+from engine.runs import build
 from engine.sources.files import Rejected, read_source
 from engine.state.store import MemoryStore
 from engine.yaml_lines import line_at
@@ -184,7 +184,7 @@ def _stateful(test: RuleTest, ruleset: RuleSet) -> list[str]:
     # rule reading a learned list depends on them), counting only the tested rule's alerts.
     teachers = [r for r in ruleset.rules if r.learn and r is not test.rule]
     alone = RuleSet([test.rule, *teachers], ruleset.lists, ruleset.options)
-    Pipeline(alone, MemoryStore(), [sink]).run(activities)
+    build.pipeline(alone, None, [sink]).run(activities)
     failures: list[str] = []
     for alert in errors:
         failures.append(f"the rule raised an error: {alert.title}")

@@ -1,0 +1,185 @@
+"""The one place a run is assembled: source → pipeline → outbox → dispatcher.
+
+Every mode (`detect run`, `detect replay` on one or two processes, `detect run --demo`,
+`detect bench`) takes its parts from here and only loops over them: `pipeline()` for the
+stages after the source, `file_source()` or `live_source()` for what feeds them,
+`evaluate()` to drive a finite source through the pipeline, `live_health()` for the
+source's own alerts, `dispatcher()` and `deliver()` for what the outbox holds.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from engine.activity import ActivityRecord
+from engine.config import Config
+from engine.correlation.correlator import AlertChange
+from engine.detection.loader import RuleSet
+from engine.errors import ConfigError
+from engine.pipeline import Pipeline, Sink
+from engine.sources.files import Rejected, read_sources
+from engine.sources.reorder import reorder, sort_all
+from engine.state.store import MemoryStore, StateStore
+
+if TYPE_CHECKING:
+    from engine.delivery.dispatcher import Dispatcher, DispatchReport
+    from engine.runs.forked import ChildReport
+    from engine.sources.health import SourceHealth
+    from engine.sources.poller import Poller
+
+Records = Iterator[ActivityRecord | Rejected]
+
+
+def open_store(path: Path | str | None) -> StateStore:
+    """The state store of a run: the SQLite file at `path`, or memory without one."""
+    if path is None:
+        return MemoryStore()
+    from engine.state.sqlite import SqliteStore
+
+    return SqliteStore(Path(path))
+
+
+def pipeline(
+    ruleset: RuleSet,
+    store: StateStore | None = None,
+    sinks: Iterable[Sink] = (),
+    *,
+    on_rejected: Callable[[Rejected], None] | None = None,
+    live: bool = False,
+) -> Pipeline:
+    """The stages after the source. A live run commits only at page ends (a page, its
+    alerts and its checkpoint are one unit); a finite input commits every 1000
+    activities."""
+    commit_every = sys.maxsize if live else 1000
+    return Pipeline(
+        ruleset, store or MemoryStore(), sinks, on_rejected=on_rejected, commit_every=commit_every
+    )
+
+
+def file_source(
+    paths: Sequence[str], *, sort: bool = False, reorder_capacity: int = 10_000
+) -> Callable[[], Records]:
+    """Files (or `-`) as a source: read, parsed, and put in time order (all at once with
+    `sort`, else through a bounded reorder buffer). A function, so that a forked child
+    opens the files itself."""
+
+    def records() -> Records:
+        read = read_sources(paths)
+        return sort_all(read) if sort else reorder(read, reorder_capacity)
+
+    return records
+
+
+def evaluate(
+    run: Pipeline,
+    records: Callable[[], Records],
+    processes: int = 1,
+    *,
+    finish: Callable[[], Any] | None = None,
+    started: Callable[[int], None] | None = None,
+) -> ChildReport | None:
+    """A finite source through the pipeline, on one process or two (a forked child reads
+    and evaluates, this process correlates: engine/runs/forked.py). Commits included;
+    `run.finish()` is the caller's. With two processes, the child's report."""
+    if processes > 1:
+        from engine.runs.forked import run_forked
+
+        return run_forked(run, records, finish, started)
+    run.run(records())
+    return None
+
+
+@dataclass
+class LiveParts:
+    """What a live loop turns: the poller feeding the pipeline, and the source's health."""
+
+    pipeline: Pipeline
+    poller: Poller
+    health: SourceHealth | None
+    stopping: threading.Event
+
+
+def live_source(
+    config: Config,
+    ruleset: RuleSet,
+    store: StateStore,
+    *,
+    sinks: Iterable[Sink] = (),
+    on_rejected: Callable[[Any], None] | None = None,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] | None = None,
+    health: bool = True,
+) -> LiveParts:
+    """The Compliance API as a source, from the configuration: its client and
+    checkpointed poller on `store`, the pipeline, and (with `health`) the monitor whose
+    alerts go to the pipeline's sinks."""
+    from engine.sources.compliance_api import ComplianceClient
+    from engine.sources.health import SourceHealth
+    from engine.sources.poller import Poller
+
+    source = config.source
+    if source.api_key is None:
+        raise ConfigError(
+            "source.api_key is not set; for example `api_key: ${ANTHROPIC_COMPLIANCE_API_KEY}`"
+        )
+    stopping = threading.Event()
+
+    def interruptible(seconds: float) -> None:
+        stopping.wait(seconds)
+
+    client = ComplianceClient(
+        source.base_url,
+        source.api_key,
+        max_requests_per_minute=source.max_requests_per_minute,
+        max_retries=source.max_retries,
+        timeout=source.request_timeout.total_seconds(),
+        clock=clock,
+        sleep=sleep or interruptible,
+        should_stop=stopping.is_set,
+    )
+    poller = Poller(
+        client,
+        store,
+        organization_ids=source.organization_ids,
+        page_size=source.page_size,
+        lookback=source.lookback,
+        overlap=source.overlap,
+        clock=clock,
+    )
+    run = pipeline(ruleset, store, sinks, on_rejected=on_rejected, live=True)
+
+    def emit(change: AlertChange) -> None:
+        for sink in run.sinks:
+            sink(change)
+
+    monitor = None
+    if health:
+        monitor = SourceHealth(
+            store,
+            source=poller.scope,
+            silence_after=source.silence_alert_after,
+            failure_after=source.failure_alert_after,
+            emit=emit,
+        )
+    return LiveParts(run, poller, monitor, stopping)
+
+
+def dispatcher(config: Config, out: IO[str] | None = None) -> Dispatcher:
+    """The dispatcher over the configured state file's outbox."""
+    from engine.delivery.dispatcher import Dispatcher
+
+    return Dispatcher(config.state.path, config, stream=out)
+
+
+def deliver(config: Config, timeout: float | None = None, **options: Any) -> DispatchReport:
+    """One delivery pass over the outbox (after a replay): everything pending, or what
+    `timeout` seconds allow."""
+    from engine.delivery.dispatcher import deliver_pending
+
+    return deliver_pending(config, timeout=timeout, **options)
