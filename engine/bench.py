@@ -11,11 +11,9 @@ repeated and the median reported, and the ratio is what to compare across machin
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import resource
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -108,6 +106,7 @@ def measure_pipeline(
     from engine.pipeline import collect_less
     from engine.rule_formats import load_rules
     from engine.runs import build
+    from engine.state.sqlite import read_state_rows
 
     ruleset = load_rules(list(rules))
     per_rule: dict[str, list[float]] = {}
@@ -148,8 +147,7 @@ def measure_pipeline(
         store.close()  # folds the state journal into its table
         seconds = time.perf_counter() - started
         peak_pss = watch.stop() if watch is not None else None
-        with contextlib.closing(sqlite3.connect(db)) as done:
-            state_rows = done.execute("SELECT COUNT(*) FROM state").fetchone()[0]
+        state_rows = read_state_rows(db)
         db_bytes = sum(f.stat().st_size for f in Path(folder).iterdir())
     stats = pipeline.stats
     result: dict[str, Any] = {

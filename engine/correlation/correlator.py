@@ -306,6 +306,45 @@ class Correlator:
         alert.add(activity)
         return [self._new(key, alert)]
 
+    def raise_alert(
+        self,
+        *,
+        kind: str,
+        rule_id: str,
+        name: str,
+        severity: str,
+        title: str,
+        dedup_key: str,
+        at: datetime,
+        description: str,
+        runbook: str,
+        tags: list[str],
+        context: dict[str, Any],
+    ) -> AlertChange:
+        """An alert no rule raises (source health): opened and final at `at`, with no
+        activity to quote (the detection time stands in for event time, so the outbox
+        orders it where it happened), written to the outbox with the next commit and owed
+        a notification. Its id is stable for (rule, dedup key, time)."""
+        alert = Alert(
+            alert_id=alert_id_for(rule_id, dedup_key, at),
+            kind=kind,
+            rule_id=rule_id,
+            rule_name=name,
+            severity=severity,
+            title=title,
+            dedup_key=dedup_key,
+            opened_at=at,
+            window_end=at,
+            description=description,
+            runbook=runbook,
+            tags=tags,
+            context=context,
+            first_event_at=at,
+            last_event_at=at,
+        )
+        self.store.save_alert(alert.to_state(), notify=True)
+        return AlertChange("opened", alert)
+
     # -- internals --------------------------------------------------------------------
 
     def _load(self, key: str) -> Alert | None:

@@ -23,7 +23,6 @@ the `alerts` table speaks event time.
 
 from __future__ import annotations
 
-import json
 import secrets
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.state.schema import file_version
+from engine.state.sqlite import AlertRows
 
 PENDING, SENT, DEAD, SILENCED = "pending", "sent", "dead", "silenced"
 # An alert waiting in a digest (its period is open, or its digest message is not sent).
@@ -202,6 +202,7 @@ class Outbox:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         file_version(self._db, self.path)
+        self._alerts = AlertRows(self._db)
         self._migrate()
         self._db.executescript(_SCHEMA)
 
@@ -227,62 +228,50 @@ class Outbox:
             raise
         self._db.execute("COMMIT")
 
-    # -- the alerts the correlator wrote ---------------------------------------------
+    # -- the alerts the correlator wrote (the state store's tables, read through it) --
 
-    def _has_alerts(self) -> bool:
-        row = self._db.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alerts'"
-        ).fetchone()
-        return row is not None
+    def _routed(self, alert_ids: Sequence[str]) -> set[str]:
+        """Which of these alerts routing has seen (one query)."""
+        marks = ", ".join("?" * len(alert_ids))
+        rows = self._db.execute(
+            f"SELECT alert_id FROM delivery_routes WHERE alert_id IN ({marks})", list(alert_ids)
+        )
+        return {r[0] for r in rows.fetchall()}
+
+    def _unrouted_ids(self, limit: int) -> list[str]:
+        """The alerts owed a notification that routing has not seen, in commit order:
+        the state store's ids a chunk at a time, each chunk matched against the routes
+        in one query."""
+        found: list[str] = []
+        after = 0
+        while len(found) < limit:
+            chunk = self._alerts.notify_ids(after)
+            if not chunk:
+                break
+            after = chunk[-1][0]
+            ids = [alert_id for _, alert_id in chunk]
+            routed = self._routed(ids)
+            found.extend(alert_id for alert_id in ids if alert_id not in routed)
+        return found[:limit]
 
     def unrouted_alerts(self, limit: int = 500) -> list[dict[str, Any]]:
         """New alerts owed a notification that routing has not seen, in commit order."""
-        if not self._has_alerts():
-            return []
-        rows = self._db.execute(
-            "SELECT a.body FROM alerts a WHERE a.notify = 1 AND NOT EXISTS "
-            "(SELECT 1 FROM delivery_routes r WHERE r.alert_id = a.alert_id) "
-            "ORDER BY a.rowid LIMIT ?",
-            (limit,),
-        ).fetchall()
-        return [json.loads(body) for (body,) in rows]
+        ids = self._unrouted_ids(limit)
+        bodies = self._alerts.bodies(ids)
+        return [bodies[alert_id] for alert_id in ids if alert_id in bodies]
 
     def alert(self, alert_id: str) -> dict[str, Any] | None:
-        if not self._has_alerts():
-            return None
-        row = self._db.execute("SELECT body FROM alerts WHERE alert_id = ?", (alert_id,))
-        found = row.fetchone()
-        return json.loads(found[0]) if found else None
+        return self._alerts.body(alert_id)
 
     def find_alert_ids(self, prefix: str) -> list[str]:
-        if not self._has_alerts():
-            return []
-        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        rows = self._db.execute(
-            "SELECT alert_id FROM alerts WHERE alert_id LIKE ? ESCAPE '\\' LIMIT 5",
-            (escaped + "%",),
-        )
-        return [r[0] for r in rows.fetchall()]
+        return self._alerts.ids_starting(prefix, 5)
 
     def recent_alerts(self, limit: int, rule: str | None = None) -> list[dict[str, Any]]:
-        if not self._has_alerts():
-            return []
-        query = "SELECT body FROM alerts"
-        params: list[Any] = []
-        if rule:
-            query += " WHERE rule_id = ?"
-            params.append(rule)
-        query += " ORDER BY opened_at DESC, rowid DESC LIMIT ?"
-        params.append(limit)
-        return [json.loads(b) for (b,) in self._db.execute(query, params).fetchall()]
+        return self._alerts.recent(limit, rule)
 
     def watermark(self) -> str | None:
         """Event time the pipeline has reached (its meta `watermark`), RFC 3339."""
-        try:
-            row = self._db.execute("SELECT value FROM meta WHERE key = 'watermark'").fetchone()
-        except sqlite3.OperationalError:
-            return None
-        return json.loads(row[0]) if row else None
+        return self._alerts.meta("watermark")
 
     # -- routing ---------------------------------------------------------------------
 
@@ -327,16 +316,15 @@ class Outbox:
 
     def summaries_due(self, watermark: str) -> list[tuple[Delivery, dict[str, Any]]]:
         """Sent notifications to summary destinations whose alert window has closed."""
-        if not self._has_alerts():
-            return []
         rows = self._db.execute(
-            f"SELECT {', '.join('d.' + c.strip() for c in _DELIVERY_COLUMNS.split(','))}, "
-            "a.body FROM deliveries d JOIN delivery_routes r ON r.alert_id = d.alert_id "
-            "JOIN alerts a ON a.alert_id = d.alert_id "
+            f"SELECT {', '.join('d.' + c.strip() for c in _DELIVERY_COLUMNS.split(','))} "
+            "FROM deliveries d JOIN delivery_routes r ON r.alert_id = d.alert_id "
             "WHERE d.summary_due = 1 AND r.window_end != '' AND r.window_end <= ?",
             (watermark,),
         ).fetchall()
-        return [(_delivery(row[:-1]), json.loads(row[-1])) for row in rows]
+        due = [_delivery(row) for row in rows]
+        bodies = self._alerts.bodies([d.alert_id for d in due])
+        return [(d, bodies[d.alert_id]) for d in due if d.alert_id in bodies]
 
     def settle_summary(
         self,
@@ -503,14 +491,14 @@ class Outbox:
     ) -> list[tuple[Delivery, dict[str, Any] | None]]:
         """The unsealed digest rows of a destination routed before a moment, oldest
         first, each with its alert (None when the alert is gone)."""
-        columns = ", ".join("d." + c.strip() for c in _DELIVERY_COLUMNS.split(","))
         rows = self._db.execute(
-            f"SELECT {columns}, a.body FROM deliveries d LEFT JOIN alerts a "
-            "ON a.alert_id = d.alert_id WHERE d.destination = ? AND d.status = ? "
-            "AND d.digest_id IS NULL AND d.queued_at < ? ORDER BY d.delivery_id",
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE destination = ? AND status = ? "
+            "AND digest_id IS NULL AND queued_at < ? ORDER BY delivery_id",
             (destination, DIGEST, routed_before),
         ).fetchall()
-        return [(_delivery(r[:-1]), json.loads(r[-1]) if r[-1] else None) for r in rows]
+        members = [_delivery(row) for row in rows]
+        bodies = self._alerts.bodies([m.alert_id for m in members])
+        return [(m, bodies.get(m.alert_id)) for m in members]
 
     def undigest(self, destination: str, now: float) -> int:
         """Unsealed digest rows of a destination that no longer batches become ordinary
@@ -731,16 +719,18 @@ def read_delivery_figures(path: Path) -> tuple[int, dict[str, int]]:
     db = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
     try:
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        alerts = AlertRows(db)
         owed = 0
-        if "alerts" in tables:
+        after = 0
+        while chunk := alerts.notify_ids(after):
+            after = chunk[-1][0]
+            owed += len(chunk)
             if "delivery_routes" in tables:
-                query = (
-                    "SELECT COUNT(*) FROM alerts WHERE notify = 1 AND alert_id NOT IN "
-                    "(SELECT alert_id FROM delivery_routes)"
-                )
-            else:
-                query = "SELECT COUNT(*) FROM alerts WHERE notify = 1"
-            owed = db.execute(query).fetchone()[0]
+                ids = [alert_id for _, alert_id in chunk]
+                marks = ", ".join("?" * len(ids))
+                owed -= db.execute(
+                    f"SELECT COUNT(*) FROM delivery_routes WHERE alert_id IN ({marks})", ids
+                ).fetchone()[0]
         deliveries: dict[str, int] = {}
         if "deliveries" in tables:
             deliveries = dict(

@@ -162,6 +162,7 @@ def live_source(
     if health:
         monitor = SourceHealth(
             store,
+            run.correlator,
             source=poller.scope,
             silence_after=source.silence_alert_after,
             failure_after=source.failure_alert_after,

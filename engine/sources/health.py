@@ -17,8 +17,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from engine.activity import format_timestamp
-from engine.alerts import Alert, alert_id_for
-from engine.correlation.correlator import AlertChange
+from engine.alerts import Alert
+from engine.correlation.correlator import AlertChange, Correlator
 from engine.durations import describe
 from engine.sources.compliance_api import ComplianceAPIError
 from engine.state.store import StateStore
@@ -32,11 +32,13 @@ FAILING_RULE = "source_health.polling_failed"
 
 class SourceHealth:
     """Opens and clears the two health episodes; writes go to the store's pending
-    transaction, and opened alerts also go to `emit` (the pipeline's sinks)."""
+    transaction (alerts through the correlator's `raise_alert`), and opened alerts also
+    go to `emit` (the pipeline's sinks)."""
 
     def __init__(
         self,
         store: StateStore,
+        correlator: Correlator,
         *,
         source: str,
         silence_after: timedelta,
@@ -44,6 +46,7 @@ class SourceHealth:
         emit: Callable[[AlertChange], None] | None = None,
     ) -> None:
         self.store = store
+        self.correlator = correlator
         self.source = source
         self.silence_after = silence_after
         self.failure_after = failure_after
@@ -202,26 +205,19 @@ class SourceHealth:
         context: dict[str, Any],
         now: datetime,
     ) -> Alert:
-        alert = Alert(
-            alert_id=alert_id_for(rule_id, self.source, now),
+        change = self.correlator.raise_alert(
             kind="source_health",
             rule_id=rule_id,
-            rule_name=name,
+            name=name,
             severity=severity,
             title=title,
             dedup_key=self.source,
-            opened_at=now,
-            window_end=now,
+            at=now,
             description=description,
             runbook=runbook,
             tags=["source-health"],
             context=context,
-            # No activity to quote: the detection time stands in for event time, so the
-            # outbox orders the alert where it happened.
-            first_event_at=now,
-            last_event_at=now,
         )
-        self.store.save_alert(alert.to_state(), notify=True)
         if self.emit is not None:
-            self.emit(AlertChange("opened", alert))
-        return alert
+            self.emit(change)
+        return change.alert

@@ -30,7 +30,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -394,6 +394,88 @@ def _tables(db: sqlite3.Connection) -> set[str]:
     return {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
 
+class AlertRows:
+    """The `alerts` and `meta` tables read over another owner's connection to the same
+    file: the outbox's (routing, summaries, digests, `detect alerts`), `detect status`'s.
+    Only reads; what they hold is written by `SqliteStore.commit`. Before the state store
+    has created its tables, every read finds nothing."""
+
+    # Alert ids per query when a caller matches them against its own tables.
+    CHUNK = 2000
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def present(self) -> bool:
+        return "alerts" in _tables(self._db)
+
+    def notify_ids(self, after: int = 0, limit: int = CHUNK) -> list[tuple[int, str]]:
+        """(position, alert id) of the alerts owed a notification, in commit order,
+        after position `after` (0: from the first); at most `limit`."""
+        if not self.present():
+            return []
+        return self._db.execute(
+            "SELECT rowid, alert_id FROM alerts WHERE notify = 1 AND rowid > ? "
+            "ORDER BY rowid LIMIT ?",
+            (after, limit),
+        ).fetchall()
+
+    def bodies(self, alert_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The alerts of these ids that exist, by id (queried `CHUNK` ids at a time)."""
+        found: dict[str, dict[str, Any]] = {}
+        if not alert_ids or not self.present():
+            return found
+        unique = list(dict.fromkeys(alert_ids))
+        for start in range(0, len(unique), self.CHUNK):
+            chunk = unique[start : start + self.CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT alert_id, body FROM alerts WHERE alert_id IN ({marks})", chunk
+            )
+            for alert_id, body in rows.fetchall():
+                found[alert_id] = json.loads(body)
+        return found
+
+    def body(self, alert_id: str) -> dict[str, Any] | None:
+        if not self.present():
+            return None
+        row = self._db.execute("SELECT body FROM alerts WHERE alert_id = ?", (alert_id,))
+        found = row.fetchone()
+        return json.loads(found[0]) if found else None
+
+    def ids_starting(self, prefix: str, limit: int = 5) -> list[str]:
+        """The ids that begin with `prefix` (taken literally), at most `limit`."""
+        if not self.present():
+            return []
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = self._db.execute(
+            "SELECT alert_id FROM alerts WHERE alert_id LIKE ? ESCAPE '\\' LIMIT ?",
+            (escaped + "%", limit),
+        )
+        return [r[0] for r in rows.fetchall()]
+
+    def recent(self, limit: int, rule: str | None = None) -> list[dict[str, Any]]:
+        """The latest alerts by opening time (of one rule, with `rule`)."""
+        if not self.present():
+            return []
+        query = "SELECT body FROM alerts"
+        params: list[Any] = []
+        if rule:
+            query += " WHERE rule_id = ?"
+            params.append(rule)
+        query += " ORDER BY opened_at DESC, rowid DESC LIMIT ?"
+        params.append(limit)
+        return [json.loads(b) for (b,) in self._db.execute(query, params).fetchall()]
+
+    def meta(self, key: str) -> Any | None:
+        """A `meta` entry (`watermark`: event time the pipeline has reached)."""
+        try:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        except sqlite3.OperationalError:
+            return None
+        return json.loads(row[0]) if row else None
+
+
 def read_summary(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
     """The `meta` entries and the number of alerts of each kind, from a read-only
     connection (a live run may be writing); for `detect status`."""
@@ -412,5 +494,14 @@ def read_summary(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
         if "alerts" in tables:
             kinds = dict(db.execute("SELECT kind, COUNT(*) FROM alerts GROUP BY kind").fetchall())
         return meta, kinds
+    finally:
+        db.close()
+
+
+def read_state_rows(path: Path) -> int:
+    """How many keys the `state` table holds (after a fold); for `detect bench`."""
+    db = _read_only(path)
+    try:
+        return int(db.execute("SELECT COUNT(*) FROM state").fetchone()[0])
     finally:
         db.close()
