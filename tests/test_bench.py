@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from engine.bench import measure_pipeline
+from engine.bench.harness import measure_pipeline
 from engine.feedgen import generate, write_jsonl
 from engine.resources import bundled_rules_dir
 

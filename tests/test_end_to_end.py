@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from engine.resources import bundled_rules_dir, demo_feed_path
-from engine.sources.mock_api import MockComplianceAPI
+from engine.tools.mock_api import MockComplianceAPI
 
 KEY = "sk-ant-test-e2e-very-distinctive-key-0123456789"
 SECRET = "an-e2e-signing-secret-of-plenty-bytes"

@@ -24,7 +24,7 @@ LAYERS: list[set[str]] = [
     {"detection"},
     {"correlation", "panther"},
     {"config", "rule_formats", "sources"},
-    {"delivery", "pipeline"},
+    {"delivery", "pipeline", "tools"},
     {"runs", "catalog"},
     {"noise", "testing", "bench", "feedgen", "orgsim"},
     {"cli"},

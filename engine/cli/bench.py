@@ -14,7 +14,8 @@ from engine.cli.options import EXIT_INVALID, EXIT_OK
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from engine.bench import panther_interpreter, run_bench
+    from engine.bench.panther import panther_interpreter
+    from engine.bench.report import run_bench
     from engine.resources import bundled_rules_dir
     from engine.runs.replay import default_processes
 

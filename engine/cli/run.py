@@ -62,7 +62,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     if feed.is_file():
-        from engine.sources.mock_api import load_feed
+        from engine.tools.mock_api import load_feed
 
         activities = load_feed(feed)
     else:

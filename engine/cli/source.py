@@ -96,7 +96,7 @@ def cmd_mock_api(args: argparse.Namespace) -> int:
     from engine.durations import parse_duration
     from engine.errors import ConfigError
     from engine.resources import demo_feed_path
-    from engine.sources.mock_api import (
+    from engine.tools.mock_api import (
         DEFAULT_KEY,
         Faults,
         MockComplianceAPI,

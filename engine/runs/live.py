@@ -409,7 +409,7 @@ def demo(activities: list[Any], ruleset: RuleSet, out: IO[str] | None = None) ->
     from engine.config import SourceConfig
     from engine.delivery.console import ConsoleSink
     from engine.runs.replay import Quarantine
-    from engine.sources.mock_api import MockComplianceAPI
+    from engine.tools.mock_api import MockComplianceAPI
 
     out = out or sys.stdout
     with MockComplianceAPI(activities, api_key=DEMO_KEY) as mock:

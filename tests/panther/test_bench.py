@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 import pytest
 
 from engine.activity import parse_activity
+from engine.bench import core_bench
 from engine.feedgen import generate
-from engine.panther import core_bench
 from engine.panther.event import with_p_fields
 
 PANTHER_PYTHON = os.environ.get("PANTHER_PYTHON")

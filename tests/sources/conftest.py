@@ -22,7 +22,7 @@ from engine.detection.loader import RuleSet
 from engine.feedgen import generate
 from engine.rule_formats import load_rules
 from engine.runs.replay import ReplayOptions, replay
-from engine.sources.mock_api import MockComplianceAPI
+from engine.tools.mock_api import MockComplianceAPI
 
 RULES = Path(__file__).parent / "rules"
 # Distinctive enough that finding it anywhere in output is never a coincidence.

@@ -25,7 +25,7 @@ from engine.sources.compliance_api import (
     RateLimitError,
     RequestBudget,
 )
-from engine.sources.mock_api import ScriptedResponse
+from engine.tools.mock_api import ScriptedResponse
 
 from .conftest import KEY, FakeClock, spaced
 

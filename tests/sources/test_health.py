@@ -8,8 +8,8 @@ from datetime import timedelta
 
 from engine.durations import describe
 from engine.runs.live import build_runner
-from engine.sources.mock_api import Faults
 from engine.state.sqlite import SqliteStore
+from engine.tools.mock_api import Faults
 
 from .conftest import FakeClock, activity, db_alerts, db_meta, end_of, feed, make_config
 

@@ -11,8 +11,8 @@ import pytest
 
 from engine.runs.live import Progress, build_runner
 from engine.runs.replay import Quarantine
-from engine.sources.mock_api import Faults, ScriptedResponse
 from engine.state.sqlite import SqliteStore
+from engine.tools.mock_api import Faults, ScriptedResponse
 
 from .conftest import (
     FakeClock,

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 
-from engine.sources.mock_api import Faults, ScriptedResponse, load_feed, shift_feed
+from engine.tools.mock_api import Faults, ScriptedResponse, load_feed, shift_feed
 
 from .conftest import KEY, FakeClock, activity, spaced
 

@@ -11,9 +11,9 @@ import pytest
 from engine.activity import format_timestamp, parse_timestamp
 from engine.sources.compliance_api import ComplianceClient, Page, RateLimitError
 from engine.sources.files import Rejected
-from engine.sources.mock_api import Faults, ScriptedResponse
 from engine.sources.poller import SEEN_NAMESPACE, Checkpoint, Poller
 from engine.state.sqlite import SqliteStore
+from engine.tools.mock_api import Faults, ScriptedResponse
 
 from .conftest import KEY, FakeClock, activity, db_meta, spaced
 
