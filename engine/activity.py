@@ -55,12 +55,23 @@ def parse_timestamp(text: str) -> datetime:
         raise ValueError(f"timestamp out of range: {text!r}") from exc
 
 
-def format_timestamp(moment: datetime) -> str:
-    """The one textual form the engine writes: UTC, microseconds, `Z`."""
-    if moment.tzinfo is not UTC:
+def format_timestamp(moment: datetime | float, timespec: str = "microseconds") -> str:
+    """The one textual form the engine writes a time in: RFC 3339, UTC, `Z`. `moment` is
+    a datetime or epoch seconds. `timespec` is the precision:
+
+    - `"microseconds"` (activity and alert times, the state file): always six digits, so
+      the strings sort and compare as the times do;
+    - `"seconds"` (wall-clock instants people read: the CLI, delivery reasons, digests'
+      periods): truncated to the second;
+    - `"auto"` (the Compliance API's `created_at.*` query bounds): fractions only when
+      there are any.
+    """
+    if not isinstance(moment, datetime):
+        moment = datetime.fromtimestamp(moment, tz=UTC)
+    elif moment.tzinfo is not UTC:
         moment = moment.astimezone(UTC)
     # isoformat is several times faster than strftime, and alerts format four per write.
-    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    return moment.replace(tzinfo=None).isoformat(timespec=timespec) + "Z"
 
 
 class Actor(BaseModel):

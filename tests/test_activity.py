@@ -461,3 +461,21 @@ def test_a_timestamp_before_year_one_in_utc_is_rejected_not_raised(tmp_path):
     first, second = list(read_source(str(path)))
     assert isinstance(first, Rejected) and "created_at" in first.reason
     assert second.id == "a1"
+
+
+def test_format_timestamp_precisions():
+    """One helper for every time the engine writes: events and alerts with six digits,
+    wall-clock instants people read to the second, the API's query bounds with fractions
+    only when there are any; a datetime in any zone or epoch seconds."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from engine.activity import format_timestamp
+
+    moment = datetime(2026, 5, 4, 9, 30, 5, 250, tzinfo=timezone(timedelta(hours=2)))
+    assert format_timestamp(moment) == "2026-05-04T07:30:05.000250Z"
+    assert format_timestamp(moment, "seconds") == "2026-05-04T07:30:05Z"
+    assert format_timestamp(moment, "auto") == "2026-05-04T07:30:05.000250Z"
+    whole = datetime(2026, 5, 4, 7, 30, tzinfo=UTC)
+    assert format_timestamp(whole, "auto") == "2026-05-04T07:30:00Z"
+    assert format_timestamp(whole) == "2026-05-04T07:30:00.000000Z"
+    assert format_timestamp(whole.timestamp() + 0.9, "seconds") == "2026-05-04T07:30:00Z"

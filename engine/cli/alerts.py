@@ -24,7 +24,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from engine.cli.options import EXIT_FAILED, EXIT_INVALID, EXIT_OK, load_config, state_path
-from engine.delivery.text import clean_text, iso
+from engine.delivery.text import clean_text
 
 if TYPE_CHECKING:
     from engine.config import Config
@@ -43,6 +43,8 @@ def _open(args: argparse.Namespace, config: Config | None) -> Outbox | None:
 
 
 def _state_word(delivery: Delivery) -> str:
+    from engine.activity import format_timestamp
+
     if delivery.status == "digest":
         # Held for a digest: its period is still open, or its digest message is on its way.
         if delivery.digest_id:
@@ -52,7 +54,7 @@ def _state_word(delivery: Delivery) -> str:
         if delivery.attempts == 0:
             return "pending"
         tries = f"{delivery.attempts} attempt{'s' if delivery.attempts != 1 else ''}"
-        return f"retrying ({tries}, next {iso(delivery.next_attempt_at)})"
+        return f"retrying ({tries}, next {format_timestamp(delivery.next_attempt_at, 'seconds')})"
     return delivery.status
 
 
@@ -128,7 +130,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _list_deliveries(outbox: Outbox, status: str, args: argparse.Namespace) -> int:
+    from engine.activity import format_timestamp
+
     # Alerts waiting for a digest are still to be sent: `--pending` lists them too.
+
     rows = outbox.by_status((status, "digest") if status == "pending" else status, args.limit)
     if args.rule:
         alerts = {d.alert_id: outbox.alert(d.alert_id) or {} for d in rows}
@@ -139,7 +144,8 @@ def _list_deliveries(outbox: Outbox, status: str, args: argparse.Namespace) -> i
     if not rows:
         print("no dead letters" if status == "dead" else "nothing pending")
     for d in rows:
-        when = iso(d.finished_at if status == "dead" else d.queued_at)
+        moment = d.finished_at if status == "dead" else d.queued_at
+        when = "-" if moment is None else format_timestamp(moment, "seconds")
         purpose = "" if d.purpose == "opened" else f" [{d.purpose}]"
         print(
             f"{d.alert_id}  {clean_text(str(d.destination), 60)}{purpose}  "
@@ -157,6 +163,9 @@ def _list_deliveries(outbox: Outbox, status: str, args: argparse.Namespace) -> i
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+
+    from engine.activity import format_timestamp
+
     config = load_config(getattr(args, "config", None))
     outbox = _open(args, config)
     if outbox is None:
@@ -192,9 +201,13 @@ def cmd_show(args: argparse.Namespace) -> int:
             print("    no deliveries")
         for d in deliveries:
             print(f"    → {_delivery_line(d)}")
+            last, done = (
+                "-" if moment is None else format_timestamp(moment, "seconds")
+                for moment in (d.last_attempt_at, d.finished_at)
+            )
             print(
-                f"        queued {iso(d.queued_at)} · {d.attempts} attempt(s)"
-                f" · last {iso(d.last_attempt_at)} · done {iso(d.finished_at)}"
+                f"        queued {format_timestamp(d.queued_at, 'seconds')}"
+                f" · {d.attempts} attempt(s) · last {last} · done {done}"
             )
             if d.reason:
                 print(f"        {clean_text(str(d.reason), 300)}")
@@ -251,6 +264,8 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 
 def cmd_silence(args: argparse.Namespace) -> int:
+
+    from engine.activity import format_timestamp
     from engine.durations import parse_duration
 
     if not args.rule and not args.dedup_key:
@@ -278,7 +293,7 @@ def cmd_silence(args: argparse.Namespace) -> int:
         outbox.close()
     print(
         f"{silence.silence_id}: {_describe(silence.rule_id, silence.dedup_key)} silenced "
-        f"until {iso(silence.ends_at)}; alerts are still recorded, not sent"
+        f"until {format_timestamp(silence.ends_at, 'seconds')}; alerts are still recorded, not sent"
     )
     print(f"lift it early with: detect alerts unsilence {silence.silence_id}")
     return EXIT_OK
@@ -294,6 +309,9 @@ def _describe(rule_id: str | None, dedup_key: str | None) -> str:
 
 
 def cmd_silences(args: argparse.Namespace) -> int:
+
+    from engine.activity import format_timestamp
+
     config = load_config(getattr(args, "config", None))
     outbox = _open(args, config)
     if outbox is None:
@@ -312,7 +330,8 @@ def cmd_silences(args: argparse.Namespace) -> int:
         state = "active" if s.active(now) else ("lifted" if s.lifted_at else "ended")
         print(
             f"{s.silence_id}  {state:<6}  {_describe(s.rule_id, s.dedup_key)}  "
-            f"until {iso(s.ends_at)}  by {clean_text(str(s.created_by), 40)}"
+            f"until {format_timestamp(s.ends_at, 'seconds')}"
+            f"  by {clean_text(str(s.created_by), 40)}"
         )
         print(f"    {clean_text(str(s.reason), 300)}")
     return EXIT_OK

@@ -50,7 +50,7 @@ def _count_lines(path: Path) -> int:
 
 def status_report(state: Path, quarantine: Path | None, now: datetime) -> dict[str, Any]:
     """The facts `detect status` prints, as one JSON-ready mapping."""
-    from engine.activity import parse_timestamp
+    from engine.activity import format_timestamp, parse_timestamp
     from engine.runs.live import STATUS_KEY
     from engine.sources.health import HEALTH_KEY
     from engine.sources.poller import CHECKPOINT_KEY
@@ -65,7 +65,7 @@ def status_report(state: Path, quarantine: Path | None, now: datetime) -> dict[s
         lag = (now - parse_timestamp(caught_up)).total_seconds()
     return {
         "state": str(state),
-        "checked_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "checked_at": format_timestamp(now, "seconds"),
         "checkpoint": checkpoint or None,
         "lag_seconds": lag,
         "source": source,

@@ -75,12 +75,13 @@ def format_alert(alert: Alert, colour: bool = False) -> str:
 
 def format_digest(alerts: list[Mapping[str, Any]], info: DigestInfo, colour: bool = False) -> str:
     """A digest as one block of text: a heading, then each rule's alerts, one a line."""
+    from engine.activity import format_timestamp
     from engine.delivery.digest import by_rule, event_total, plural
-    from engine.delivery.text import iso
 
     heading = (
         f"[DIGEST] {plural(len(alerts), 'alert')} below {info.below.upper()} · "
-        f"{iso(info.period_start)} .. {iso(info.period_end)}"
+        f"{format_timestamp(info.period_start, 'seconds')} .. "
+        f"{format_timestamp(info.period_end, 'seconds')}"
         + (" (sent before the period ended)" if info.early else "")
     )
     lines = [f"\033[1m{heading}{_RESET}" if colour else heading]

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from engine.activity import format_timestamp
 from engine.config import Config, DestinationConfig
 from engine.delivery.channels import Channel, build_channel, rate_of
 from engine.delivery.digest import (
@@ -64,7 +65,6 @@ from engine.delivery.outbox import (
     Silence,
 )
 from engine.delivery.routing import route
-from engine.delivery.text import iso
 from engine.delivery.transport import REDACTOR, Outcome
 from engine.delivery.webhook import message_id
 
@@ -170,7 +170,8 @@ def human(seconds: float) -> str:
 
 
 def silence_reason(silence: Silence) -> str:
-    return f"silenced by {silence.silence_id} until {iso(silence.ends_at)}: {silence.reason}"
+    until = format_timestamp(silence.ends_at, "seconds")
+    return f"silenced by {silence.silence_id} until {until}: {silence.reason}"
 
 
 class Dispatcher:
@@ -614,7 +615,7 @@ class Dispatcher:
             name,
             outcome.reason,
             delivery.attempts,
-            iso(next_at),
+            format_timestamp(next_at, "seconds"),
         )
 
     def _set_state(self, name: str, state: DestinationState) -> None:

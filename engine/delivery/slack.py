@@ -22,8 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.activity import format_timestamp
 from engine.delivery.digest import DigestInfo
-from engine.delivery.text import iso
 
 MAX_BLOCKS = 50
 MAX_HEADER = 150
@@ -363,7 +363,8 @@ def build_digest(
             packer.add(rule_id, heading, str(alert.get("alert_id", "")), _digest_line(alert))
     total = len(packer.messages)
     below = escape(info.below.upper(), 20)
-    span = f"{iso(info.period_start)} to {iso(info.period_end)}"
+    start = format_timestamp(info.period_start, "seconds")
+    span = f"{start} to {format_timestamp(info.period_end, 'seconds')}"
     built = []
     for number, message in enumerate(packer.messages, start=1):
         part = f" {number}/{total}" if total > 1 else ""

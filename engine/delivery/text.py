@@ -1,10 +1,9 @@
 """Text for terminals and logs: receivers' answers and event text made one printable
-line, and wall-clock instants as the CLI and delivery reasons print them."""
+line. (Times: `engine.activity.format_timestamp`.)"""
 
 from __future__ import annotations
 
 import unicodedata
-from datetime import UTC, datetime
 
 MAX_REASON = 300
 
@@ -19,10 +18,3 @@ def clean_text(text: str, limit: int = MAX_REASON) -> str:
             out.append(ch)
     line = " ".join("".join(out).split())
     return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-def iso(epoch: float | None) -> str:
-    """Wall-clock instants as the CLI and reasons print them."""
-    if epoch is None:
-        return "-"
-    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -96,7 +96,7 @@ def digest_bodies(
 ) -> list[tuple[str, list[str]]]:
     """The digest as signed-webhook bodies (usually one), each with its alerts' ids:
     the §6 alert JSON of every alert, as a single alert's webhook would carry it."""
-    from engine.delivery.text import iso
+    from engine.activity import format_timestamp
 
     chunks = [
         list(alerts[start : start + DIGEST_MAX_ALERTS])
@@ -109,8 +109,8 @@ def digest_bodies(
             "digest_id": info.digest_id,
             "part": number,
             "parts": len(chunks),
-            "period_start": iso(info.period_start),
-            "period_end": iso(info.period_end),
+            "period_start": format_timestamp(info.period_start, "seconds"),
+            "period_end": format_timestamp(info.period_end, "seconds"),
             "early": info.early,
             "below": info.below,
             "alert_count": len(chunk),

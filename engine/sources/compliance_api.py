@@ -19,14 +19,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 from pydantic import SecretStr
 
-from engine.activity import parse_timestamp
+from engine.activity import format_timestamp, parse_timestamp
 from engine.errors import ConfigError, DetectError
 
 log = logging.getLogger(__name__)
@@ -304,14 +304,6 @@ class RateLimitStatus:
     reset: str | None
 
 
-def format_bound(moment: datetime) -> str:
-    """A `created_at.*` query value: RFC 3339 in UTC, fractions only when there are any."""
-    moment = moment.astimezone(UTC)
-    if moment.microsecond:
-        return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def check_base_url(base_url: str) -> str:
     """The base URL without a trailing slash; refuses to send a key over plain HTTP to
     anything but this machine (the mock API)."""
@@ -440,9 +432,9 @@ class ComplianceClient:
         params += [("organization_ids[]", org) for org in organization_ids]
         params += [("activity_types[]", kind) for kind in activity_types]
         if created_at_gte is not None:
-            params.append(("created_at.gte", format_bound(created_at_gte)))
+            params.append(("created_at.gte", format_timestamp(created_at_gte, "auto")))
         if created_at_lt is not None:
-            params.append(("created_at.lt", format_bound(created_at_lt)))
+            params.append(("created_at.lt", format_timestamp(created_at_lt, "auto")))
         if after_id:
             params.append(("after_id", after_id))
         if before_id:
