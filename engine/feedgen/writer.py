@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import json
 import sys
 import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
 
 from engine.feedgen.background import _Feed
 from engine.feedgen.roster import DEFAULT_START
+from engine.jsonl import write_lines
 
 
 def generate(
@@ -41,30 +40,14 @@ def write_jsonl(path: str | Path, activities: Iterable[dict]) -> int:
     """Write activities one JSON object a line to `path` (`-` for stdout; gzip when the name
     ends in `.gz`); returns how many were written."""
     if str(path) == "-":
-        return _write_lines(sys.stdout, activities)
+        return write_lines(sys.stdout, activities)
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.suffix == ".gz":
         with gzip.open(target, "wt", encoding="utf-8", compresslevel=6) as gz:
-            return _write_lines(gz, activities)
+            return write_lines(gz, activities)
     with target.open("w", encoding="utf-8") as handle:
-        return _write_lines(handle, activities)
-
-
-def _write_lines(handle: TextIO, activities: Iterable[dict]) -> int:
-    encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-    written = 0
-    batch: list[str] = []
-    for activity in activities:
-        batch.append(encode(activity))
-        if len(batch) == 4096:
-            handle.write("\n".join(batch) + "\n")
-            written += len(batch)
-            batch.clear()
-    if batch:
-        handle.write("\n".join(batch) + "\n")
-        written += len(batch)
-    return written
+        return write_lines(handle, activities)
 
 
 def _parse_start(text: str) -> datetime:

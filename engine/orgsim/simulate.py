@@ -9,14 +9,14 @@ world and its routine, another for the attacks, no clock, no hashing of sets int
 from __future__ import annotations
 
 import gzip
-import json
 import random
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
+from engine.jsonl import write_lines
 from engine.orgsim.adminwork import AdminWork
 from engine.orgsim.attacks import Attacks
 from engine.orgsim.labels import label_records
@@ -104,7 +104,7 @@ class Simulation:
 def write_jsonl(path: str | Path, activities: Iterator[Activity]) -> int:
     """Write one JSON object a line to `path` (`-`: stdout; gzip when it ends in .gz)."""
     if str(path) == "-":
-        return _write_lines(sys.stdout, activities)
+        return write_lines(sys.stdout, activities)
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.suffix == ".gz":
@@ -114,9 +114,9 @@ def write_jsonl(path: str | Path, activities: Iterator[Activity]) -> int:
             gzip.GzipFile("", "wb", 3, raw, mtime=0) as gz,
         ):
             handle = _TextSink(gz)
-            return _write_lines(handle, activities)
+            return write_lines(handle, activities)
     with target.open("w", encoding="utf-8") as handle:
-        return _write_lines(handle, activities)
+        return write_lines(handle, activities)
 
 
 class _TextSink:
@@ -127,19 +127,3 @@ class _TextSink:
 
     def write(self, text: str) -> None:
         self._binary.write(text.encode("utf-8"))
-
-
-def _write_lines(handle: TextIO | _TextSink, activities: Iterator[Activity]) -> int:
-    encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-    written = 0
-    batch: list[str] = []
-    for activity in activities:
-        batch.append(encode(activity))
-        if len(batch) == 4096:
-            handle.write("\n".join(batch) + "\n")
-            written += len(batch)
-            batch.clear()
-    if batch:
-        handle.write("\n".join(batch) + "\n")
-        written += len(batch)
-    return written
