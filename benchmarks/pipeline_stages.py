@@ -48,23 +48,20 @@ if stage == "floor":
 
 from engine.detection.evaluator import Evaluator
 from engine.rule_formats import load_rules
-from engine.pipeline import Pipeline, collect_less
+from engine.pipeline import collect_less
+from engine.runs import build
 from engine.sources.files import read_source
 from engine.sources.reorder import reorder
-from engine.state.sqlite import SqliteStore
-from engine.state.store import MemoryStore
 
 ruleset = load_rules([Path(rules)])
 records = reorder(read_source(path))
 if stage == "forked":
-    from engine.runs.forked import run_forked
-
     folder = tempfile.TemporaryDirectory()
-    store = SqliteStore(Path(folder.name) / "s.db")
-    pipeline = Pipeline(ruleset, store, [lambda change: None])
+    store = build.open_store(Path(folder.name) / "s.db")
+    pipeline = build.pipeline(ruleset, store, [lambda change: None])
     collect_less()
     wall, started = time.perf_counter(), time.process_time()
-    child = run_forked(pipeline, lambda: records, time.process_time).result
+    child = build.evaluate(pipeline, lambda: records, 2, finish=time.process_time).result
     pipeline.finish()
     store.close()
     parent, wall = time.process_time() - started, time.perf_counter() - wall
@@ -81,8 +78,8 @@ if stage in ("read", "evaluate"):
         count += 1
 else:
     folder = tempfile.TemporaryDirectory()
-    store = SqliteStore(Path(folder.name) / "s.db") if stage == "sqlite" else MemoryStore()
-    pipeline = Pipeline(ruleset, store, [lambda change: None])
+    store = build.open_store(Path(folder.name) / "s.db" if stage == "sqlite" else None)
+    pipeline = build.pipeline(ruleset, store, [lambda change: None])
     if stage in ("pipeline", "correlate"):
         pipeline.evaluator.learned = lambda activity, matches: []
     if stage == "pipeline":
