@@ -459,7 +459,9 @@ def test_what_rules_write_anywhere_comes_out_where_one_process_writes_it(
     assert (two.stdout, two.stderr) == (one.stdout, one.stderr)
 
 
-def test_a_rule_that_exits_leaves_what_it_wrote(tmp_path, rules_dir, make_activity):
+def test_a_rule_that_exits_is_a_rule_error_and_the_stream_goes_on(
+    tmp_path, rules_dir, make_activity
+):
     rules_dir.write(
         "quits.py",
         "import sys\n\ndef rule(event):\n    print('rule saw', event['id'])\n"
@@ -472,5 +474,6 @@ def test_a_rule_that_exits_leaves_what_it_wrote(tmp_path, rules_dir, make_activi
     raws = [make_activity(created_at=at(minutes=m), last=m == 2) for m in range(3)]
     write_raws(tmp_path / "feed.jsonl", raws)
     one, two = (_replay_jsonl(tmp_path, rules_dir, "feed.jsonl", n) for n in (1, 2))
-    assert one.returncode == two.returncode == 3
+    assert one.returncode == two.returncode == 0, one.stderr
     assert two.stdout == one.stdout and one.stdout.count("rule saw") == 3
+    assert '"kind":"rule_error"' in one.stdout and "SystemExit" in one.stdout

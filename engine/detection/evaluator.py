@@ -4,22 +4,30 @@ Rules whose `match` pins `type` are indexed by it, so an activity meets only the
 can hold on its type (most rules read one or two of the ~470 types). Each rule is compiled
 once per type it meets (`Rule.runner`), and the `Event` that Python rules read is built
 only for an activity some rule with Python code will see. An exception in one rule is
-caught here and reported, and the other rules still run.
+caught here and reported, and the other rules still run: any exception, `SystemExit` and
+the rule's other `BaseException`s included (engine/detection/budget.py). Plans with rules
+that run code (Python, a format's own `evaluate`) are timed: one `SIGALRM` timer armed per
+activity, each rule given its budget as it starts; a rule that overruns it fails with
+`RuleTimeout`, and one that overruns `quarantine_after` times is disabled (quarantined)
+for the rest of the process, with a `rule_error` and a log line that say so.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import jmespath
 
 from engine.activity import ActivityRecord, Event
+from engine.detection import budget as timer
+from engine.detection.budget import RuleAborted, RuleTimeout, owned_by_rule
 from engine.detection.failures import RuleFailure
 from engine.detection.loader import RuleSet
 from engine.detection.rule import LAST_SEEN_SLACK, MAX_RUNNERS, Match, Rule, Runner
 
-Found = tuple[list[Match], list[tuple[Rule, Exception]]]
+Found = tuple[list[Match], list[tuple[Rule, BaseException]]]
 # What a `learn_from: all` rule learns from one activity: (its index in
 # `Evaluator.learners`, key, value), or (index, failure) when a path failed on the data.
 Learned = tuple[int, Any, Any] | tuple[int, RuleFailure]
@@ -27,11 +35,17 @@ Learned = tuple[int, Any, Any] | tuple[int, RuleFailure]
 Plan = Callable[[ActivityRecord], Found]
 # How many (rule, key, value) hand-overs `learned` remembers before starting afresh.
 MAX_HANDED = 50_000
+log = logging.getLogger(__name__)
 
 
 class Evaluator:
-    def __init__(self, ruleset: RuleSet) -> None:
+    def __init__(self, ruleset: RuleSet, quarantine_after: int | None = None) -> None:
         self.ruleset = ruleset
+        # Rules disabled for overrunning their time budget: id -> why.
+        self.quarantined: dict[str, str] = {}
+        self._quarantine_after = quarantine_after
+        self._overruns: dict[str, int] = {}
+        timer.prepare()
         self._order = {id(rule): i for i, rule in enumerate(ruleset.rules)}
         self._typed: dict[str, list[Rule]] = {}
         self._any: list[Rule] = []
@@ -60,17 +74,42 @@ class Evaluator:
         type is left out."""
         runners = []
         for rule in self.rules_for(activity_type):
+            if rule.id in self.quarantined:
+                continue
             run = rule.runner(activity_type)
             if run is not None:
                 runners.append((rule, run))
         python = any(rule.needs_event for rule, _ in runners)
-        plan = _compose(tuple(runners), self.ruleset.options if python else None)
+        timed = any(rule.runs_code for rule, _ in runners)
+        plan = _compose(
+            tuple(runners),
+            self.ruleset.options if python else None,
+            self.overran if timed else None,
+        )
         if len(self._plans) < MAX_RUNNERS:  # a feed of endless junk types stays bounded
             self._plans[activity_type] = plan
         return plan
 
     def evaluate(self, activity: ActivityRecord) -> Found:
         return (self._plans.get(activity.type) or self._plan(activity.type))(activity)
+
+    def overran(self, rule: Rule, error: RuleTimeout) -> RuleTimeout:
+        """Count an overrun of `rule`'s budget; the error to report (which says so when
+        this overrun quarantines the rule: it is left out of every plan from now on)."""
+        count = self._overruns[rule.id] = self._overruns.get(rule.id, 0) + 1
+        limit = self._quarantine_after or timer.settings.quarantine_after
+        if count < limit or rule.id in self.quarantined:
+            return error
+        reason = (
+            f"quarantined: disabled for the rest of this process after {count} overruns"
+            f" of its time budget of {rule.budget:g}s"
+        )
+        self.quarantined[rule.id] = reason
+        self._plans.clear()  # rebuilt without it on each type's next activity
+        log.warning("rule %s (%s) %s", rule.id, rule.path, reason)
+        quarantined = RuleTimeout(f"{error}; {reason}")
+        quarantined.__traceback__ = error.__traceback__
+        return quarantined
 
 
 def _learning(learners: list[Rule]) -> Callable[[ActivityRecord, list[Match]], list[Learned]]:
@@ -146,13 +185,18 @@ def _nothing(activity: ActivityRecord) -> Found:
     return [], []
 
 
-def _compose(runners: tuple[tuple[Rule, Runner], ...], options: jmespath.Options | None) -> Plan:
+def _compose(
+    runners: tuple[tuple[Rule, Runner], ...],
+    options: jmespath.Options | None,
+    overran: Callable[[Rule, RuleTimeout], RuleTimeout] | None = None,
+) -> Plan:
     """The runners as one function of the activity. `options`: some rule has Python code,
-    so an `Event` is built for it (None: none is). Most types meet no rule, or one rule
-    without Python code (the content views), and get a function without the loop."""
+    so an `Event` is built for it (None: none is). `overran`: some rule runs code of its
+    own, so the plan is timed, and overruns are counted there. Most types meet no rule,
+    or one rule without code (the content views), and get a function without the loop."""
     if not runners:
         return _nothing
-    if len(runners) == 1 and options is None:
+    if len(runners) == 1 and options is None and overran is None:
         ((rule, run),) = runners
 
         def one(activity: ActivityRecord) -> Found:
@@ -160,22 +204,49 @@ def _compose(runners: tuple[tuple[Rule, Runner], ...], options: jmespath.Options
                 found = run(activity, None)
             except Exception as exc:  # noqa: BLE001 - a rule's bug must not stop the stream
                 return [], [(rule, exc)]
+            except BaseException as exc:
+                if not owned_by_rule(exc):
+                    raise
+                return [], [(rule, exc)]
             return ([] if found is None else [found]), []
 
+        timer.register_caller(one.__code__)
         return one
+
+    timed = overran is not None
+    plan = tuple((rule, run, rule.budget) for rule, run in runners)
+    first = min(seconds for _, _, seconds in plan)
+    arm, start, disarm = timer.arm, timer.start, timer.disarm
 
     def every(activity: ActivityRecord) -> Found:
         matches: list[Match] = []
-        errors: list[tuple[Rule, Exception]] = []
+        errors: list[tuple[Rule, BaseException]] = []
         event = None if options is None else Event.of(activity, options)
-        for rule, run in runners:
-            try:
-                found = run(activity, event)
-            except Exception as exc:  # noqa: BLE001 - a rule's bug must not stop the stream
-                errors.append((rule, exc))
-                continue
-            if found is not None:
-                matches.append(found)
+        armed = timed and arm(first)
+        try:
+            for rule, run, seconds in plan:
+                if armed:
+                    start(seconds)
+                try:
+                    found = run(activity, event)
+                except Exception as exc:  # noqa: BLE001 - a rule's bug must not stop the stream
+                    if type(exc) is RuleAborted and type(exc.original) is RuleTimeout:
+                        exc = RuleAborted(overran(rule, exc.original))  # type: ignore[misc]
+                    errors.append((rule, exc))
+                    continue
+                except BaseException as exc:
+                    if type(exc) is RuleTimeout:
+                        exc = overran(rule, exc)  # type: ignore[misc]
+                    elif not owned_by_rule(exc):
+                        raise
+                    errors.append((rule, exc))
+                    continue
+                if found is not None:
+                    matches.append(found)
+        finally:
+            if armed:
+                disarm()
         return matches, errors
 
+    timer.register_caller(every.__code__)
     return every

@@ -12,6 +12,8 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.detection.budget import RuleAborted
+
 _ENGINE_DIR = str(Path(__file__).resolve().parent.parent)
 _BUNDLED_DIR = str(Path(_ENGINE_DIR) / "_bundled")
 
@@ -26,6 +28,8 @@ class RuleFailure:
     def of(cls, error: BaseException) -> RuleFailure:
         if isinstance(error, RuleFailed):
             return error.failure
+        if isinstance(error, RuleAborted):  # a rule's SystemExit...: report the cause
+            error = error.original
         frame = _rule_frame(error)
         location = None if frame is None else f"{frame.filename}:{frame.lineno}"
         return cls(type(error).__name__, str(error), location)

@@ -193,6 +193,8 @@ class NativeCompiler:
                 rule.module = import_rule_module(self.path.parent / doc["python"])
             except PythonRuleError as exc:
                 self.problem(["python"], str(exc))
+        if "time_budget" in doc:
+            rule.time_budget = float(doc["time_budget"])
         if "title" in doc:
             rule.title_template = self.template(["title"], doc["title"])
         dedup = doc.get("dedup", {})

@@ -16,6 +16,7 @@ from types import ModuleType
 from typing import Any
 
 from engine.activity import ActivityRecord, Event
+from engine.detection import budget as timer
 from engine.detection.failures import RuleFailed, RuleFailure
 from engine.detection.operators import DataCheck, all_of
 
@@ -189,7 +190,7 @@ class Match:
         rendered = self._rendered
         if keyed and rendered is None:
             try:
-                dedup = self.rule.render_dedup(self.activity, self._event)
+                dedup = self._render_dedup()
             except Exception as error:  # noqa: BLE001 - the other process reports it
                 dedup = RuleFailure.of(error)
         return (
@@ -218,8 +219,19 @@ class Match:
         """The outputs; may raise what the rule's code raises (a rule error)."""
         rendered = self._rendered
         if rendered is None:
-            rendered = self._rendered = self.rule.render(self.activity, self._event)
+            rule = self.rule
+            if rule.runs_code:  # its hooks: timed, and their `BaseException`s kept in
+                rendered = timer.guarded(rule.render, rule.budget, self.activity, self._event)
+            else:
+                rendered = rule.render(self.activity, self._event)
+            self._rendered = rendered
         return rendered
+
+    def _render_dedup(self) -> str:
+        rule = self.rule
+        if rule.runs_code:
+            return timer.guarded(rule.render_dedup, rule.budget, self.activity, self._event)
+        return rule.render_dedup(self.activity, self._event)
 
     @property
     def title(self) -> str:
@@ -230,7 +242,7 @@ class Match:
         if self._rendered is None:
             dedup = self._dedup
             if dedup is None:
-                dedup = self._dedup = self.rule.render_dedup(self.activity, self._event)
+                dedup = self._dedup = self._render_dedup()
             elif type(dedup) is not str:  # its rendering failed in the evaluating process
                 raise dedup
             return dedup
@@ -290,6 +302,10 @@ class Rule:
     destinations: list[str] | None = None
     tests: list[Any] = field(default_factory=list)
     document: Any = None
+    # Seconds the rule's code may take on one activity (`time_budget`); None: the
+    # engine's default (engine/detection/budget.py).
+    time_budget: float | None = None
+    _code: bool | None = field(default=None, init=False, repr=False, compare=False)
     # `evaluate` compiled per activity type, on first use (see `runner`).
     _runners: dict[str | None, Runner | None] = field(
         default_factory=dict, init=False, repr=False, compare=False
@@ -300,14 +316,39 @@ class Rule:
         """Whether evaluating reads the `Event` view (a rule with Python code does)."""
         return self.module is not None
 
+    @property
+    def runs_code(self) -> bool:
+        """Whether evaluating or rendering runs code of the rule's own (Python hooks, a
+        format's own `evaluate`), which the evaluator times and guards."""
+        code = self._code
+        if code is None:
+            code = self._code = (
+                self.module is not None
+                or self.needs_event
+                or getattr(self.evaluate, "__func__", None) is not Rule.evaluate
+                or type(self).render is not Rule.render
+            )
+        return code
+
+    @property
+    def budget(self) -> float:
+        """The rule's time budget per activity, in seconds."""
+        return self.time_budget if self.time_budget is not None else timer.settings.budget
+
     def _hook(self, name: str) -> Callable[[Event], Any] | None:
         return getattr(self.module, name, None) if self.module is not None else None
 
     def evaluate(self, activity: ActivityRecord, event: Event | None) -> Match | None:
         """The match of this rule on an activity, or None; raises what the rule's code or
-        a path function raises. `event` may be None for a rule without Python code."""
+        a path function raises. `event` may be None for a rule without Python code. The
+        rule's code is timed, and its `BaseException`s (`SystemExit`...) are raised as
+        `RuleAborted` (engine/detection/budget.py): callers catch `Exception`."""
         run = self._compiled(activity.type)
-        return None if run is None else run(activity, event)
+        if run is None:
+            return None
+        if self.module is not None:
+            return timer.guarded(run, self.budget, activity, event)
+        return run(activity, event)
 
     def runner(self, activity_type: str | None = None) -> Runner | None:
         """What the evaluator runs on activities of `activity_type` (of any type: None):
