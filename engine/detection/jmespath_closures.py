@@ -223,10 +223,78 @@ def _function(
     return function
 
 
+# Deeper nesting than this is refused: the parser and the interpreter recurse per level,
+# and 500 nested parentheses exhausted Python's stack (a RecursionError traceback).
+MAX_NESTING = 64
+
+
+class ExpressionRefused(jmespath.exceptions.JMESPathError):
+    """An expression that parses but that the engine will not run (nested too deeply, a
+    pattern the regex engine refuses)."""
+
+
+def _nesting(text: str) -> int:
+    """The deepest nesting of brackets in `text`, outside quoted strings and literals."""
+    depth = deepest = 0
+    quote = None
+    escaped = False
+    for ch in text:
+        if quote is not None:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == quote:
+                quote = None
+        elif ch in "'\"`":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in ")]}":
+            depth -= 1
+    return deepest
+
+
+def _check_patterns(node: Mapping[str, Any]) -> None:
+    """Compile every literal pattern of `regex_match` now, so a refused one is a
+    problem `detect validate` reports, not a rule error on each activity."""
+    from engine.detection.functions import RegexError, compile_regex
+
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        children = current.get("children", [])
+        literal = (
+            current.get("type") == "function_expression"
+            and current.get("value") == "regex_match"
+            and len(children) == 2
+            and children[1].get("type") == "literal"
+        )
+        if literal and isinstance(children[1].get("value"), str):
+            try:
+                compile_regex(children[1]["value"])
+            except RegexError as exc:
+                raise ExpressionRefused(str(exc)) from None
+        stack.extend(child for child in children if isinstance(child, Mapping))
+
+
 def compile_expression(text: str, options: jmespath.Options) -> Compiled:
     """A function of the data equal to `jmespath.search(text, data, options)`; raises
-    `jmespath.exceptions.JMESPathError` for a malformed expression."""
-    parsed = jmespath.compile(text)
+    `jmespath.exceptions.JMESPathError` for a malformed expression (`ExpressionRefused`
+    for one nested too deeply or with a pattern RE2 refuses)."""
+    if not isinstance(text, str):
+        raise ExpressionRefused(f"an expression must be a string, not {type(text).__name__}")
+    depth = _nesting(text)
+    if depth > MAX_NESTING:
+        raise ExpressionRefused(
+            f"the expression nests brackets {depth} deep; at most {MAX_NESTING} are allowed"
+        )
+    try:
+        parsed = jmespath.compile(text)
+    except RecursionError:
+        raise ExpressionRefused("the expression is nested too deeply to parse") from None
+    _check_patterns(parsed.parsed)
     interpreter = visitor.TreeInterpreter(options)
     try:
         return _node(parsed.parsed, interpreter)

@@ -15,6 +15,7 @@ import jmespath
 
 from engine.detection.functions import (
     NamedLists,
+    RegexError,
     compile_regex,
     in_networks,
     parse_ip,
@@ -176,8 +177,8 @@ def _operator(key: str, argument: Any, lists: NamedLists) -> Predicate:
     if key == "regex":
         try:
             pattern = compile_regex(_require_str(key, argument))
-        except re.error as exc:
-            raise MatchError(key, f"regex {argument!r} does not compile: {exc}") from exc
+        except RegexError as exc:
+            raise MatchError(key, str(exc)) from exc
         return lambda v: isinstance(v, str) and pattern.search(v) is not None
     if key == "cidr":
         nets = _networks(key, argument)
