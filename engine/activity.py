@@ -31,6 +31,24 @@ _FAST_FORMS = frozenset((20, 24, 27))  # ...SSZ, ...SS.fffZ, ...SS.ffffffZ
 _FAST_SEPARATORS = frozenset(("--T::.", "--T::Z"))
 
 
+# Activity times the engine accepts (`Activity` and `try_parse_activity` check them):
+# windows and forgetting periods add up to years to an activity's time, and Python's
+# datetimes end with the year 9999 (an activity at 9999-12-31T23:59:59Z raised
+# OverflowError opening its alert). Both ends are far outside any real audit trail.
+EARLIEST = datetime(1000, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+_EARLIEST_EPOCH = EARLIEST.timestamp()
+_LATEST_EPOCH = LATEST.timestamp()
+
+
+def _in_range(moment: datetime, text: str) -> datetime:
+    if not EARLIEST <= moment < LATEST:
+        raise ValueError(
+            f"timestamp out of range: {text!r} (activities from the year 1000 up to 9000)"
+        )
+    return moment
+
+
 def parse_timestamp(text: str) -> datetime:
     """Parse an RFC 3339 timestamp into an aware UTC datetime (fractions cut to µs)."""
     if len(text) in _FAST_FORMS and text[-1] == "Z" and text[4:20:3] in _FAST_SEPARATORS:
@@ -120,10 +138,13 @@ class Activity(BaseModel):
         if isinstance(value, datetime):
             if value.tzinfo is None:
                 raise ValueError("timestamp has no time zone")
-            return value.astimezone(UTC)
+            try:
+                return _in_range(value.astimezone(UTC), value.isoformat())
+            except OverflowError as exc:
+                raise ValueError(f"timestamp out of range: {value.isoformat()}") from exc
         if not isinstance(value, str):
             raise ValueError("must be an RFC 3339 string")
-        return parse_timestamp(value)
+        return _in_range(parse_timestamp(value), value)
 
 
 class ActivityRecord:
@@ -226,12 +247,15 @@ def try_parse_activity(obj: Any, text: bytes | None = None) -> ActivityRecord | 
             moment = parse_timestamp(created)
         except ValueError:
             return None
+    epoch = moment.timestamp()
+    if not _EARLIEST_EPOCH <= epoch < _LATEST_EPOCH:
+        return None  # `parse_activity` asks the model, which says why
     # The slots set directly: the same record `ActivityRecord(obj, moment)` builds, from
     # the values at hand and without a call to `__init__`.
     record = _new_record(ActivityRecord)
     record.raw = obj
     record.created_at = moment
-    record.epoch = moment.timestamp()
+    record.epoch = epoch
     record.id = ident
     record.type = kind
     record.organization_id = organization_id

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from pydantic_core import from_json, to_json
+
 from engine.activity import ActivityRecord, format_timestamp, parse_timestamp
 
 SCHEMA = "detect.alert/v1"
@@ -18,6 +20,43 @@ def alert_id_for(rule_id: str, dedup_key: str, opened_at: datetime) -> str:
     """Stable for (rule, key, opening time): a replay or a restart gets the same id."""
     material = f"{rule_id}\x1f{dedup_key}\x1f{format_timestamp(opened_at)}"
     return "al_" + hashlib.sha256(material.encode("utf-8")).hexdigest()[:24]
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with every float that JSON cannot write (NaN, Infinity, -Infinity) as null;
+    the same object when it holds none. Python's JSON reader accepts such values in an
+    activity, but written back they are not JSON (`NaN`): every alert output (replay's
+    JSON Lines, the outbox, signed webhook bodies) writes them as null, as the state file's
+    encoder and a two-process replay's pipe already did."""
+    try:
+        return _safe(value)
+    except RecursionError:  # nested deeper than Python's stack: pydantic-core's encoder
+        try:
+            return from_json(to_json(value, fallback=str, inf_nan_mode="null"))
+        except ValueError:
+            return value
+
+
+def _safe(value: Any) -> Any:
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if isinstance(value, float):
+        return value if value - value == 0.0 else None  # NaN and ±inf give NaN here
+    if isinstance(value, dict):
+        changed = None
+        for key, item in value.items():
+            safe = _safe(item)
+            if safe is not item:
+                if changed is None:
+                    changed = dict(value)
+                changed[key] = safe
+        return value if changed is None else changed
+    if isinstance(value, list | tuple):
+        items = [_safe(item) for item in value]
+        if any(a is not b for a, b in zip(items, value, strict=True)):
+            return items
+    return value
 
 
 def _merge(into: list[str], values: list[str]) -> None:
@@ -55,6 +94,9 @@ class Alert:
     # An anchored-threshold alert that has not reached its count: kept, never notified.
     pending: bool = False
 
+    def __post_init__(self) -> None:
+        self.context = json_safe(self.context)
+
     def add(self, activity: ActivityRecord) -> None:
         """Count an activity into the alert, keeping the first ten verbatim."""
         self.event_count += 1
@@ -64,7 +106,7 @@ class Alert:
         if self.last_event_at is None or moment > self.last_event_at:
             self.last_event_at = moment
         if len(self.events) < MAX_SAMPLE_EVENTS:
-            self.events.append(activity.raw)
+            self.events.append(json_safe(activity.raw))
         org = activity.organization_id
         if org and org not in self.organization_ids:
             self.organization_ids.append(org)

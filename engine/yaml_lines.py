@@ -101,6 +101,63 @@ class YamlError(ValueError):
         self.message = message
 
 
+# Aliases may expand a document to at most this many nodes: a rule file that reuses an
+# anchored test event a few times is far below it, and a "billion laughs" of 500 bytes
+# (nine levels of nine aliases) would otherwise build and check 10^9 nodes.
+MAX_EXPANDED_NODES = 100_000
+
+
+def _expanded_size(root: yaml.Node) -> tuple[int, yaml.Node | None]:
+    """How many nodes the document has once every alias is expanded (counted without
+    expanding: each distinct node's size once, iteratively), and the first node reached
+    twice (an alias), or None."""
+    sizes: dict[int, int] = {}
+    reused = None
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            children = _children(node)
+            sizes[key] = min(1 + sum(sizes[id(c)] for c in children), MAX_EXPANDED_NODES + 1)
+            continue
+        if key in sizes:
+            reused = reused or node
+            continue
+        sizes[key] = 0  # in progress: a recursive alias counts nothing more
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node))
+    return sizes[id(root)], reused
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def _load(text: str, path: Path) -> Any:
+    loader = _LOADER(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        size, alias = _expanded_size(node)
+        if size > MAX_EXPANDED_NODES and alias is not None:
+            line = alias.start_mark.line + 1
+            raise YamlError(
+                path,
+                line,
+                f"anchors and aliases expand this document past {MAX_EXPANDED_NODES:,} nodes;"
+                " refused (a rule file needs few aliases, and nested ones multiply)",
+            )
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def load_yaml(path: Path) -> Any:
     """Parse one YAML document, with line numbers; raises `YamlError`."""
     try:
@@ -108,7 +165,9 @@ def load_yaml(path: Path) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise YamlError(path, 0, f"cannot read: {exc}") from exc
     try:
-        return yaml.load(text, Loader=_LOADER)  # a SafeLoader subclass
+        return _load(text, path)  # a SafeLoader subclass
+    except RecursionError:
+        raise YamlError(path, 0, "nested too deeply to read") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 0

@@ -24,6 +24,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from engine.alerts import json_safe
 from engine.config import signing_key
 from engine.delivery.digest import DigestInfo
 
@@ -36,9 +37,18 @@ def public_alert(alert: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in alert.items() if not k.startswith("_")}
 
 
+def _json(value: Any) -> str:
+    """Compact, ASCII-only JSON; a float JSON cannot write (NaN, Infinity) as null, so a
+    receiver's strict parser always accepts what was signed."""
+    try:
+        return json.dumps(value, separators=(",", ":"), default=str, allow_nan=False)
+    except ValueError:
+        return json.dumps(json_safe(value), separators=(",", ":"), default=str, allow_nan=False)
+
+
 def body_for(alert: Mapping[str, Any]) -> str:
     """The exact bytes (as text) that are sent and signed: compact, ASCII-only JSON."""
-    return json.dumps(public_alert(alert), separators=(",", ":"), default=str)
+    return _json(public_alert(alert))
 
 
 def message_id(alert_id: str, destination: str, purpose: str = "opened") -> str:
@@ -116,6 +126,6 @@ def digest_bodies(
             "alert_count": len(chunk),
             "alerts": [public_alert(a) for a in chunk],
         }
-        text = json.dumps(body, separators=(",", ":"), default=str)
+        text = _json(body)
         bodies.append((text, [str(a.get("alert_id", "")) for a in chunk]))
     return bodies
