@@ -146,11 +146,125 @@ class DigestConfig(_Strict):
         return period
 
 
+# -- the destination types beyond Slack, webhooks and the console ---------------------
+# `teams`, `google_chat`, `pagerduty`, `email` and `templated_webhook`: their few
+# settings and per-type rules. Errors never quote a URL, a key, a password or a header
+# value.
+
+NEW_TYPES = ("teams", "google_chat", "pagerduty", "email", "templated_webhook")
+PAGERDUTY_URL = "https://events.pagerduty.com/v2/enqueue"
+_DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
+
+
+def _address(value: str) -> str:
+    if not isinstance(value, str) or "@" not in value or any(c in value for c in "\r\n\0,;<>"):
+        raise ValueError("an email address must look like name@example.com")
+    return value.strip()
+
+
+class SmtpConfig(BaseModel):
+    """`smtp:` of an email destination."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    host: str
+    port: int | None = Field(default=None, ge=1, le=65535)
+    # starttls (587): upgrade before anything else; tls (465): implicit TLS; none: plain
+    # SMTP, for a relay on loopback only (or with allow_insecure: true).
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str | None = None
+    password: SecretStr | None = None
+    from_address: str = Field(alias="from")
+    to: list[str] = Field(min_length=1)
+    # A CA bundle to verify the server with instead of the system store.
+    ca_file: str | None = None
+    allow_insecure: bool = False
+
+    _addresses = field_validator("from_address", mode="after")(_address)
+
+    @field_validator("to", mode="after")
+    @classmethod
+    def _recipients(cls, value: list[str]) -> list[str]:
+        return [_address(v) for v in value]
+
+    @model_validator(mode="after")
+    def _coherent(self) -> SmtpConfig:
+        if self.port is None:
+            self.port = _DEFAULT_PORTS[self.security]
+        if (self.username is None) != (self.password is None):
+            raise ValueError("`username` and `password` go together")
+        if self.security == "none" and not (_is_loopback(self.host) or self.allow_insecure):
+            raise ValueError(
+                "`security: none` sends mail (and any password) in clear: use starttls or "
+                "tls, or allow_insecure: true for a relay you trust"
+            )
+        if any(c in self.host for c in "\r\n\0/ "):
+            raise ValueError("`host` is not a host name")
+        return self
+
+
+def _check_template(node: Any, where: str = "") -> None:
+    """Every string of a templated webhook's `template` compiles as a `{path}` template
+    (the holes rules use in titles); raises `ValueError` with the place of a bad one."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            _check_template(value, f"{where}.{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            _check_template(value, f"{where}[{index}]")
+    elif isinstance(node, str):
+        import jmespath
+
+        from engine.detection.operators import MatchError
+        from engine.detection.templates import compile_template
+
+        try:
+            compile_template(node, jmespath.Options())
+        except MatchError as error:
+            raise ValueError(f"template{where}: {error}") from None
+
+
+def check_new_type(config: Any) -> None:
+    """The per-type rules of the new destination types (and the fields only they use)."""
+    kind = config.type
+    only = {
+        "routing_key": "pagerduty",
+        "smtp": "email",
+        "template": "templated_webhook",
+    }
+    for field, owner in only.items():
+        if getattr(config, field) is not None and kind != owner:
+            raise ValueError(f"`{field}` is only used by type: {owner}")
+    if config.resolve_on_close and kind != "pagerduty":
+        raise ValueError("`resolve_on_close` is only used by type: pagerduty")
+    if kind == "pagerduty":
+        if config.routing_key is None:
+            raise ValueError("type: pagerduty needs a `routing_key` (an Events API v2 key)")
+        if config.url is None:
+            config.url = SecretStr(PAGERDUTY_URL)
+    elif kind == "email":
+        if config.smtp is None:
+            raise ValueError("type: email needs `smtp` (host, from, to, …)")
+    elif kind == "templated_webhook":
+        if not isinstance(config.template, dict | list) or not config.template:
+            raise ValueError("type: templated_webhook needs a `template` (a mapping or list)")
+        _check_template(config.template)
+
+
 class DestinationConfig(_Strict):
     """One place alerts go. Routing: an alert reaches every destination whose filters it
     passes, unless its rule names destinations (then exactly those)."""
 
-    type: Literal["slack", "webhook", "console"]
+    type: Literal[
+        "slack",
+        "webhook",
+        "console",
+        "teams",
+        "google_chat",
+        "pagerduty",
+        "email",
+        "templated_webhook",
+    ]
     url: SecretStr | None = None
     secret: SecretStr | None = None
     # During a key rotation the webhook is signed with both; receivers accept either.
@@ -180,6 +294,12 @@ class DestinationConfig(_Strict):
     max_burst: int = Field(default=1, ge=1)
     # Batch alerts below a severity into one message per period (docs/delivery.md, Digests).
     digest: DigestConfig | None = None
+    # The types checked by `check_new_type` above: PagerDuty's Events v2 routing key and
+    # its `resolve` on close, email's SMTP settings, a templated webhook's body.
+    routing_key: SecretStr | None = None
+    resolve_on_close: bool = False
+    smtp: SmtpConfig | None = None
+    template: dict[str, Any] | list[Any] | None = None
 
     @field_validator("min_severity", mode="before")
     @classmethod
@@ -195,10 +315,11 @@ class DestinationConfig(_Strict):
         """Errors here never quote the URL, the secret or a header value."""
         from urllib.parse import urlsplit
 
-        if self.type == "console":
+        check_new_type(self)
+        if self.type in ("console", "email"):
             for name in ("url", "secret", "previous_secret"):
                 if getattr(self, name) is not None:
-                    raise ValueError(f"`{name}` is not used by type: console")
+                    raise ValueError(f"`{name}` is not used by type: {self.type}")
         else:
             if self.url is None:
                 raise ValueError(f"type: {self.type} needs a `url`")
@@ -214,8 +335,8 @@ class DestinationConfig(_Strict):
                     "`url` must use https (plain http is allowed for loopback addresses, "
                     "or with allow_insecure_http: true)"
                 )
-        if self.type == "webhook":
-            if self.secret is None:
+        if self.type in ("webhook", "templated_webhook"):
+            if self.secret is None and self.type == "webhook":
                 raise ValueError("type: webhook needs a `secret` to sign requests with")
             for name in ("secret", "previous_secret"):
                 value = getattr(self, name)
@@ -228,9 +349,9 @@ class DestinationConfig(_Strict):
                     )
         else:
             if self.secret is not None or self.previous_secret is not None:
-                raise ValueError("`secret` is only used by type: webhook")
+                raise ValueError("`secret` is only used by type: webhook (and templated_webhook)")
             if self.headers:
-                raise ValueError("`headers` is only used by type: webhook")
+                raise ValueError("`headers` is only used by type: webhook (and templated_webhook)")
         for name, value in self.headers.items():
             if not _HEADER_NAME.match(name):
                 raise ValueError(f"header name {name!r} is not a valid HTTP header name")

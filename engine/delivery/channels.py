@@ -31,6 +31,18 @@ USER_AGENT = f"detect/{__version__}"
 # Messages per second when `max_messages_per_second` is not set: Slack allows about one
 # per second per webhook; the others are unlimited.
 DEFAULT_RATES: dict[str, float | None] = {"slack": 1.0, "webhook": None, "console": None}
+# The other types (module, class), imported when configured. Teams: 4 a second at most
+# and far fewer over an hour; Google Chat: 1 a second per space; PagerDuty: 120 a minute.
+NEW_CHANNELS = {
+    "teams": ("engine.delivery.teams", "TeamsChannel"),
+    "google_chat": ("engine.delivery.google_chat", "GoogleChatChannel"),
+    "pagerduty": ("engine.delivery.pagerduty", "PagerDutyChannel"),
+    "email": ("engine.delivery.email", "EmailChannel"),
+    "templated_webhook": ("engine.delivery.templated", "TemplatedWebhookChannel"),
+}
+DEFAULT_RATES.update(
+    {"teams": 1.0, "google_chat": 1.0, "pagerduty": 2.0, "email": None, "templated_webhook": None}
+)
 
 
 class Channel(Protocol):
@@ -144,6 +156,11 @@ def build_channel(name: str, config: DestinationConfig, stream: IO[str] | None =
         return SlackChannel(name, config)
     if config.type == "webhook":
         return WebhookChannel(name, config)
+    if config.type in NEW_CHANNELS:
+        import importlib
+
+        module, cls = NEW_CHANNELS[config.type]
+        return getattr(importlib.import_module(module), cls)(name, config)
     return ConsoleChannel(name, config, stream)
 
 

@@ -374,7 +374,10 @@ class Dispatcher:
             config = self.destinations.get(delivery.destination)
             grown = int(alert.get("event_count") or 0) > int(delivery.event_count or 0)
             plan = None
-            if config is not None and config.summary_on_close and grown:
+            # PagerDuty's `resolve_on_close` closes every alert, grown or not.
+            if config is not None and (
+                (config.summary_on_close and grown) or config.resolve_on_close
+            ):
                 silence = self.outbox.silence_for(
                     str(alert.get("rule_id", "")), str(alert.get("dedup_key", "")), now
                 )
@@ -569,7 +572,9 @@ class Dispatcher:
         config = self.destinations[name]
         state = self._states[name]
         if outcome.kind == SENT:
-            summary = config.summary_on_close and delivery.purpose == OPENED
+            summary = (config.summary_on_close or config.resolve_on_close) and (
+                delivery.purpose == OPENED
+            )
             self.outbox.finish(
                 delivery.delivery_id, SENT, now, "", outcome.status, summary_due=summary
             )
