@@ -7,6 +7,7 @@
     detect alerts silence (--rule ID | --dedup-key KEY) --for 4h --reason TEXT
     detect alerts silences [--all]
     detect alerts unsilence SILENCE_ID
+    detect alerts test --destination NAME [--severity S] [--timeout SECONDS]   (probe.py)
 
 Every command reads the state database named by `--state`, else the configuration's
 `state.path` (`--config`, else ./detect.yaml), else `.detect/state.db`. Nothing here
@@ -436,3 +437,7 @@ def register(subparsers: Any) -> None:
     common(unsilence)
     unsilence.add_argument("silence_id", metavar="SILENCE_ID")
     unsilence.set_defaults(handler=cmd_unsilence)
+
+    from engine.delivery.probe import register as register_test
+
+    register_test(actions, common)
