@@ -44,7 +44,7 @@ class ProbeResult:
         return self.status == "sent"
 
 
-def test_alert(destination: str, severity: str, now: datetime) -> Any:
+def marked_test_alert(destination: str, severity: str, now: datetime) -> Any:
     from engine.alerts import Alert
 
     return Alert(
@@ -85,7 +85,7 @@ def send_test(
 
     settings = config.destinations[destination]
     now = datetime.fromtimestamp(clock(), tz=UTC)
-    alert = test_alert(destination, severity, now)
+    alert = marked_test_alert(destination, severity, now)
     with tempfile.TemporaryDirectory(prefix="detect-test-") as folder:
         db = Path(folder) / "state.db"
         store = SqliteStore(db)
