@@ -43,7 +43,8 @@ from engine.delivery.alert_text import (
     title_of,
 )
 from engine.delivery.digest import DigestInfo, plural
-from engine.delivery.transport import REDACTOR, Outcome, clean_text, iso
+from engine.delivery.text import clean_text, iso
+from engine.delivery.transport import REDACTOR, Outcome
 
 log = logging.getLogger("engine.delivery")
 

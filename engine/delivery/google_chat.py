@@ -39,7 +39,7 @@ from engine.delivery.alert_text import (
 )
 from engine.delivery.digest import DigestInfo, plural
 from engine.delivery.json_channel import JsonChannel
-from engine.delivery.transport import iso
+from engine.delivery.text import iso
 
 MAX_BYTES = 30_000
 REPLY_OPTION = "REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD"

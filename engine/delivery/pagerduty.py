@@ -44,7 +44,8 @@ from engine.delivery.alert_text import (
 )
 from engine.delivery.digest import DigestInfo, event_total, plural
 from engine.delivery.json_channel import JsonChannel
-from engine.delivery.transport import REDACTOR, Outcome, iso
+from engine.delivery.text import iso
+from engine.delivery.transport import REDACTOR, Outcome
 
 DEFAULT_URL = "https://events.pagerduty.com/v2/enqueue"
 SEVERITY = {"critical": "critical", "high": "error", "medium": "warning", "low": "info"}

@@ -36,7 +36,7 @@ from engine.delivery.alert_text import (
 )
 from engine.delivery.digest import DigestInfo, plural
 from engine.delivery.json_channel import JsonChannel
-from engine.delivery.transport import iso
+from engine.delivery.text import iso
 
 CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
 SCHEMA = "http://adaptivecards.io/schemas/adaptive-card.json"

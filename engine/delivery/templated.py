@@ -36,7 +36,8 @@ from engine.config import DestinationConfig
 from engine.delivery.alert_text import printable, title_of
 from engine.delivery.digest import DigestInfo, event_total, plural
 from engine.delivery.json_channel import USER_AGENT
-from engine.delivery.transport import REDACTOR, HttpPoster, Outcome, iso
+from engine.delivery.text import iso
+from engine.delivery.transport import REDACTOR, HttpPoster, Outcome
 from engine.delivery.webhook import EVENT_HEADER, public_alert, signature_headers
 
 Render = Callable[[Mapping[str, Any]], Any]
