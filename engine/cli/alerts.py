@@ -7,7 +7,7 @@
     detect alerts silence (--rule ID | --dedup-key KEY) --for 4h --reason TEXT
     detect alerts silences [--all]
     detect alerts unsilence SILENCE_ID
-    detect alerts test --destination NAME [--severity S] [--timeout SECONDS]   (probe.py)
+    detect alerts test --destination NAME [--severity S] [--timeout SECONDS]
 
 Every command reads the state database named by `--state`, else the configuration's
 `state.path` (`--config`, else ./detect.yaml), else `.detect/state.db`. Nothing here
@@ -357,6 +357,43 @@ def cmd_unsilence(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- test ---------------------------------------------------------------------------
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    """One marked test alert through the real path (engine/runs/probe.py). Exit 0 when
+    the destination accepted it; 1 with the receiver's answer when it refused it, or when
+    it was still failing after `--timeout` seconds."""
+    config = load_config(getattr(args, "config", None))
+    if config is None:
+        print("error: needs the configuration (--config or ./detect.yaml)", file=sys.stderr)
+        return EXIT_INVALID
+    if args.destination not in config.destinations:
+        print(
+            f"error: no destination {clean_text(str(args.destination), 60)!r} in the configuration",
+            file=sys.stderr,
+        )
+        return EXIT_INVALID
+    from engine.runs.probe import send_test
+
+    kind = config.destinations[args.destination].type
+    print(f"sending a test alert to {args.destination} ({kind}) …", flush=True)
+    result = send_test(config, args.destination, args.timeout, args.severity)
+    answer = f"HTTP {result.http_status}" if result.http_status else ""
+    if kind == "email" and result.http_status:
+        answer = f"SMTP {result.http_status}"
+    tries = f"{result.attempts} attempt{'s' if result.attempts != 1 else ''}"
+    if result.accepted:
+        print(f"accepted: {answer or 'sent'} ({tries}); test alert {result.alert_id}")
+        return EXIT_OK
+    reason = clean_text(str(result.reason or answer or result.status), 300)
+    if result.status == "pending":
+        print(f"not delivered within {args.timeout:g}s ({tries}): {reason}", file=sys.stderr)
+    else:
+        print(f"refused ({tries}): {reason}", file=sys.stderr)
+    return EXIT_FAILED
+
+
 # -- wiring -------------------------------------------------------------------------
 
 
@@ -438,6 +475,22 @@ def register(subparsers: Any) -> None:
     unsilence.add_argument("silence_id", metavar="SILENCE_ID")
     unsilence.set_defaults(handler=cmd_unsilence)
 
-    from engine.delivery.probe import register as register_test
-
-    register_test(actions, common)
+    test = actions.add_parser(
+        "test", help="send a clearly marked test alert to one destination, through the real path"
+    )
+    common(test)
+    test.add_argument("--destination", required=True, metavar="NAME", help="the destination")
+    test.add_argument(
+        "--severity",
+        default="info",
+        choices=("info", "low", "medium", "high", "critical"),
+        help="the test alert's severity (default info; it decides digests and PagerDuty urgency)",
+    )
+    test.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long to keep retrying 429/5xx before giving up (default 60)",
+    )
+    test.set_defaults(handler=cmd_test)

@@ -1,32 +1,23 @@
-"""`detect alerts test --destination NAME`: one clearly marked test alert, sent through
-the real path, and what the receiver answered.
+"""The test alert of `detect alerts test --destination NAME`, and the answer read back.
 
-The test alert is committed to a throwaway state database (never the real one, whose
-alerts and deliveries it would otherwise join) and delivered by an ordinary
-`Dispatcher` with that one destination: routing by the alert's own `destinations`,
-rendering, signing, the rate limit, retries on 429/5xx honouring Retry-After, and the
-outcome recorded in the outbox, from which the answer is read back. A destination with
-a digest sends the test at once as a digest (the severity decides, as for any alert).
-
-Exit status: 0 when the destination accepted it; 1 with the receiver's answer when it
-refused it, or when it was still failing after `--timeout` seconds.
+`marked_test_alert` is one clearly marked alert (rule `detect.test`, `[TEST]` in its
+title) routed to exactly one destination by its own `destinations`; `read_answer` reads
+what became of it from an outbox: its delivery, or, when a destination's digest took
+it, the digest message's. Sending it through the real path (a throwaway state database,
+an ordinary dispatcher) is the run mode `engine/runs/probe.py`; the command is in
+`engine/cli/alerts.py`.
 """
 
 from __future__ import annotations
 
-import argparse
 import secrets
-import sys
-import tempfile
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from engine.config import Config
+    from engine.alerts import Alert
 
 TEST_RULE = "detect.test"
 
@@ -44,7 +35,7 @@ class ProbeResult:
         return self.status == "sent"
 
 
-def marked_test_alert(destination: str, severity: str, now: datetime) -> Any:
+def marked_test_alert(destination: str, severity: str, now: datetime) -> Alert:
     from engine.alerts import Alert
 
     return Alert(
@@ -71,93 +62,20 @@ def marked_test_alert(destination: str, severity: str, now: datetime) -> Any:
     )
 
 
-def send_test(
-    config: Config,
-    destination: str,
-    timeout: float = 60.0,
-    severity: str = "info",
-    clock: Callable[[], float] = time.time,
-    sleep: Callable[[float], None] | None = None,
-) -> ProbeResult:
-    from engine.delivery.dispatcher import Dispatcher
+def read_answer(db_path: Path, alert_id: str) -> ProbeResult:
+    """What the outbox at `db_path` recorded for the test alert `alert_id`."""
     from engine.delivery.outbox import Outbox
-    from engine.state.sqlite import SqliteStore
 
-    settings = config.destinations[destination]
-    now = datetime.fromtimestamp(clock(), tz=UTC)
-    alert = marked_test_alert(destination, severity, now)
-    with tempfile.TemporaryDirectory(prefix="detect-test-") as folder:
-        db = Path(folder) / "state.db"
-        store = SqliteStore(db)
-        store.save_alert(alert.to_state(), notify=True)
-        store.commit()
-        store.close()
-        with Dispatcher(db, {destination: settings}, clock=clock, sleep=sleep) as dispatcher:
-            dispatcher.dispatch_pending(clock() + timeout, flush_digests=True)
-        # Read after close(): a request still in flight at the deadline is recorded then.
-        outbox = Outbox(db)
-        try:
-            rows = outbox.deliveries([alert.alert_id]).get(alert.alert_id, [])
-            if rows and rows[0].digest_id:
-                # Sent inside a digest: the digest message carries the answer.
-                key = rows[0].digest_id
-                rows = outbox.deliveries([key]).get(key) or rows
-        finally:
-            outbox.close()
+    outbox = Outbox(db_path)
+    try:
+        rows = outbox.deliveries([alert_id]).get(alert_id, [])
+        if rows and rows[0].digest_id:
+            # Sent inside a digest: the digest message carries the answer.
+            key = rows[0].digest_id
+            rows = outbox.deliveries([key]).get(key) or rows
+    finally:
+        outbox.close()
     if not rows:
-        return ProbeResult(alert.alert_id, "dead", None, "the test alert was not routed", 0)
+        return ProbeResult(alert_id, "dead", None, "the test alert was not routed", 0)
     row = rows[0]
-    return ProbeResult(alert.alert_id, row.status, row.http_status, row.reason, row.attempts)
-
-
-def cmd_test(args: argparse.Namespace) -> int:
-    from engine.delivery.commands import EXIT_FAILED, EXIT_INVALID, EXIT_OK, _clean, _config
-
-    config = _config(args)
-    if config is None:
-        print("error: needs the configuration (--config or ./detect.yaml)", file=sys.stderr)
-        return EXIT_INVALID
-    if args.destination not in config.destinations:
-        print(
-            f"error: no destination {_clean(args.destination, 60)!r} in the configuration",
-            file=sys.stderr,
-        )
-        return EXIT_INVALID
-    kind = config.destinations[args.destination].type
-    print(f"sending a test alert to {args.destination} ({kind}) …", flush=True)
-    result = send_test(config, args.destination, args.timeout, args.severity)
-    answer = f"HTTP {result.http_status}" if result.http_status else ""
-    if kind == "email" and result.http_status:
-        answer = f"SMTP {result.http_status}"
-    tries = f"{result.attempts} attempt{'s' if result.attempts != 1 else ''}"
-    if result.accepted:
-        print(f"accepted: {answer or 'sent'} ({tries}); test alert {result.alert_id}")
-        return EXIT_OK
-    reason = _clean(result.reason or answer or result.status, 300)
-    if result.status == "pending":
-        print(f"not delivered within {args.timeout:g}s ({tries}): {reason}", file=sys.stderr)
-    else:
-        print(f"refused ({tries}): {reason}", file=sys.stderr)
-    return EXIT_FAILED
-
-
-def register(actions: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
-    test = actions.add_parser(
-        "test", help="send a clearly marked test alert to one destination, through the real path"
-    )
-    common(test)
-    test.add_argument("--destination", required=True, metavar="NAME", help="the destination")
-    test.add_argument(
-        "--severity",
-        default="info",
-        choices=("info", "low", "medium", "high", "critical"),
-        help="the test alert's severity (default info; it decides digests and PagerDuty urgency)",
-    )
-    test.add_argument(
-        "--timeout",
-        type=float,
-        default=60.0,
-        metavar="SECONDS",
-        help="how long to keep retrying 429/5xx before giving up (default 60)",
-    )
-    test.set_defaults(handler=cmd_test)
+    return ProbeResult(alert_id, row.status, row.http_status, row.reason, row.attempts)

@@ -1,10 +1,11 @@
 """The one place a run is assembled: source → pipeline → outbox → dispatcher.
 
 Every mode (`detect run`, `detect replay` on one or two processes, `detect run --demo`,
-`detect bench`) takes its parts from here and only loops over them: `pipeline()` for the
-stages after the source, `file_source()` or `live_source()` for what feeds them,
-`evaluate()` to drive a finite source through the pipeline, `live_health()` for the
-source's own alerts, `dispatcher()` and `deliver()` for what the outbox holds.
+`detect bench`, `detect alerts test`) takes its parts from here and only loops over
+them: `pipeline()` for the stages after the source, `file_source()` or `live_source()`
+for what feeds them, `evaluate()` to drive a finite source through the pipeline,
+`live_health()` for the source's own alerts, `dispatcher()` and `deliver()` for what the
+outbox holds.
 """
 
 from __future__ import annotations
@@ -171,11 +172,23 @@ def live_source(
     return LiveParts(run, poller, monitor, stopping)
 
 
-def dispatcher(config: Config, out: IO[str] | None = None) -> Dispatcher:
-    """The dispatcher over the configured state file's outbox."""
+def dispatcher(
+    config: Config,
+    out: IO[str] | None = None,
+    *,
+    state: Path | None = None,
+    only: Sequence[str] | None = None,
+    **options: Any,
+) -> Dispatcher:
+    """The dispatcher over the configured state file's outbox (or the one at `state`),
+    to every configured destination (or only those named in `only`: `detect alerts
+    test`). `options` go to the dispatcher (its clock and sleep)."""
     from engine.delivery.dispatcher import Dispatcher
 
-    return Dispatcher(config.state.path, config, stream=out)
+    destinations = config.destinations
+    if only is not None:
+        destinations = {name: config.destinations[name] for name in only}
+    return Dispatcher(state or config.state.path, destinations, stream=out, **options)
 
 
 def deliver(config: Config, timeout: float | None = None, **options: Any) -> DispatchReport:

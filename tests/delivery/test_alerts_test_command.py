@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from engine.config import load_config
-from engine.delivery.probe import send_test
+from engine.runs.probe import send_test
 from tests.delivery.conftest import SECRET
 from tests.delivery.test_commands import detect
 from tests.delivery.test_email import Mailbox
