@@ -16,6 +16,8 @@ import unicodedata
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from engine.activity import format_timestamp
+
 SEVERITY_WORDS = {
     "critical": "CRITICAL",
     "high": "HIGH",
@@ -158,3 +160,9 @@ def fit(build: Callable[[Clipper], Any], limit: int, size: Callable[[Any], int] 
         if size(payload) <= limit:
             return payload
     raise ValueError("the message does not fit the service's size limit even at its shortest")
+
+
+def period(info: Any) -> str:
+    """A digest's period as people read it: its two wall-clock instants, to the second."""
+    start = format_timestamp(info.period_start, "seconds")
+    return f"{start} to {format_timestamp(info.period_end, 'seconds')}"

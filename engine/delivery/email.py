@@ -36,6 +36,7 @@ from engine.config import DestinationConfig
 from engine.delivery.alert_text import (
     context_facts,
     facts,
+    period,
     printable,
     runbook_steps,
     safe_url,
@@ -43,7 +44,7 @@ from engine.delivery.alert_text import (
     title_of,
 )
 from engine.delivery.digest import DigestInfo, plural
-from engine.delivery.text import clean_text, iso
+from engine.delivery.text import clean_text
 from engine.delivery.transport import REDACTOR, Outcome
 
 log = logging.getLogger("engine.delivery")
@@ -146,7 +147,7 @@ def build_digest_message(
 ) -> EmailMessage:
     part = f" {number}/{parts}" if parts > 1 else ""
     head = f"Digest{part}: {plural(len(alerts), 'alert')} below {info.below.upper()}"
-    span = f"{iso(info.period_start)} to {iso(info.period_end)}"
+    span = f"{period(info)}"
     lines = [head, f"Period {span}", ""]
     rows = []
     for alert in alerts:

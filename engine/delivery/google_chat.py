@@ -31,6 +31,7 @@ from engine.delivery.alert_text import (
     context_facts,
     facts,
     fit,
+    period,
     printable,
     runbook_steps,
     safe_url,
@@ -39,7 +40,6 @@ from engine.delivery.alert_text import (
 )
 from engine.delivery.digest import DigestInfo, plural
 from engine.delivery.json_channel import JsonChannel
-from engine.delivery.text import iso
 
 MAX_BYTES = 30_000
 REPLY_OPTION = "REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD"
@@ -167,7 +167,7 @@ def _digest(
                 "card": {
                     "header": {
                         "title": head,
-                        "subtitle": f"{iso(info.period_start)} to {iso(info.period_end)}",
+                        "subtitle": f"{period(info)}",
                     },
                     "sections": sections,
                 },

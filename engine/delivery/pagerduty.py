@@ -37,6 +37,7 @@ from engine.delivery.alert_text import (
     context_facts,
     facts,
     fit,
+    period,
     printable,
     runbook_steps,
     safe_url,
@@ -44,7 +45,6 @@ from engine.delivery.alert_text import (
 )
 from engine.delivery.digest import DigestInfo, event_total, plural
 from engine.delivery.json_channel import JsonChannel
-from engine.delivery.text import iso
 from engine.delivery.transport import REDACTOR, Outcome
 
 DEFAULT_URL = "https://events.pagerduty.com/v2/enqueue"
@@ -131,7 +131,7 @@ def _digest_event(alerts: list[Mapping[str, Any]], info: DigestInfo, clip: Clipp
         for a in alerts
     ]
     details: dict[str, Any] = {
-        "Period": f"{iso(info.period_start)} to {iso(info.period_end)}",
+        "Period": f"{period(info)}",
         "Alerts": listed,
     }
     if info.early:

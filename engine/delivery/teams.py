@@ -29,6 +29,7 @@ from engine.delivery.alert_text import (
     context_facts,
     facts,
     fit,
+    period,
     runbook_steps,
     safe_url,
     severity_word,
@@ -36,7 +37,6 @@ from engine.delivery.alert_text import (
 )
 from engine.delivery.digest import DigestInfo, plural
 from engine.delivery.json_channel import JsonChannel
-from engine.delivery.text import iso
 
 CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
 SCHEMA = "http://adaptivecards.io/schemas/adaptive-card.json"
@@ -144,7 +144,10 @@ def _digest_card(
     head = f"Digest{part} · {plural(total, 'alert')} below {info.below.upper()}"
     body: list[dict[str, Any]] = [
         _label(head, weight="Bolder", size="Medium"),
-        _label(f"Period {iso(info.period_start)} to {iso(info.period_end)}", isSubtle=True),
+        _label(
+            f"Period {period(info)}",
+            isSubtle=True,
+        ),
     ]
     for alert in chunk:
         count = alert.get("event_count", 0)

@@ -32,11 +32,11 @@ from typing import Any
 
 import jmespath
 
+from engine.activity import format_timestamp
 from engine.config import DestinationConfig
 from engine.delivery.alert_text import printable, title_of
 from engine.delivery.digest import DigestInfo, event_total, plural
 from engine.delivery.json_channel import USER_AGENT
-from engine.delivery.text import iso
 from engine.delivery.transport import REDACTOR, HttpPoster, Outcome
 from engine.delivery.webhook import EVENT_HEADER, public_alert, signature_headers
 
@@ -61,9 +61,9 @@ def _clean(value: Any) -> Any:
 
 def _leaf(text: str) -> Render:
     from engine.detection.operators import compile_path
-    from engine.detection.templates import _split, render_value
+    from engine.detection.templates import render_value, split_template
 
-    parts = _split(text)
+    parts = split_template(text)
     if len(parts) == 1 and isinstance(parts[0], tuple):
         getter = compile_path(parts[0][0], _OPTIONS)
         return lambda data: _clean(getter(data))
@@ -133,8 +133,8 @@ def digest_data(
         "description": "\n".join(lines),
         "event_count": event_total(alerts),
         "alert_count": len(alerts),
-        "period_start": iso(info.period_start),
-        "period_end": iso(info.period_end),
+        "period_start": format_timestamp(info.period_start, "seconds"),
+        "period_end": format_timestamp(info.period_end, "seconds"),
         "early": info.early,
         "below": info.below,
         "tags": [],

@@ -27,7 +27,7 @@ def render_value(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
 
 
-def _split(template: str) -> list[str | tuple[str]]:
+def split_template(template: str) -> list[str | tuple[str]]:
     """Literal text as `str`, holes as 1-tuples; `{{` and `}}` are literal braces."""
     parts: list[str | tuple[str]] = []
     text: list[str] = []
@@ -65,7 +65,7 @@ def compile_template(
 ) -> Callable[[Mapping[str, Any]], str]:
     """A function of the event data; raises `MatchError` for a malformed template."""
     pieces: list[str | Callable[[Mapping[str, Any]], Any]] = []
-    for part in _split(template):
+    for part in split_template(template):
         pieces.append(part if isinstance(part, str) else compile_path(part[0], options))
     if all(isinstance(p, str) for p in pieces):
         constant = "".join(pieces)  # type: ignore[arg-type]
