@@ -16,8 +16,11 @@ Failures:
 
 Every state change is committed before the next step, so a crash or restart resumes
 exactly where the database says: a delivery marked sent is never sent again; one whose
-attempt was in flight is retried once its lease (timeout + 10 s) has passed, which is the
-one case in which a receiver can see a message twice (at-least-once delivery).
+attempt was in flight is retried once its lease (the attempt's longest time, connecting
+plus awaiting the answer, + 10 s) has passed. That, and a receiver that takes longer than
+`transport.ANSWER_TIMEOUT` (30 s) to answer a request it then accepts, are the cases in
+which a receiver can see a message twice (at-least-once delivery); a webhook's repeat
+carries the same `webhook-id`.
 
 Digests (engine/delivery/digest.py): an alert below a destination's `digest.below` is
 routed into status `digest` instead of `pending`; once its period has closed on this
@@ -65,7 +68,7 @@ from engine.delivery.outbox import (
     Silence,
 )
 from engine.delivery.routing import route
-from engine.delivery.transport import REDACTOR, Outcome
+from engine.delivery.transport import REDACTOR, Outcome, attempt_seconds
 from engine.delivery.webhook import message_id
 
 log = logging.getLogger("engine.delivery")
@@ -536,7 +539,7 @@ class Dispatcher:
                     report.dead += 1
                     return False
             count = int(alert.get("event_count") or 0)
-        lease = now + channel.config.timeout.total_seconds() + LEASE_MARGIN
+        lease = now + attempt_seconds(channel.config.timeout.total_seconds()) + LEASE_MARGIN
         claimed = self.outbox.claim(delivery.delivery_id, now, lease, payload, count)
         if claimed is None:  # another process holds it
             return True
@@ -631,7 +634,7 @@ class Dispatcher:
     # -- time ------------------------------------------------------------------------
 
     def _grace(self, name: str) -> float:
-        return self.destinations[name].timeout.total_seconds() + LEASE_MARGIN
+        return attempt_seconds(self.destinations[name].timeout.total_seconds()) + LEASE_MARGIN
 
     def _expire(self, now: float, report: DispatchReport) -> None:
         for name, config in self.destinations.items():

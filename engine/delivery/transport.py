@@ -24,6 +24,14 @@ from engine.delivery.text import clean_text
 
 REDACTED = "[redacted]"
 MAX_RESPONSE_BYTES = 64 * 1024
+# How long an answer is awaited once the request has been sent, whatever shorter
+# `timeout` a destination sets (the timeout still bounds the connection). A request whose
+# body went out and whose answer is merely slow was, most likely, accepted: giving up on
+# it early and sending it again is what turns a slow receiver into duplicates (issue 18:
+# 2 s timeouts against 4-5 s answers made 38 alerts into 55 Slack messages). Only a
+# receiver that has not answered after this long is retried (docs/delivery.md, "When a
+# duplicate is possible"). Read when each request is sent, so tests can shorten it.
+ANSWER_TIMEOUT = 30.0
 # Shorter strings are too likely to be ordinary words to be worth hunting for.
 _MIN_SECRET_LENGTH = 6
 
@@ -69,7 +77,9 @@ class Redactor:
         for secret in secrets:
             if secret in text:
                 text = text.replace(secret, REDACTED)
-        return text
+        from engine.secrets import redact  # the configured secrets' one redaction
+
+        return redact(text)
 
 
 # One redactor for the process: the log filter below must know every configured secret.
@@ -139,12 +149,30 @@ def _cause_chain(error: BaseException) -> Iterable[BaseException]:
                 stack.append(linked)
 
 
-def describe_failure(error: requests.RequestException, timeout: float) -> str:
+def answer_timeout(timeout: float) -> float:
+    """Seconds an answer is awaited after a request was sent, for a destination whose
+    `timeout` is `timeout`: the longer of the two."""
+    return max(timeout, ANSWER_TIMEOUT)
+
+
+def attempt_seconds(timeout: float) -> float:
+    """The longest one attempt can take before its answer is given up on: connecting,
+    then waiting for the answer (the dispatcher's lease on a delivery outlives it)."""
+    return timeout + answer_timeout(timeout)
+
+
+def describe_failure(
+    error: requests.RequestException, timeout: float, answer: float | None = None
+) -> str:
     """A reason for a failed request that never quotes the exception's text."""
     if isinstance(error, requests.exceptions.ConnectTimeout):
         return f"connection timed out after {timeout:g}s"
     if isinstance(error, requests.exceptions.ReadTimeout):
-        return f"no response within {timeout:g}s"
+        waited = timeout if answer is None else answer
+        return (
+            f"no response within {waited:g}s of sending"
+            " (the receiver may have accepted it: retried under the same message id)"
+        )
     if isinstance(error, requests.exceptions.SSLError):
         return "TLS handshake failed (certificate or protocol error)"
     chain = list(_cause_chain(error))
@@ -187,17 +215,20 @@ class HttpPoster:
         self._session = requests.Session()
 
     def post(self, body: bytes, headers: Mapping[str, str], now: float) -> Outcome:
+        """`timeout` bounds connecting; once connected, the answer is awaited for
+        `answer_timeout(timeout)` (see ANSWER_TIMEOUT)."""
+        answer = answer_timeout(self.timeout)
         try:
             response = self._session.post(
                 self._url,
                 data=body,
                 headers=dict(headers),
-                timeout=(self.timeout, self.timeout),
+                timeout=(self.timeout, answer),
                 allow_redirects=False,
                 stream=True,
             )
         except requests.RequestException as error:
-            return Outcome("retry", describe_failure(error, self.timeout))
+            return Outcome("retry", describe_failure(error, self.timeout, answer))
         try:
             raw = response.raw.read(MAX_RESPONSE_BYTES, decode_content=True) or b""
         except Exception:  # noqa: BLE001 - the status is what matters; the body is a hint
