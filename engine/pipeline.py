@@ -20,7 +20,7 @@ from engine.detection.failures import RuleFailure
 from engine.detection.functions import NamedLists
 from engine.detection.loader import RuleSet
 from engine.detection.rule import Match, Rule
-from engine.sources.files import Rejected
+from engine.sources.files import ReadError, Rejected
 from engine.state.store import StateStore
 
 Sink = Callable[[AlertChange], None]
@@ -67,6 +67,14 @@ class Stats:
     alerts_by_severity: Counter[str] = field(default_factory=Counter)
     alerts_by_rule: Counter[str] = field(default_factory=Counter)
     matches_by_rule: Counter[str] = field(default_factory=Counter)
+    # What reading a finite input found (engine/sources/files.py `ReadReport`), filled
+    # in by the replay: inputs that broke half-way, duplicate ids dropped, activities
+    # that came back in time past the reorder buffer; and, for a replay that keeps its
+    # windows open (`suspend`), the alerts left open in the state store.
+    read_errors: list[ReadError] = field(default_factory=list)
+    duplicates: int = 0
+    backwards: int = 0
+    still_open: int = 0
 
     @property
     def alerts(self) -> int:
@@ -229,7 +237,13 @@ class Pipeline:
         self.commit()
         return self.stats
 
+    def open_alerts(self) -> int:
+        """How many alerts are open (their windows not yet passed in event time)."""
+        return self.correlator.open_alerts()
+
     def finish(self) -> Stats:
-        """End of a finite input: close every open alert so sinks see final counts."""
+        """End of a finite input: close every open alert so sinks see final counts. (A
+        replay whose state is kept for the next one suspends instead, and its open
+        windows close when a later replay's event time passes them.)"""
         self._emit(self.correlator.close_all())
         return self.suspend()

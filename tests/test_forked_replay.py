@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import os
@@ -306,20 +307,25 @@ def test_an_array_activity_goes_across_as_read_even_when_it_would_not_re_encode(
 
 
 def test_what_was_evaluated_before_an_input_failed_is_kept_as_with_one_process(tmp_path):
+    # A missing input stops a replay before anything is evaluated (above); one that
+    # breaks half-way is reported, and what was read of it is kept, on either side.
     feed = _feed(tmp_path, 1700)  # not a whole number of batches
-    missing = str(tmp_path / "missing.jsonl")
-    states = []
+    broken = tmp_path / "broken.jsonl.gz"
+    whole = gzip.compress(feed.read_bytes())
+    broken.write_bytes(whole[: len(whole) * 2 // 3])
+    states, errors = [], []
     for processes in (1, 2):
         path = tmp_path / f"state{processes}.db"
         store = SqliteStore(path)
         options = ReplayOptions(quarantine=None, processes=processes, reorder_capacity=50)
-        with pytest.raises(InputError):
-            replay([str(feed), missing], load_rules([bundled_rules_dir()]), options,
-                   out=io.StringIO(), store=store)  # fmt: skip
+        stats = replay([str(broken)], load_rules([bundled_rules_dir()]), options,
+                       out=io.StringIO(), err=io.StringIO(), store=store)  # fmt: skip
         store.close()
+        errors.append(stats.read_errors)
         with sqlite3.connect(path) as db:
             states.append(db.execute("SELECT * FROM state ORDER BY 1, 2").fetchall())
     assert states[1] == states[0] and len(states[0]) > 100
+    assert errors[1] == errors[0] and errors[0][0].source == str(broken)
 
 
 class _Odd(Exception):

@@ -18,6 +18,7 @@ from engine.cli.options import (
     load_ruleset,
     quarantine_path,
     rule_dirs,
+    writable_quarantine,
 )
 
 
@@ -47,6 +48,12 @@ def register(commands: Any) -> None:
         help="keep correlation state in this SQLite file (default: in memory)",
     )
     rp.add_argument(
+        "--final",
+        action="store_true",
+        help="with --state: the last replay of a series; close every open window at the "
+        "end of input (without it, windows stay open in the state file for the next replay)",
+    )
+    rp.add_argument(
         "--deliver",
         action="store_true",
         help="send the alerts to the configured destinations (state from config)",
@@ -54,6 +61,11 @@ def register(commands: Any) -> None:
     add_deliver_timeout(rp, "--deliver")
     add_panther_options(rp)
     rp.set_defaults(handler=cmd_replay)
+
+
+# The replay ran, but an input broke half-way (a truncated `.gz`): what was read of it,
+# and the other inputs, were evaluated and their alerts printed.
+EXIT_INCOMPLETE = 3
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -67,10 +79,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
         format=args.format,
         sort=args.sort,
         reorder_capacity=args.reorder,
-        quarantine=None if args.no_quarantine else quarantine_path(args.quarantine, config),
+        quarantine=None
+        if args.no_quarantine
+        else writable_quarantine(quarantine_path(args.quarantine, config)),
         processes=args.processes or default_processes(),
     )
     state = Path(args.state) if args.state else None
+    if config is not None:
+        build.apply_rule_budget(config)
     if args.deliver:
         if config is None:
             from engine.errors import ConfigError
@@ -79,6 +95,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         check_destinations(ruleset, config)
         state = state or config.state.path
     store = build.open_store(state) if state else None
+    # State kept for a next replay keeps its windows open unless this is the last one.
+    options.keep_open = state is not None and not args.final
     collect_less()
     try:
         stats = replay(args.paths, ruleset, options, store=store)
@@ -86,7 +104,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if store is not None:
             store.close()
     print(summary(stats, len(ruleset.rules)), file=sys.stderr)
+    if stats.still_open:
+        print(
+            f"{stats.still_open} alert(s) still open in {state}: printed by the replay whose "
+            f"activities pass their window, or at the end of one run with --final",
+            file=sys.stderr,
+        )
     if args.deliver:
         report = build.deliver(config, timeout=args.deliver_timeout)
         print(f"delivery: {report}", file=sys.stderr)
-    return EXIT_OK
+    return EXIT_INCOMPLETE if stats.read_errors else EXIT_OK

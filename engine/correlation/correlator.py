@@ -158,6 +158,15 @@ class Correlator:
             if alert is not None and not alert.pending:
                 yield AlertChange("closed", alert)
 
+    def open_alerts(self) -> int:
+        """The alerts `close_all` would close now (in memory or in the store)."""
+        count = 0
+        for _, key, alert_id in self._closing:
+            alert = self._load(key)
+            if alert is not None and alert.alert_id == alert_id and not alert.pending:
+                count += 1
+        return count
+
     def flush(self) -> None:
         """Write the alerts and threshold windows changed since the last flush into the
         store (state and outbox), and now and then drop windows that slid out of use; the

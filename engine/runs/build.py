@@ -24,7 +24,7 @@ from engine.correlation.correlator import AlertChange
 from engine.detection.loader import RuleSet
 from engine.errors import ConfigError
 from engine.pipeline import Pipeline, Sink
-from engine.sources.files import Rejected, read_sources
+from engine.sources.files import ReadReport, Rejected, read_sources
 from engine.sources.reorder import reorder, sort_all
 from engine.state.store import MemoryStore, StateStore
 
@@ -64,15 +64,21 @@ def pipeline(
 
 
 def file_source(
-    paths: Sequence[str], *, sort: bool = False, reorder_capacity: int = 10_000
+    paths: Sequence[str],
+    *,
+    sort: bool = False,
+    reorder_capacity: int = 10_000,
+    report: ReadReport | None = None,
 ) -> Callable[[], Records]:
     """Files (or `-`) as a source: read, parsed, and put in time order (all at once with
     `sort`, else through a bounded reorder buffer). A function, so that a forked child
-    opens the files itself."""
+    opens the files itself. With a `report`, an input that breaks half-way is noted there
+    and the next read, duplicate ids are dropped, and activities later than the reorder
+    buffer could hold back are counted (`engine/sources/files.py`)."""
 
     def records() -> Records:
-        read = read_sources(paths)
-        return sort_all(read) if sort else reorder(read, reorder_capacity)
+        read = read_sources(paths, report)
+        return sort_all(read) if sort else reorder(read, reorder_capacity, report)
 
     return records
 

@@ -20,7 +20,7 @@ from engine.delivery.console import ConsoleSink
 from engine.detection.loader import RuleSet
 from engine.pipeline import Stats
 from engine.runs import build
-from engine.sources.files import Rejected
+from engine.sources.files import ReadReport, Rejected, check_readable
 from engine.state.store import StateStore
 
 MAX_REPORTED_REJECTS = 20
@@ -78,6 +78,10 @@ class ReplayOptions:
     # 2: a child process reads and evaluates while this one correlates
     # (engine/runs/forked.py); same alerts, about half the time on two cores.
     processes: int = 1
+    # With state kept for the next replay (`--state` without `--final`): suspend at the
+    # end of input instead of closing every window, so a series of replays of one stream
+    # gives the alerts of one replay. An alert is printed by the replay that closes it.
+    keep_open: bool = False
 
 
 def default_processes() -> int:
@@ -98,19 +102,45 @@ def replay(
     err: IO[str] | None = None,
     store: StateStore | None = None,
 ) -> Stats:
-    """Evaluate files (or `-`) and print their alerts; raises `InputError` when an input
-    cannot be read at all."""
+    """Evaluate files (or `-`) and print their alerts; raises `InputError`, before
+    anything is evaluated, when an input cannot be opened. An input that breaks half-way
+    (a truncated `.gz`) is reported on `err` and in the stats' `read_errors`, and the
+    replay goes on with what was read of it and with the other inputs."""
     out = out or sys.stdout
     err = err or sys.stderr
+    check_readable(paths)
     sink = JsonlSink(out) if options.format == "jsonl" else ConsoleSink(out, on="closed")
     quarantine = Quarantine(options.quarantine, err)
     run = build.pipeline(ruleset, store, [sink], on_rejected=quarantine)
-    source = build.file_source(paths, sort=options.sort, reorder_capacity=options.reorder_capacity)
+    report = ReadReport()
+    source = build.file_source(
+        paths, sort=options.sort, reorder_capacity=options.reorder_capacity, report=report
+    )
     try:
-        build.evaluate(run, source, options.processes)
-        return run.finish()
+        child = build.evaluate(run, source, options.processes, finish=lambda: report)
+        if child is not None:  # the child read the inputs: its report
+            report = child.result
+        if options.keep_open:
+            stats = run.suspend()
+            stats.still_open = run.open_alerts()
+        else:
+            stats = run.finish()
     finally:
         quarantine.close()
+    stats.read_errors = list(report.errors)
+    stats.duplicates = report.duplicates
+    stats.backwards = report.backwards
+    for error in report.errors:
+        print(f"error: {error.describe()}", file=err)
+    if report.backwards:
+        print(
+            f"warning: {report.backwards} activit{'ies' if report.backwards != 1 else 'y'} "
+            f"came earlier in time than activities already evaluated, past the reorder "
+            f"buffer ({options.reorder_capacity} activities): evaluated late, they may "
+            f"have missed windows; replay with --sort (or a larger --reorder)",
+            file=err,
+        )
+    return stats
 
 
 def summary(stats: Stats, rules: int) -> str:
@@ -131,4 +161,13 @@ def summary(stats: Stats, rules: int) -> str:
     ]
     if stats.rule_errors:
         parts.append(f"{stats.rule_errors} rule errors")
+    if stats.duplicates:
+        parts.append(f"{stats.duplicates} duplicates dropped")
+    if stats.backwards:
+        parts.append(f"{stats.backwards} out of order past the reorder buffer")
+    if stats.read_errors:
+        broken = len(stats.read_errors)
+        parts.append(f"{broken} input{'s' if broken != 1 else ''} cut short")
+    if stats.still_open:
+        parts.append(f"{stats.still_open} alerts kept open")
     return " · ".join(parts)

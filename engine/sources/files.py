@@ -8,6 +8,12 @@ Accepted, each optionally gzipped, `-` for stdin, a UTF-8 byte-order mark ignore
   activities are read as if they stood alone.
 A record that is not JSON, or not a valid activity, becomes a `Rejected` record with its
 line number and reason, and reading goes on.
+
+`read_sources` reads several inputs as one stream and, given a `ReadReport`, keeps
+going past an input that breaks half-way (a truncated `.gz`): what was read of it stays
+in the stream, and the report names the input, the line and the records read from it.
+It also drops activities whose id it has already passed on (overlapping exports), as the
+live poller does, remembering the last `SEEN_IDS` ids.
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ import io
 import json
 import re
 import sys
+from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 from pydantic import ValidationError
@@ -38,6 +45,8 @@ _DECODER = json.JSONDecoder()
 _WHITESPACE = " \t\r\n"
 _BOM = b"\xef\xbb\xbf"
 _LINE_ONE = re.compile(r" at line 1 column (\d+)$")
+# Activity ids a replay remembers to drop duplicates (overlapping exports): about 30 MB.
+SEEN_IDS = 250_000
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,51 @@ class Rejected:
 Record = ActivityRecord | Rejected
 
 
+@dataclass(frozen=True)
+class ReadError:
+    """An input that broke half-way: where, after how many of its records, and why."""
+
+    source: str
+    line: int
+    records: int
+    reason: str
+
+    def describe(self) -> str:
+        return (
+            f"{self.source}: cannot read past line {self.line} ({self.records} record"
+            f"{'s' if self.records != 1 else ''} read from it were evaluated): {self.reason}"
+        )
+
+
+@dataclass
+class ReadReport:
+    """What reading a finite source found besides records: inputs that broke, duplicate
+    activities dropped, and activities that came later than the reorder buffer could
+    hold them back for (`engine/sources/reorder.py`)."""
+
+    errors: list[ReadError] = field(default_factory=list)
+    duplicates: int = 0
+    backwards: int = 0
+
+
+class ReadFailed(InputError):
+    """An input that could not be read to its end; `line`: the last line read whole."""
+
+    def __init__(self, message: str, source: str, line: int, reason: str) -> None:
+        super().__init__(message)
+        self.source = source
+        self.line = line
+        self.reason = reason
+
+
+class _Broken(Exception):
+    """Reading stopped after `line` (the exception it carries is its cause)."""
+
+    def __init__(self, line: int) -> None:
+        super().__init__(line)
+        self.line = line
+
+
 def _activities(value: Any, source: str, line: int, text: str) -> Iterator[Record]:
     """One decoded value as activities: an API page gives its `data`, anything else is
     one activity (or one rejected record)."""
@@ -82,17 +136,21 @@ def _lines(stream: IO[bytes], source: str) -> Iterator[Record]:
     # case is one parse and one check, with everything rarer kept out of the loop.
     loads = from_json
     quick = try_parse_activity
-    for number, raw_line in enumerate(stream, start=1):
-        try:
-            value = loads(raw_line)
-        except ValueError as exc:
-            yield from _unparsed(raw_line, source, number, exc)
-            continue
-        record = quick(value, raw_line)
-        if record is None:  # an API page, or an activity only the model can judge
-            yield from _activities(value, source, number, _text(raw_line))
-        else:
-            yield record
+    number = 0
+    try:
+        for number, raw_line in enumerate(stream, start=1):
+            try:
+                value = loads(raw_line)
+            except ValueError as exc:
+                yield from _unparsed(raw_line, source, number, exc)
+                continue
+            record = quick(value, raw_line)
+            if record is None:  # an API page, or an activity only the model can judge
+                yield from _activities(value, source, number, _text(raw_line))
+            else:
+                yield record
+    except (OSError, EOFError, UnicodeDecodeError) as exc:  # the stream broke after `number`
+        raise _Broken(number) from exc
 
 
 def _unparsed(raw_line: bytes, source: str, number: int, error: ValueError) -> Iterator[Record]:
@@ -138,6 +196,16 @@ def _documents(stream: IO[bytes], source: str, array: bool) -> Iterator[Record]:
 
 
 def _decode(reader: io.TextIOWrapper, source: str, array: bool) -> Iterator[Record]:
+    state = [1]  # the line reached, for the report when the stream breaks
+    try:
+        yield from _decode_values(reader, source, array, state)
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise _Broken(state[0] - 1) from exc
+
+
+def _decode_values(
+    reader: io.TextIOWrapper, source: str, array: bool, state: list[int]
+) -> Iterator[Record]:
     buffer = reader.read(CHUNK)
     pos = 0
     line = 1
@@ -188,6 +256,7 @@ def _decode(reader: io.TextIOWrapper, source: str, array: bool) -> Iterator[Reco
         text = buffer[pos:end]
         yield from _activities(value, source, line, text)
         line += text.count("\n")
+        state[0] = line
         pos = end
         expecting_value = False
 
@@ -239,12 +308,64 @@ def read_source(path: str) -> Iterator[Record]:
                 yield from _lines(stream, source)
             else:
                 yield from _documents(stream, source, array=shape == "array")
+        except _Broken as broken:  # gzip corruption, a truncated archive, not UTF-8
+            cause = broken.__cause__
+            what = "not UTF-8 text" if isinstance(cause, UnicodeDecodeError) else "cannot read"
+            raise ReadFailed(
+                f"{source}: {what}: {cause} (after line {broken.line})",
+                source,
+                broken.line,
+                f"{what}: {cause}",
+            ) from cause
         except (OSError, EOFError) as exc:  # gzip corruption, truncated archives
             raise InputError(f"{source}: cannot read: {exc}") from exc
         except UnicodeDecodeError as exc:
             raise InputError(f"{source}: not UTF-8 text: {exc}") from exc
 
 
-def read_sources(paths: Iterable[str]) -> Iterator[Record]:
+def check_readable(paths: Iterable[str]) -> None:
+    """Raise `InputError` for the first path (not `-`) that cannot be opened: a mistyped
+    name stops a replay before anything is evaluated."""
     for path in paths:
-        yield from read_source(str(path))
+        if str(path) == "-":
+            continue
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise InputError(f"{path}: cannot open: {exc.strerror or exc}") from exc
+
+
+def read_sources(paths: Iterable[str], report: ReadReport | None = None) -> Iterator[Record]:
+    """The records of every input in turn. Without a report, an input that cannot be read
+    raises `InputError`. With one, an input that breaks is noted in it (with the records
+    read from it, which stay in the stream) and the next input is read; and an activity
+    whose id was among the last `SEEN_IDS` passed on is dropped and counted."""
+    if report is None:
+        for path in paths:
+            yield from read_source(str(path))
+        return
+    seen: set[str] = set()
+    order: deque[str] = deque()
+    remember, forget = order.append, order.popleft
+    for path in paths:
+        records = 0
+        source = "<stdin>" if str(path) == "-" else str(path)
+        try:
+            for record in read_source(str(path)):
+                records += 1
+                if type(record) is not Rejected:
+                    ident = record.id
+                    if ident in seen:
+                        report.duplicates += 1
+                        continue
+                    seen.add(ident)
+                    remember(ident)
+                    if len(order) > SEEN_IDS:
+                        seen.discard(forget())
+                yield record
+        except ReadFailed as failed:
+            report.errors.append(ReadError(source, failed.line, records, failed.reason))
+        except InputError as error:  # it could not be opened after all
+            reason = str(error).removeprefix(f"{path}: ")
+            report.errors.append(ReadError(source, 0, records, reason))
