@@ -25,6 +25,7 @@ from pydantic import (
 
 from engine.durations import parse_duration
 from engine.errors import ConfigError
+from engine.secrets import has_control_characters, register
 from engine.yaml_lines import YamlError, line_at, load_yaml
 
 DEFAULT_PATH = Path("detect.yaml")
@@ -44,6 +45,20 @@ def _duration(value: Any) -> timedelta:
     return parse_duration(value)
 
 
+_CONTROL_MESSAGE = "holds a control character (a line break?); the value is not shown"
+
+
+def _no_control(value: Any) -> Any:
+    """A secret (or each value of a mapping of them) without control characters: a key
+    with a line break is refused by the HTTP library in an error that quotes it."""
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    values = value.values() if isinstance(value, dict) else [value]
+    if any(isinstance(v, str) and has_control_characters(v) for v in values):
+        raise ValueError(_CONTROL_MESSAGE)
+    return value
+
+
 class SourceConfig(_Strict):
     base_url: str = "https://api.anthropic.com"
     api_key: SecretStr | None = None
@@ -61,6 +76,7 @@ class SourceConfig(_Strict):
     max_retries: int = Field(default=5, ge=0, le=20)
     request_timeout: timedelta = timedelta(seconds=60)
 
+    _secrets = field_validator("api_key", mode="before")(_no_control)
     _durations = field_validator(
         "poll_interval",
         "lookback",
@@ -181,6 +197,7 @@ class SmtpConfig(BaseModel):
     allow_insecure: bool = False
 
     _addresses = field_validator("from_address", mode="after")(_address)
+    _secrets = field_validator("password", mode="before")(_no_control)
 
     @field_validator("to", mode="after")
     @classmethod
@@ -306,6 +323,9 @@ class DestinationConfig(_Strict):
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
 
+    _secrets = field_validator(
+        "url", "secret", "previous_secret", "routing_key", "headers", mode="before"
+    )(_no_control)
     _delivery_durations = field_validator(
         "timeout", "give_up_after", "retry_initial_delay", "retry_max_delay", mode="before"
     )(_duration)
@@ -372,14 +392,67 @@ class DestinationConfig(_Strict):
         return self
 
 
+class RuleBudgetConfig(_Strict):
+    """`rule_budget:` the time a rule with code (Python, Panther) may spend on one
+    activity unless it sets its own `time_budget`, and the overruns after which it is
+    quarantined for the rest of the process (docs/reliability.md)."""
+
+    per_activity: timedelta = timedelta(seconds=1)
+    quarantine_after: int = Field(default=3, ge=1, le=1000)
+
+    @field_validator("per_activity", mode="before")
+    @classmethod
+    def _seconds(cls, value: Any) -> timedelta:
+        if isinstance(value, bool):
+            raise ValueError("`per_activity` is a duration (1s) or a number of seconds (0.25)")
+        if isinstance(value, int | float):
+            if value != value or value in (float("inf"), float("-inf")):
+                raise ValueError("`per_activity` must be a finite number of seconds")
+            budget = timedelta(seconds=value) if -1e6 < value < 1e6 else timedelta(days=12)
+        else:
+            budget = _duration(value)
+        if not timedelta(milliseconds=1) <= budget <= timedelta(seconds=60):
+            raise ValueError("`per_activity` must be between 0.001 and 60 seconds")
+        return budget
+
+
 class Config(_Strict):
     source: SourceConfig = Field(default_factory=SourceConfig)
     rules: list[Path] = Field(default_factory=lambda: [Path("rules")])
+    rule_budget: RuleBudgetConfig = Field(default_factory=RuleBudgetConfig)
     state: StateConfig = Field(default_factory=StateConfig)
     destinations: dict[str, DestinationConfig] = Field(
         default_factory=lambda: {"terminal": DestinationConfig(type="console")}
     )
     quarantine: Path = DEFAULT_QUARANTINE
+
+
+def secret_values(model: BaseModel, loc: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], str]]:
+    """Every secret of a configuration (each `SecretStr`, however deep), with its key path:
+    the API key, destination URLs, signing secrets, header values, routing keys, the SMTP
+    password."""
+    found: list[tuple[tuple[Any, ...], str]] = []
+
+    def walk(value: Any, where: tuple[Any, ...]) -> None:
+        if isinstance(value, SecretStr):
+            found.append((where, value.get_secret_value()))
+        elif isinstance(value, BaseModel):
+            for name, field in type(value).model_fields.items():
+                walk(getattr(value, name), (*where, field.alias or name))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, (*where, key))
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                walk(item, (*where, index))
+
+    walk(model, loc)
+    return found
+
+
+def register_secrets(config: Config) -> None:
+    """Register the configuration's secrets with the one redaction (engine/secrets.py)."""
+    register(secret for _, secret in secret_values(config))
 
 
 def _interpolate(value: Any, steps: list[Any], environ: dict[str, str], origin: Any) -> Any:
@@ -394,6 +467,13 @@ def _interpolate(value: Any, steps: list[Any], environ: dict[str, str], origin: 
     def replace(found: re.Match[str]) -> str:
         name, default = found.group(1), found.group(2)
         if name in environ:
+            if has_control_characters(environ[name]):
+                path, document = origin
+                key = ".".join(str(s) for s in steps)
+                raise ConfigError(
+                    f"{path}:{line_at(document, steps)}: [{key}] environment variable {name} "
+                    "holds a control character (a line break?); its value is not shown"
+                )
             return environ[name]
         if default is not None:
             return default
@@ -428,6 +508,11 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> Config:
             key = ".".join(str(p) for p in loc)
             lines.append(f"{path}:{line_at(document, loc)}: [{key}] {error['msg']}")
         raise ConfigError("\n".join(lines)) from None
+    for loc, secret in secret_values(config):
+        if has_control_characters(secret):
+            key = ".".join(str(p) for p in loc)
+            raise ConfigError(f"{path}:{line_at(document, list(loc))}: [{key}] {_CONTROL_MESSAGE}")
+    register_secrets(config)
     base = path.parent
     config.rules = [p if p.is_absolute() else base / p for p in config.rules]
     if not config.state.path.is_absolute():

@@ -97,8 +97,8 @@ def test_an_empty_default_and_several_variables_in_one_value(tmp_path):
 
 def test_interpolation_cannot_inject_yaml_structure(tmp_path):
     path = write(tmp_path, "source:\n  api_key: ${KEY}\n")
-    config = load_config(path, environ={"KEY": "a: b\nrules: [/etc]"})
-    assert config.source.api_key.get_secret_value() == "a: b\nrules: [/etc]"
+    config = load_config(path, environ={"KEY": "{a: b, rules: [/etc]}"})
+    assert config.source.api_key.get_secret_value() == "{a: b, rules: [/etc]}"
     assert config.rules == [tmp_path / "rules"]
 
 

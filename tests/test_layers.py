@@ -19,7 +19,7 @@ ENGINE = Path(__file__).resolve().parent.parent / "engine"
 
 # Lowest first; keep in step with the table in docs/architecture.md.
 LAYERS: list[set[str]] = [
-    {"__init__", "activity", "errors", "durations", "jsonl", "resources", "yaml_lines"},
+    {"__init__", "activity", "errors", "durations", "jsonl", "resources", "secrets", "yaml_lines"},
     {"alerts", "state"},
     {"detection"},
     {"correlation", "panther"},

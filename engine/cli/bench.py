@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.cli.options import EXIT_INVALID, EXIT_OK
+from engine.cli.options import EXIT_INVALID, EXIT_OK, load_ruleset
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -35,6 +35,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if rules is None:
         local = Path("rules")
         rules = [local if local.is_dir() else bundled_rules_dir()]
+    load_ruleset(rules, args)  # a missing path or an empty pack: one line, exit 2
     with tempfile.TemporaryDirectory(prefix="detect-bench-") as folder:
         benign = None
         if args.file:

@@ -58,11 +58,59 @@ def rule_dirs(given: list[str] | None, config: Config | None) -> list[Path]:
     return [local] if local.is_dir() else [bundled_rules_dir()]
 
 
+def require_rule_paths(paths: list[Path]) -> list[Path]:
+    """`paths`, each of which exists; a `ConfigError` naming the first that does not
+    (a typo in `rules:` must not become a run that evaluates nothing)."""
+    from engine.errors import ConfigError
+
+    for path in paths:
+        if not path.exists():
+            raise ConfigError(f"rules path {path} does not exist")
+    if not paths:
+        raise ConfigError("no rules path given")
+    return paths
+
+
+def require_some_rules(ruleset: RuleSet, paths: list[Path]) -> RuleSet:
+    """`ruleset`, unless it holds no rule at all: then a `ConfigError` naming the paths
+    (zero rules would poll, move the checkpoint and evaluate nothing)."""
+    from engine.errors import ConfigError
+
+    if not ruleset.rules and not ruleset.skipped:
+        raise ConfigError(f"no rules found in {', '.join(map(str, paths))}")
+    return ruleset
+
+
 def load_ruleset(paths: list[Path], args: argparse.Namespace | None = None) -> RuleSet:
-    """The rules of `paths` in every shipped format; raises `RuleLoadError`."""
+    """The rules of `paths` in every shipped format; raises `RuleLoadError`, and
+    `ConfigError` for a path that does not exist or a pack without a single rule."""
     from engine.rule_formats import load_rules
 
-    return load_rules(paths, panther_options(args))
+    require_rule_paths(paths)
+    return require_some_rules(load_rules(paths, panther_options(args)), paths)
+
+
+def writable_quarantine(path: Path | None) -> Path | None:
+    """`path`, once it is known the quarantine file can be written there (its folder is
+    made, the file opened for appending and left as it was); a `ConfigError` in one line
+    otherwise, before anything is read."""
+    from engine.errors import ConfigError
+
+    if path is None:
+        return None
+    existed = path.exists()
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(21, "Is a directory")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8"):
+            pass
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise ConfigError(f"cannot write the quarantine file {path}: {reason}") from None
+    if not existed:
+        path.unlink(missing_ok=True)
+    return path
 
 
 def state_path(given: str | None, config: Config | None) -> Path:

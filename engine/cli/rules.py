@@ -13,6 +13,8 @@ from engine.cli.options import (
     add_panther_options,
     panther_options,
     report_skipped,
+    require_rule_paths,
+    require_some_rules,
     rule_dirs,
 )
 
@@ -56,6 +58,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"error: no such file or directory: {', '.join(map(str, missing))}", file=sys.stderr)
         return EXIT_INVALID
     ruleset, problems = check_rules(paths, panther_options(args))
+    if not problems:
+        require_some_rules(ruleset, paths)
     if args.format == "json":
         print(
             json.dumps(
@@ -81,7 +85,10 @@ def cmd_test(args: argparse.Namespace) -> int:
     from engine.testing.report import print_problems, print_results, results_json
     from engine.testing.runner import collect, run_tests
 
-    ruleset, problems = check_rules(rule_dirs(args.paths, None), panther_options(args))
+    paths = require_rule_paths(rule_dirs(args.paths, None))
+    ruleset, problems = check_rules(paths, panther_options(args))
+    if not problems:
+        require_some_rules(ruleset, paths)
     if problems:
         print_problems(problems, sys.stderr)
         return EXIT_INVALID

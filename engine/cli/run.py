@@ -16,6 +16,7 @@ from engine.cli.options import (
     load_ruleset,
     require_config,
     rule_dirs,
+    writable_quarantine,
 )
 
 
@@ -48,6 +49,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         config = require_config(args.config, " (see docs/ingestion.md)")
         ruleset = load_ruleset(rule_dirs(args.rules, config), args)
         check_destinations(ruleset, config)
+        writable_quarantine(config.quarantine)
         collect_less()
         return run_from_config(
             config, ruleset, once=args.once, deliver_timeout=args.deliver_timeout

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from engine.activity import ActivityRecord
-from engine.config import Config
+from engine.config import Config, register_secrets
 from engine.correlation.correlator import AlertChange
 from engine.detection.loader import RuleSet
 from engine.errors import ConfigError
@@ -131,6 +131,8 @@ def live_source(
     from engine.sources.poller import Poller
 
     source = config.source
+    register_secrets(config)
+    apply_rule_budget(config)
     if source.api_key is None:
         raise ConfigError(
             "source.api_key is not set; for example `api_key: ${ANTHROPIC_COMPLIANCE_API_KEY}`"
@@ -178,6 +180,17 @@ def live_source(
     return LiveParts(run, poller, monitor, stopping)
 
 
+def apply_rule_budget(config: Config) -> None:
+    """The configuration's `rule_budget:` as the engine-wide default of every rule with
+    code (engine/detection/budget.py)."""
+    from engine.detection import budget
+
+    budget.configure(
+        budget=config.rule_budget.per_activity.total_seconds(),
+        quarantine_after=config.rule_budget.quarantine_after,
+    )
+
+
 def dispatcher(
     config: Config,
     out: IO[str] | None = None,
@@ -191,6 +204,7 @@ def dispatcher(
     test`). `options` go to the dispatcher (its clock and sleep)."""
     from engine.delivery.dispatcher import Dispatcher
 
+    register_secrets(config)
     destinations = config.destinations
     if only is not None:
         destinations = {name: config.destinations[name] for name in only}

@@ -29,6 +29,7 @@ from engine.detection.loader import RuleSet
 from engine.durations import describe
 from engine.pipeline import Pipeline, Stats
 from engine.runs import build
+from engine.secrets import install_log_redaction, redact, redact_value
 from engine.sources.compliance_api import ComplianceAPIError, PollingStopped
 from engine.sources.health import SourceHealth
 from engine.sources.poller import Batch, Poller
@@ -232,7 +233,7 @@ class LiveRunner:
     ) -> CycleResult:
         since_text = status.get("failing_since") or format_timestamp(now)
         status["failing_since"] = since_text
-        status["last_error"] = {**error.to_dict(), "at": format_timestamp(now)}
+        status["last_error"] = {**redact_value(error.to_dict()), "at": format_timestamp(now)}
         if self.health is not None:
             # A fatal error on a source that used to work (a revoked key, a removed scope)
             # is an incident: alert at once. On a first setup the person is at the terminal.
@@ -246,9 +247,9 @@ class LiveRunner:
         self._commit()
         failing_for = describe(now - parse_timestamp(since_text))
         if error.fatal:
-            log.error("polling stopped: %s", error)
+            log.error("polling stopped: %s", redact(str(error)))
         else:
-            log.warning("polling failed (failing for %s): %s", failing_for, error)
+            log.warning("polling failed (failing for %s): %s", failing_for, redact(str(error)))
         return CycleResult(ok=False, error=error)
 
     # -- the loop --------------------------------------------------------------------
@@ -320,6 +321,7 @@ def configure_logging(level: int = logging.INFO) -> None:
             format="%(asctime)s %(levelname)-7s %(message)s",
             datefmt="%Y-%m-%dT%H:%M:%S%z",
         )
+    install_log_redaction(root)
 
 
 def run_from_config(

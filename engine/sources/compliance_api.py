@@ -28,6 +28,7 @@ from pydantic import SecretStr
 
 from engine.activity import format_timestamp, parse_timestamp
 from engine.errors import ConfigError, DetectError
+from engine.secrets import redact
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +73,14 @@ class ComplianceAPIError(DetectError):
         request_id: str | None = None,
         api_message: str | None = None,
     ) -> None:
+        # What an error says is recorded (log, status, state, alerts): secrets never are.
+        message = redact(message)
         super().__init__(message)
         self.message = message
         self.status = status
         self.error_type = error_type
         self.request_id = request_id
-        self.api_message = api_message
+        self.api_message = redact(api_message) if api_message else api_message
 
     @property
     def label(self) -> str:
@@ -445,7 +448,10 @@ class ComplianceClient:
     # -- internals -------------------------------------------------------------------
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._key, "[redacted]") if len(self._key) >= 4 else text
+        if len(self._key) >= 4:
+            for form in (self._key, repr(self._key)[1:-1]):
+                text = text.replace(form, "[redacted]")
+        return redact(text)
 
     def _get(self, path: str, params: list[tuple[str, str]]) -> tuple[Any, str | None]:
         url = self.base_url + path

@@ -20,6 +20,7 @@ from engine.activity import format_timestamp
 from engine.alerts import Alert
 from engine.correlation.correlator import AlertChange, Correlator
 from engine.durations import describe
+from engine.secrets import redact, redact_value
 from engine.sources.compliance_api import ComplianceAPIError
 from engine.state.store import StateStore
 
@@ -210,13 +211,13 @@ class SourceHealth:
             rule_id=rule_id,
             name=name,
             severity=severity,
-            title=title,
+            title=redact(title),
             dedup_key=self.source,
             at=now,
-            description=description,
+            description=redact(description),
             runbook=runbook,
             tags=["source-health"],
-            context=context,
+            context=redact_value(context),
         )
         if self.emit is not None:
             self.emit(change)
