@@ -49,3 +49,14 @@ class StateInUseError(DetectError):
 class StateVersionError(DetectError):
     """A state database written by a newer `detect`: this one does not know its schema
     and does not touch it."""
+
+
+class StateCorruptError(DetectError):
+    """A state database that is not a readable SQLite file (empty, truncated, overwritten,
+    damaged pages): the message names the file and the way out (`detect state check`,
+    `detect state rebuild`)."""
+
+
+class StateWriteError(DetectError):
+    """A state database that could not be written for a reason outside the engine (the
+    disk is full, the file is read-only): nothing after the last commit was written."""

@@ -9,6 +9,7 @@ not be read, 2 invalid rules, configuration or usage.
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 
 from engine.cli import (
@@ -22,12 +23,26 @@ from engine.cli import (
     run,
     simulate,
     source,
+    state,
     status,
 )
 from engine.cli.options import EXIT_FAILED, EXIT_INVALID, EXIT_OK
 
 # In the order `detect --help` lists them.
-GROUPS = (run, replay, rules, alerts, source, status, panther, bench, catalog, simulate, noise)
+GROUPS = (
+    run,
+    replay,
+    rules,
+    alerts,
+    source,
+    status,
+    state,
+    panther,
+    bench,
+    catalog,
+    simulate,
+    noise,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,8 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         ConfigError,
         InputError,
         RuleLoadError,
+        StateCorruptError,
         StateInUseError,
         StateVersionError,
+        StateWriteError,
     )
 
     try:
@@ -58,12 +75,20 @@ def main(argv: list[str] | None = None) -> int:
 
         print_problems(exc.problems, sys.stderr)
         return EXIT_INVALID
-    except (ConfigError, StateVersionError) as exc:
+    except (ConfigError, StateVersionError, StateCorruptError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
-    except (InputError, StateInUseError) as exc:
+    except (InputError, StateInUseError, StateWriteError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except sqlite3.DatabaseError as exc:
+        # Damage SQLite found past the checks at open (a bad page read mid-run): one
+        # line with the way out, as for the errors above (engine/state/schema.py).
+        from engine.state.schema import is_corrupt, translate
+
+        path = getattr(args, "state", None) or "the state database"
+        print(f"error: {translate(exc, path)}", file=sys.stderr)
+        return EXIT_INVALID if is_corrupt(exc) else EXIT_FAILED
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

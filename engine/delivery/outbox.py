@@ -32,7 +32,8 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from engine.state.schema import file_version
+from engine.state.files import create_private
+from engine.state.schema import check_file, file_version, reraise, rollback
 from engine.state.sqlite import AlertRows
 
 PENDING, SENT, DEAD, SILENCED = "pending", "sent", "dead", "silenced"
@@ -197,14 +198,22 @@ class Outbox:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         elif not self.path.exists():
             raise FileNotFoundError(str(self.path))
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA busy_timeout=10000")
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        file_version(self._db, self.path)
-        self._alerts = AlertRows(self._db)
-        self._migrate()
-        self._db.executescript(_SCHEMA)
+        # An empty, overwritten or truncated file is refused before SQLite sees it; a new
+        # one is created 0600 (its -wal and -shm get the same mode).
+        check_file(self.path)
+        if create and str(path) != ":memory:":
+            create_private(self.path)
+        try:
+            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA busy_timeout=10000")
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            file_version(self._db, self.path)
+            self._alerts = AlertRows(self._db)
+            self._migrate()
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error:
+            reraise(self.path)
 
     def _migrate(self) -> None:
         """Columns added after a state file may have been created: added in place, so an
@@ -220,13 +229,14 @@ class Outbox:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
         try:
+            self._db.execute("BEGIN IMMEDIATE")
             yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+            self._db.execute("COMMIT")
+        except BaseException:  # noqa: BLE001 - raised again, translated
+            # A full disk ends the transaction by itself: say so, not "cannot rollback".
+            rollback(self._db)
+            reraise(self.path)
 
     # -- the alerts the correlator wrote (the state store's tables, read through it) --
 
@@ -716,6 +726,7 @@ class Outbox:
 def read_delivery_figures(path: Path) -> tuple[int, dict[str, int]]:
     """New alerts owed a notification that routing has not seen, and the deliveries by
     status, from a read-only connection (a live run may be writing); for `detect status`."""
+    check_file(path)
     db = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
     try:
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}

@@ -36,8 +36,9 @@ from typing import IO, Any
 
 from pydantic_core import to_json
 
-from engine.errors import StateInUseError
-from engine.state.schema import file_version, migrate
+from engine.errors import StateInUseError, StateWriteError
+from engine.state.files import create_private, open_private, restrict
+from engine.state.schema import check_file, file_version, migrate, reraise, rollback
 
 log = logging.getLogger(__name__)
 _DELETED = object()
@@ -124,7 +125,7 @@ def _claim(path: Path) -> IO[str]:
     key-presence set and the journal assume this process is the database's only writer,
     so a second `detect run` or `detect replay --state` on it must stop, not corrupt it.
     The operating system releases the lock when the process ends, however it ends."""
-    lock = (path.parent / f"{path.name}.lock").open("a+", encoding="utf-8")
+    lock = open_private(path.parent / f"{path.name}.lock", "a+", encoding="utf-8")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -150,11 +151,34 @@ class SqliteStore:
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._lock = _claim(self.path)
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        migrate(self._db, self.path, _MIGRATIONS)
+        try:
+            self._open(str(path))
+        except BaseException:
+            if self._lock is not None:
+                self._lock.close()
+                self._lock = None
+            raise
+
+    def _open(self, path: str) -> None:
+        """Connect, migrate and load what the store keeps in memory; a damaged file or a
+        full disk is reported as such (engine/state/schema.py, `translate`)."""
+        if path != ":memory:":
+            # Refused before SQLite sees it: an empty file would pass for a first run.
+            check_file(self.path)
+            create_private(self.path)  # 0600; its -wal and -shm get the same mode
+            for suffix in ("-wal", "-shm"):
+                restrict(f"{path}{suffix}")
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            migrate(self._db, self.path, _MIGRATIONS)
+            self._load()
+        except sqlite3.Error:
+            reraise(self.path)
+
+    def _load(self) -> None:
         self._pending: dict[tuple[str, str], tuple[Any, float | None]] = {}
         # Committed to the journal, not yet folded into the table.
         self._unfolded: dict[tuple[str, str], tuple[Any, float | None]] = {}
@@ -258,8 +282,8 @@ class SqliteStore:
         if not (self._pending or self._pending_alerts or self._pending_meta):
             return
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
         try:
+            db.execute("BEGIN IMMEDIATE")
             if self._pending:
                 db.executemany(
                     "INSERT INTO journal (changes) VALUES (?)", _journal_rows(self._pending)
@@ -287,9 +311,9 @@ class SqliteStore:
                 [(k, _dumps(v)) for k, v in self._pending_meta.items()],
             )
             db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        except BaseException:  # noqa: BLE001 - raised again, translated
+            rollback(db)
+            reraise(self.path)
         self._unfolded.update(self._pending)
         self._pending.clear()
         self._pending_alerts.clear()
@@ -298,7 +322,7 @@ class SqliteStore:
         if self._commits % FOLD_EVERY == 0 or len(self._unfolded) > MAX_UNFOLDED:
             try:
                 self.fold()
-            except sqlite3.Error as error:
+            except (sqlite3.Error, StateWriteError) as error:
                 # The commit stands (its changes are in the journal); a later commit folds.
                 log.warning("state store: folding the journal failed, will retry: %s", error)
 
@@ -322,7 +346,7 @@ class SqliteStore:
         started = time.perf_counter()
         try:
             self.fold()
-        except sqlite3.Error as error:  # as after a commit: the journal keeps it all
+        except (sqlite3.Error, StateWriteError) as error:  # as after a commit
             log.warning("state store: folding the journal failed, will retry: %s", error)
         return time.perf_counter() - started
 
@@ -331,14 +355,14 @@ class SqliteStore:
         if not self._unfolded:
             return
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
         try:
+            db.execute("BEGIN IMMEDIATE")
             self._write_state(self._unfolded)
             db.execute("DELETE FROM journal")
             db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        except BaseException:  # noqa: BLE001 - raised again, translated
+            rollback(db)
+            reraise(self.path)
         self._unfolded.clear()
 
     def _write_state(self, changes: dict[tuple[str, str], tuple[Any, float | None]]) -> None:
@@ -360,8 +384,8 @@ class SqliteStore:
         """Fold what a previous process committed to the journal but did not fold, in one
         transaction: the rows read are the rows deleted."""
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
         try:
+            db.execute("BEGIN IMMEDIATE")
             rows = db.execute("SELECT seq, changes FROM journal ORDER BY seq").fetchall()
             if rows:
                 changes: dict[tuple[str, str], tuple[Any, float | None]] = {}
@@ -371,9 +395,9 @@ class SqliteStore:
                 self._write_state(changes)
                 db.execute("DELETE FROM journal WHERE seq <= ?", (rows[-1][0],))
             db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        except BaseException:  # noqa: BLE001 - raised again, translated
+            rollback(db)
+            reraise(self.path)
 
     def close(self) -> None:
         try:
@@ -387,6 +411,7 @@ class SqliteStore:
 
 
 def _read_only(path: Path) -> sqlite3.Connection:
+    check_file(path)
     return sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
 
 
