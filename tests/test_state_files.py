@@ -181,3 +181,16 @@ def test_a_file_left_0644_by_an_earlier_version_is_narrowed(tmp_path):
     path.chmod(0o644)
     SqliteStore(path).close()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_replay_writes_its_quarantine_0600(tmp_path, capsys):
+    given = tmp_path / "in.jsonl"
+    given.write_text('{"not": "an activity"}\n')
+    quarantine = tmp_path / "quarantine.jsonl"
+    old = os.umask(0o022)
+    try:
+        main(["replay", str(given), "--quarantine", str(quarantine)])
+    finally:
+        os.umask(old)
+    assert quarantine.read_text().strip()
+    assert stat.S_IMODE(quarantine.stat().st_mode) == 0o600

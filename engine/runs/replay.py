@@ -58,7 +58,9 @@ class Quarantine:
             return
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = self.path.open("a", encoding="utf-8")
+            from engine.state.files import open_private  # 0600: it holds activity
+
+            self._file = open_private(self.path, "a", encoding="utf-8")
         self._file.write(json.dumps(rejected.to_dict()) + "\n")
 
     def close(self) -> None:
