@@ -21,7 +21,7 @@ from engine.config import DestinationConfig
 from engine.delivery.console import format_alert, format_digest, use_colour
 from engine.delivery.digest import DigestInfo
 from engine.delivery.slack import build_digest, build_message
-from engine.delivery.transport import REDACTOR, HttpPoster, Outcome
+from engine.delivery.transport import HttpPoster, Outcome, signed_endpoint
 from engine.delivery.webhook import EVENT_HEADER, body_for, digest_bodies, signature_headers
 
 # One digest message: its payload, and the ids of the alerts it lists.
@@ -89,13 +89,7 @@ class WebhookChannel:
         assert config.url is not None and config.secret is not None
         self.name = name
         self.config = config
-        self._secrets = [config.secret.get_secret_value()]
-        if config.previous_secret is not None:
-            self._secrets.append(config.previous_secret.get_secret_value())
-        self._headers = {k: v.get_secret_value() for k, v in config.headers.items()}
-        for secret in [*self._secrets, *self._headers.values()]:
-            REDACTOR.add(secret)
-        self._poster = HttpPoster(config.url.get_secret_value(), config.timeout.total_seconds())
+        self._secrets, self._headers, self._poster = signed_endpoint(config)
 
     def render(self, alert: Mapping[str, Any], purpose: str, notice: str) -> str:
         return body_for(alert)

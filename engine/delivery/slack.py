@@ -17,12 +17,12 @@ keeps the same limits by splitting into numbered messages, with the same escapin
 from __future__ import annotations
 
 import json
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from engine.activity import format_timestamp
+from engine.delivery.alert_text import printable
 from engine.delivery.digest import DigestInfo
 
 MAX_BLOCKS = 50
@@ -50,27 +50,11 @@ BADGES = {
 _ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 
 
-def _printable(text: str, single_line: bool) -> str:
-    """Drop control and format characters (bidi overrides can reorder what a reader
-    sees); newlines survive only where a multi-line value is expected."""
-    out = []
-    for ch in text:
-        if ch == "\n" and not single_line:
-            out.append(ch)
-        elif ch in "\r\n\t\v\f":
-            out.append(" ")
-        elif unicodedata.category(ch) in ("Cc", "Cf") and ch != "\u200d":
-            continue
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
 def escape(value: Any, limit: int, single_line: bool = True) -> str:
     """`value` as mrkdwn-safe text at most `limit` characters long once escaped; an
     escape sequence is never cut in half."""
     text = value if isinstance(value, str) else _compact(value)
-    text = _printable(text, single_line)
+    text = printable(text, single_line)
     out: list[str] = []
     size = 0
     for index, ch in enumerate(text):

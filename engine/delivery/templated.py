@@ -37,7 +37,7 @@ from engine.config import DestinationConfig
 from engine.delivery.alert_text import printable, title_of
 from engine.delivery.digest import DigestInfo, event_total, plural
 from engine.delivery.json_channel import USER_AGENT
-from engine.delivery.transport import REDACTOR, HttpPoster, Outcome
+from engine.delivery.transport import Outcome, signed_endpoint
 from engine.delivery.webhook import EVENT_HEADER, public_alert, signature_headers
 
 Render = Callable[[Mapping[str, Any]], Any]
@@ -159,15 +159,7 @@ class TemplatedWebhookChannel:
         self.name = name
         self.config = config
         self._render = compile_body(config.template)
-        self._secrets = []
-        if config.secret is not None:
-            self._secrets.append(config.secret.get_secret_value())
-        if config.previous_secret is not None:
-            self._secrets.append(config.previous_secret.get_secret_value())
-        self._headers = {k: v.get_secret_value() for k, v in config.headers.items()}
-        for secret in [*self._secrets, *self._headers.values()]:
-            REDACTOR.add(secret)
-        self._poster = HttpPoster(config.url.get_secret_value(), config.timeout.total_seconds())
+        self._secrets, self._headers, self._poster = signed_endpoint(config)
 
     def render(self, alert: Mapping[str, Any], purpose: str, notice: str) -> str:
         data = alert_data(alert, purpose, self.name)

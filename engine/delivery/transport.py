@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import requests
@@ -246,3 +246,19 @@ class HttpPoster:
 
     def close(self) -> None:
         self._session.close()
+
+
+def signed_endpoint(config: Any) -> tuple[list[str], dict[str, str], HttpPoster]:
+    """What a signed webhook destination (fixed or templated body) sends with: its signing
+    secrets (the current one first, the previous one while receivers move over), its
+    custom headers, each registered with the redactor before anything can fail, and the
+    poster for its URL."""
+    secrets = [s.get_secret_value() for s in (config.secret, config.previous_secret) if s]
+    headers = {k: v.get_secret_value() for k, v in config.headers.items()}
+    for secret in [*secrets, *headers.values()]:
+        REDACTOR.add(secret)
+    return (
+        secrets,
+        headers,
+        HttpPoster(config.url.get_secret_value(), config.timeout.total_seconds()),
+    )
