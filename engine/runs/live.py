@@ -145,9 +145,16 @@ class LiveRunner:
         self._tallied = 0
         # Set by `request_stop` (signals); the client checks it before every request.
         self.stopping = stopping or threading.Event()
+        # Set when a stop came between two activities of a page: the pipeline holds that
+        # half page's state in memory, which must never be committed (its checkpoint was
+        # not staged), so the store is left unclosed and the page is read again next time.
+        self.abandoned = False
+        # Activities read but not yet committed (the page in hand), for the watchdog.
+        self.in_hand = 0
 
     def request_stop(self) -> None:
-        """Finish the page in hand, commit it, and return from `run` (signal-safe)."""
+        """Stop before the next activity, drop the uncommitted page, and return from `run`
+        (signal-safe)."""
         self.stopping.set()
 
     def _now(self) -> datetime:
@@ -177,12 +184,23 @@ class LiveRunner:
         self._tallied = self.poller.client.requests_sent
         try:
             for batch in self.poller.poll():
-                for record in batch.records:
+                self.in_hand = len(batch.records)
+                for index, record in enumerate(batch.records):
+                    if self.stopping.is_set():
+                        self.abandoned = True
+                        log.info(
+                            "stopping: %d activities of the page in hand (%d evaluated) are "
+                            "not committed; the next start evaluates them again",
+                            len(batch.records),
+                            index,
+                        )
+                        return result
                     self.pipeline.process(record)
                 self.poller.stage(batch)
                 self._count(status, batch)
                 self.store.set_meta(STATUS_KEY, status)
                 self._commit()
+                self.in_hand = 0
                 result.activities += batch.activities
                 result.complete = batch.complete
                 if self.progress is not None:
@@ -359,7 +377,7 @@ def run_from_config(
     )
     try:
         code = runner.run(once=once)
-        if once:
+        if once and not runner.stopping.is_set():
             report = dispatcher.dispatch_pending(deadline=dispatcher.clock() + deliver_timeout)
             log.info("delivery: %s", report)
     except BaseException:
@@ -370,6 +388,14 @@ def run_from_config(
         raise
     _restore_signal_handlers(previous)
     dispatcher.close()
+    if runner.abandoned:
+        # The half-evaluated page's state is only in memory: closing the store would
+        # commit it without its checkpoint. Nothing of it reached the file; the process
+        # ends, and with it the store's lock.
+        log.info("stopped; the checkpoint is the last committed page")
+        quarantine.close()
+        runner.poller.client.close()
+        return code
     runner.pipeline.suspend()
     store.close()
     quarantine.close()
@@ -386,7 +412,10 @@ def _install_signal_handlers(runner: LiveRunner) -> dict[int, Any]:
     def handler(signum: int, _frame: Any) -> None:
         if runner.stopping.is_set():
             raise KeyboardInterrupt  # a second signal: stop now
-        log.info("received %s: finishing the current page", signal.Signals(signum).name)
+        log.info(
+            "received %s: stopping before the next activity (a second signal stops at once)",
+            signal.Signals(signum).name,
+        )
         runner.request_stop()
 
     for signum in (signal.SIGINT, signal.SIGTERM):
