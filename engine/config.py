@@ -71,6 +71,9 @@ class SourceConfig(_Strict):
     # this long; the page size (`limit`); this process's share of the organization's
     # 600 requests a minute; retries of one request; one request's timeout.
     failure_alert_after: timedelta = timedelta(minutes=15)
+    # A source_health alert when the pipeline makes no progress this long while
+    # activities wait (a rule or the state store hung: engine/runs/live.py, Watchdog).
+    stall_alert_after: timedelta = timedelta(minutes=5)
     page_size: int = Field(default=1000, ge=1, le=5000)
     max_requests_per_minute: int = Field(default=200, ge=1, le=600)
     max_retries: int = Field(default=5, ge=0, le=20)
@@ -83,6 +86,7 @@ class SourceConfig(_Strict):
         "overlap",
         "silence_alert_after",
         "failure_alert_after",
+        "stall_alert_after",
         "request_timeout",
         mode="before",
     )(_duration)

@@ -104,6 +104,9 @@ class Pipeline:
         self.stats = Stats()
         self._since_commit = 0
         self._last_purge: float | None = None
+        # Moves on with every activity correlated and every commit: a watchdog thread of
+        # the live run compares it over time to see a stalled pipeline.
+        self.progress = 0
         # Optional observer of correlation (`detect noise`): called with each match and
         # the alert changes it caused ([] when none, None for a rule with `alert: false`).
         # Unset, it costs one test per match.
@@ -178,6 +181,7 @@ class Pipeline:
                 rule = self.evaluator.learners[found[0]]
                 self._emit(correlator.rule_error(rule, record, found[1]))
         self._since_commit += 1
+        self.progress += 1
         if self._since_commit >= self.commit_every:
             self.commit()
 
@@ -224,6 +228,7 @@ class Pipeline:
                 self.store.purge(now - PURGE_LAG.total_seconds())
                 self._last_purge = now
         self.store.commit()
+        self.progress += 1
 
     def idle(self, budget: float) -> float:
         """This side has had `budget` seconds with nothing to correlate lately: let the

@@ -48,6 +48,21 @@ def _count_lines(path: Path) -> int:
         return 0
 
 
+def _pipeline(state: Path) -> dict[str, Any] | None:
+    """What the running `detect run`'s watchdog last wrote about its pipeline; None when
+    no run is alive (no file, or its process is gone)."""
+    import os
+
+    from engine.runs.live import pipeline_file
+
+    try:
+        record = json.loads(pipeline_file(state).read_text(encoding="utf-8"))
+        os.kill(int(record["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def status_report(state: Path, quarantine: Path | None, now: datetime) -> dict[str, Any]:
     """The facts `detect status` prints, as one JSON-ready mapping."""
     from engine.activity import format_timestamp, parse_timestamp
@@ -71,6 +86,7 @@ def status_report(state: Path, quarantine: Path | None, now: datetime) -> dict[s
         "source": source,
         "health": meta.get(HEALTH_KEY) or {},
         "watermark": meta.get("watermark"),
+        "pipeline": _pipeline(state),
         "alerts": found["alerts"],
         "awaiting_delivery": found["awaiting_delivery"],
         "deliveries": found["deliveries"],
@@ -112,6 +128,18 @@ def _print_status(report: dict[str, Any], now: datetime) -> None:
         error = source.get("last_error") or {}
         rows.append(("failing since", when(failing)))
         rows.append(("last error", f"{error.get('error_type')}: {error.get('message')}"))
+    pipeline = report["pipeline"]
+    if pipeline is not None:
+        since = pipeline.get("progress_since")
+        pending = pipeline.get("pending", 0)
+        if pipeline.get("stalled"):
+            stalled_for = describe(now - parse_timestamp(since)) if since else "?"
+            text = f"stalled for {stalled_for}, {pending:,} activities pending since {since}"
+        elif pending:
+            text = f"evaluating a page, {pending:,} activities in hand"
+        else:
+            text = "running, nothing pending"
+        rows.append(("pipeline", f"{text} (process {pipeline.get('pid')})"))
     quarantine = report["quarantine"]
     rows.append(
         (
@@ -145,6 +173,11 @@ def _print_status(report: dict[str, Any], now: datetime) -> None:
         )
     if "failing" in health:
         notes.append(f"polling failing ({health['failing'].get('alert_id')})")
+    if "stalled" in health:
+        notes.append(
+            f"pipeline stalled since {health['stalled'].get('since')} "
+            f"({health['stalled'].get('alert_id')})"
+        )
     rows.append(("health", "; ".join(notes) if notes else "ok"))
     for label, value in rows:
         print(f"{label:<16} {value}")

@@ -12,7 +12,9 @@ Clock and sleep are injectable: the tests drive hours of polling in milliseconds
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -20,6 +22,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import IO, Any
 
 from engine.activity import format_timestamp, parse_timestamp
@@ -33,6 +36,7 @@ from engine.secrets import install_log_redaction, redact, redact_value
 from engine.sources.compliance_api import ComplianceAPIError, PollingStopped
 from engine.sources.health import SourceHealth
 from engine.sources.poller import Batch, Poller
+from engine.state.files import open_private
 from engine.state.store import StateStore
 
 log = logging.getLogger(__name__)
@@ -291,6 +295,109 @@ class LiveRunner:
         return 0
 
 
+# -- the watchdog ---------------------------------------------------------------------
+
+
+class Watchdog:
+    """A thread that sees a stalled pipeline: activities in hand (`runner.in_hand`) and
+    no progress (`pipeline.progress`, moved by every activity and every commit) for
+    `after`. Then it logs an error, opens source health's `stalled` episode, and says so
+    in the state file's `.pipeline` companion, which `detect status` reads (the main
+    thread is the stuck one, so nothing it writes can show it). It sees only a hang that
+    lets other threads run: one that holds the interpreter's lock stops this thread too."""
+
+    def __init__(
+        self,
+        runner: LiveRunner,
+        *,
+        after: timedelta,
+        path: Path | None = None,
+        clock: Callable[[], float] = time.time,
+        interval: float | None = None,
+    ) -> None:
+        self.runner = runner
+        self.after = after
+        self.path = path
+        self.clock = clock
+        self.interval = interval or max(0.05, min(after.total_seconds() / 10, 10.0))
+        self._seen = -1
+        self._since = clock()
+        self.stalled = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def check(self) -> bool:
+        """One look; whether the pipeline is stalled."""
+        now = self.clock()
+        progress = self.runner.pipeline.progress
+        pending = self.runner.in_hand
+        health = self.runner.health
+        if progress != self._seen or pending == 0:
+            self._seen = progress
+            self._since = now
+            if self.stalled:
+                self.stalled = False
+                if health is not None:
+                    health.progressing(datetime.fromtimestamp(now, tz=UTC))
+                else:
+                    log.info("the pipeline moves again")
+        elif now - self._since >= self.after.total_seconds() and not self.stalled:
+            self.stalled = True
+            since = datetime.fromtimestamp(self._since, tz=UTC)
+            if health is not None:
+                health.stalled(datetime.fromtimestamp(now, tz=UTC), since, pending, self.after)
+            else:
+                log.error(
+                    "the pipeline has made no progress since %s, %d activities pending",
+                    format_timestamp(since),
+                    pending,
+                )
+        self._write(now, pending)
+        return self.stalled
+
+    def _write(self, now: float, pending: int) -> None:
+        if self.path is None:
+            return
+        record = {
+            "pid": os.getpid(),
+            "checked_at": format_timestamp(datetime.fromtimestamp(now, tz=UTC)),
+            "pending": pending,
+            "progress_since": format_timestamp(datetime.fromtimestamp(self._since, tz=UTC)),
+            "stalled": self.stalled,
+        }
+        partial = self.path.with_name(self.path.name + ".tmp")
+        try:
+            with open_private(partial, "w", encoding="utf-8") as handle:
+                json.dump(record, handle)
+            os.replace(partial, self.path)
+        except OSError as error:
+            log.debug("cannot write %s: %s", self.path, error)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.check()
+            except Exception:
+                log.exception("the pipeline watchdog failed; it goes on")
+
+    def start(self) -> Watchdog:
+        self._thread = threading.Thread(target=self._loop, name="detect-watchdog", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
+def pipeline_file(state: Path) -> Path:
+    """Where the live run's watchdog says how the pipeline does (`detect status`)."""
+    return state.with_name(state.name + ".pipeline")
+
+
 # -- wiring ---------------------------------------------------------------------------
 
 
@@ -367,6 +474,11 @@ def run_from_config(
         dispatcher.start()
         runner.after_commit.append(dispatcher.wake)
     previous = _install_signal_handlers(runner)
+    watchdog = Watchdog(
+        runner,
+        after=config.source.stall_alert_after,
+        path=pipeline_file(Path(config.state.path)) if config.state.path else None,
+    ).start()
     log.info(
         "polling %s every %s (%d rules, state %s)%s",
         runner.poller.scope,
@@ -383,9 +495,11 @@ def run_from_config(
     except BaseException:
         # Never close (= commit) the store here: that would write half a page without its
         # checkpoint. Nothing uncommitted has reached the file; a restart reads it again.
+        watchdog.stop()
         _restore_signal_handlers(previous)
         dispatcher.close()
         raise
+    watchdog.stop()
     _restore_signal_handlers(previous)
     dispatcher.close()
     if runner.abandoned:

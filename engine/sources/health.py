@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 HEALTH_KEY = "source_health"
 SILENCE_RULE = "source_health.silence"
 FAILING_RULE = "source_health.polling_failed"
+STALLED_RULE = "source_health.stalled"
 
 
 class SourceHealth:
@@ -193,6 +194,66 @@ class SourceHealth:
         }
         self.store.set_meta(HEALTH_KEY, episodes)
         log.error("source health: %s (alert %s)", title, alert.alert_id)
+
+    def stalled(self, now: datetime, since: datetime, pending: int, after: timedelta) -> None:
+        """The pipeline has made no progress since `since` while `pending` activities wait
+        (called by the live run's watchdog thread): open the `stalled` episode once. The
+        alert joins the store's pending transaction, so it reaches the outbox with the
+        commit of the page in hand, when the pipeline moves again."""
+        episodes = self._episodes()
+        if "stalled" in episodes:
+            return
+        title = (
+            f"The detection pipeline has made no progress for {describe(now - since)}, "
+            f"{pending} activities pending"
+        )
+        alert = self._alert(
+            rule_id=STALLED_RULE,
+            name="Detection pipeline stalled",
+            severity="high",
+            title=title,
+            description=(
+                "Activities were read from the Compliance API but the pipeline has neither "
+                "evaluated one nor committed for longer than source.stall_alert_after: a rule "
+                "is stuck past its time budget where the budget cannot interrupt it (native "
+                "code), or the state store hangs. No detection runs until it moves again."
+            ),
+            runbook=(
+                "1. `detect status` shows how long and how many activities wait.\n"
+                "2. Find the stuck call: `py-spy dump --pid <pid>` on the `detect run` "
+                "process, or its log's last rule_error lines.\n"
+                "3. Stop it (SIGTERM; a second one stops at once): the page in hand is read "
+                "again on the next start. Disable or fix the rule first if it is the cause."
+            ),
+            context={
+                "source": self.source,
+                "no_progress_since": format_timestamp(since),
+                "pending_activities": pending,
+                "stall_alert_after": describe(after),
+            },
+            now=now,
+        )
+        episodes["stalled"] = {
+            "alert_id": alert.alert_id,
+            "since": format_timestamp(since),
+            "opened_at": format_timestamp(now),
+            "pending": pending,
+        }
+        self.store.set_meta(HEALTH_KEY, episodes)
+        log.error("source health: %s (alert %s)", title, alert.alert_id)
+
+    def progressing(self, now: datetime) -> None:
+        """The pipeline moves again: close the `stalled` episode."""
+        episodes = self._episodes()
+        stalled = episodes.pop("stalled", None)
+        if stalled is None:
+            return
+        self.store.set_meta(HEALTH_KEY, episodes)
+        log.info(
+            "source health: the pipeline moves again (stalled since %s); alert %s is resolved",
+            stalled.get("since"),
+            stalled.get("alert_id"),
+        )
 
     def _alert(
         self,
