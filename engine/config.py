@@ -78,6 +78,9 @@ class SourceConfig(_Strict):
     max_requests_per_minute: int = Field(default=200, ge=1, le=600)
     max_retries: int = Field(default=5, ge=0, le=20)
     request_timeout: timedelta = timedelta(seconds=60)
+    # The most bytes of one response held in memory; a larger page is refused and asked
+    # for again with half the `limit` (docs/ingestion.md).
+    max_page_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
 
     _secrets = field_validator("api_key", mode="before")(_no_control)
     _durations = field_validator(

@@ -202,6 +202,7 @@ def cmd_check_connection(args: argparse.Namespace) -> int:
         max_requests_per_minute=source.max_requests_per_minute,
         max_retries=min(source.max_retries, 2),
         timeout=min(source.request_timeout.total_seconds(), 30.0),
+        max_page_bytes=source.max_page_bytes,
     )
     report: dict[str, Any] = {
         "endpoint": client.base_url + ACTIVITIES_PATH,

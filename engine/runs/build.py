@@ -102,6 +102,29 @@ def evaluate(
     return None
 
 
+PAGE_REFUSED_KEY = "source_page_refused"
+
+
+def record_page_refusal(store: StateStore, error: Any, now: float) -> None:
+    """A page refused for its size (`PageTooLargeError`), kept in the state with the
+    page's commit: how many so far, and the last one (its size, the limit, request-id)."""
+    from datetime import UTC, datetime
+
+    from engine.activity import format_timestamp
+    from engine.secrets import redact_value
+
+    known = store.get_meta(PAGE_REFUSED_KEY)
+    count = known.get("count", 0) if isinstance(known, dict) else 0
+    last = {
+        **redact_value(error.to_dict()),
+        "size": error.size,
+        "max_page_bytes": error.max_bytes,
+        "page_limit": error.page_limit,
+        "at": format_timestamp(datetime.fromtimestamp(now, tz=UTC)),
+    }
+    store.set_meta(PAGE_REFUSED_KEY, {"count": count + 1, "last": last})
+
+
 @dataclass
 class LiveParts:
     """What a live loop turns: the poller feeding the pipeline, and the source's health."""
@@ -147,6 +170,8 @@ def live_source(
         source.api_key,
         max_requests_per_minute=source.max_requests_per_minute,
         max_retries=source.max_retries,
+        max_page_bytes=source.max_page_bytes,
+        on_refusal=lambda error: record_page_refusal(store, error, clock()),
         timeout=source.request_timeout.total_seconds(),
         clock=clock,
         sleep=sleep or interruptible,

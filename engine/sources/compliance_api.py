@@ -12,6 +12,7 @@ each carrying the `request-id` that Anthropic support asks for.
 from __future__ import annotations
 
 import email.utils
+import json
 import logging
 import random
 import re
@@ -44,6 +45,11 @@ MAX_BACKOFF = 60.0
 # later anyway, and a process asleep for an hour looks dead to whoever watches it.
 MAX_RETRY_AFTER = 900.0
 _LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
+# The most of one response body held in memory (after content decoding). A page of 5000
+# ordinary activities is about 4 MB; a body past this is refused unread past the limit,
+# whatever the API, a proxy or a bug sends, and the page is asked for again, smaller.
+DEFAULT_MAX_PAGE_BYTES = 64 * 1024 * 1024
+_READ_CHUNK = 1 << 16
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
@@ -125,6 +131,23 @@ class InvalidResponseError(ComplianceAPIError):
     """A 2xx answer that is not the documented page shape (or not JSON at all)."""
 
     fallback_label = "invalid_response"
+
+
+class PageTooLargeError(ComplianceAPIError):
+    """A response body larger than `source.max_page_bytes`: refused as soon as its
+    `Content-Length` (or the bytes read so far) passes the limit, so it never fills memory.
+    `ComplianceClient.list_activities` asks again with half the `limit` down to 1; only a
+    single activity past the limit reaches the caller."""
+
+    fallback_label = "page_too_large"
+
+    def __init__(
+        self, message: str, *, size: int, max_bytes: int, page_limit: int | None, **kwargs: Any
+    ) -> None:
+        super().__init__(message, **kwargs)
+        self.size = size
+        self.max_bytes = max_bytes
+        self.page_limit = page_limit
 
 
 class APIStatusError(ComplianceAPIError):
@@ -368,8 +391,21 @@ class ComplianceClient:
         rng: random.Random | None = None,
         session: requests.Session | None = None,
         should_stop: Callable[[], bool] = lambda: False,
+        max_page_bytes: int = DEFAULT_MAX_PAGE_BYTES,
+        on_refusal: Callable[[PageTooLargeError], None] | None = None,
     ) -> None:
         self.base_url = check_base_url(base_url)
+        if max_page_bytes < 1024:
+            raise ConfigError("source.max_page_bytes must be at least 1024")
+        self.max_page_bytes = max_page_bytes
+        # The largest `limit` asked for: halved each time a page is refused for its size,
+        # for the rest of this client's life (a restart starts again from page_size).
+        self.page_size_cap = MAX_PAGE_SIZE
+        self.pages_refused = 0
+        self.last_refusal: PageTooLargeError | None = None
+        # Told of every refused page (the live source records it in the state's source
+        # health, beside the run's status).
+        self.on_refusal = on_refusal
         key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
         if not key or not key.strip():
             raise ConfigError("source.api_key is empty")
@@ -431,6 +467,43 @@ class ComplianceClient:
             raise ValueError("after_id and before_id cannot be combined")
         if not 1 <= limit <= MAX_PAGE_SIZE:
             raise ValueError(f"limit must be within 1..{MAX_PAGE_SIZE}")
+        while True:
+            asked = min(limit, self.page_size_cap)
+            try:
+                return self._list_page(
+                    organization_ids=organization_ids,
+                    activity_types=activity_types,
+                    created_at_gte=created_at_gte,
+                    created_at_lt=created_at_lt,
+                    after_id=after_id,
+                    before_id=before_id,
+                    limit=asked,
+                )
+            except PageTooLargeError as exc:
+                self.pages_refused += 1
+                self.last_refusal = exc
+                if self.on_refusal is not None:
+                    self.on_refusal(exc)
+                if asked <= 1:
+                    raise
+                # A smaller page of the same query is the start of the same page: the
+                # caller reads on from its cursor (`has_more`), nothing is skipped.
+                self.page_size_cap = max(1, asked // 2)
+                log.warning(
+                    "Compliance API: %s; asking again with limit=%d", exc, self.page_size_cap
+                )
+
+    def _list_page(
+        self,
+        *,
+        organization_ids: Iterable[str],
+        activity_types: Iterable[str],
+        created_at_gte: datetime | None,
+        created_at_lt: datetime | None,
+        after_id: str | None,
+        before_id: str | None,
+        limit: int,
+    ) -> Page:
         params: list[tuple[str, str]] = [("limit", str(limit))]
         params += [("organization_ids[]", org) for org in organization_ids]
         params += [("activity_types[]", kind) for kind in activity_types]
@@ -469,7 +542,13 @@ class ComplianceClient:
                     headers={"x-api-key": self._key},
                     timeout=self.timeout,
                     allow_redirects=False,  # a redirect would carry x-api-key elsewhere
+                    stream=True,  # the body is read below, up to max_page_bytes
                 )
+                try:
+                    self._observe(response)
+                    content = self._read_body(response, params)
+                finally:
+                    response.close()
             except requests.Timeout:
                 error: ComplianceAPIError = APITimeoutError(
                     f"the Compliance API did not answer within {self.timeout:g}s"
@@ -480,8 +559,7 @@ class ComplianceClient:
                     f"cannot reach the Compliance API at {self.base_url}: {reason}"
                 )
             else:
-                self._observe(response)
-                outcome = self._outcome(response)
+                outcome = self._outcome(response, content)
                 if not isinstance(outcome, ComplianceAPIError):
                     return outcome
                 error = outcome
@@ -506,6 +584,42 @@ class ComplianceClient:
             )
             self.sleep(delay)
 
+    def _read_body(self, response: requests.Response, params: list[tuple[str, str]]) -> bytearray:
+        """The body, decoded, or `PageTooLargeError` once it passes `max_page_bytes`:
+        refused on a `Content-Length` over the limit without reading, else as soon as the
+        bytes read pass it (a chunked or compressed body declares no usable length)."""
+        limit = self.max_page_bytes
+        declared = _int(response.headers.get("content-length"))
+        if declared is not None and declared > limit:
+            raise self._too_large(response, params, declared, exact=True)
+        body = bytearray()
+        for chunk in response.iter_content(_READ_CHUNK):
+            body += chunk
+            if len(body) > limit:
+                raise self._too_large(response, params, len(body), exact=False)
+        return body  # json.loads reads a bytearray as it is: no second copy
+
+    def _too_large(
+        self,
+        response: requests.Response,
+        params: list[tuple[str, str]],
+        size: int,
+        *,
+        exact: bool,
+    ) -> PageTooLargeError:
+        page_limit = next((_int(v) for k, v in params if k == "limit"), None)
+        what = f"{_mib(size)}" if exact else f"more than {_mib(self.max_page_bytes)} (read so far)"
+        asked = f" for limit={page_limit}" if page_limit is not None else ""
+        return PageTooLargeError(
+            f"the Compliance API's response{asked} is {what}, over source.max_page_bytes "
+            f"({_mib(self.max_page_bytes)}): refused",
+            size=size,
+            max_bytes=self.max_page_bytes,
+            page_limit=page_limit,
+            status=response.status_code,
+            request_id=response.headers.get("request-id"),
+        )
+
     def _observe(self, response: requests.Response) -> None:
         """Remember the server's clock and rate-limit state from any response."""
         headers = response.headers
@@ -529,12 +643,14 @@ class ComplianceClient:
                 return
             self.budget.pause_until(moment)
 
-    def _outcome(self, response: requests.Response) -> tuple[Any, str | None] | ComplianceAPIError:
+    def _outcome(
+        self, response: requests.Response, content: bytearray
+    ) -> tuple[Any, str | None] | ComplianceAPIError:
         request_id = response.headers.get("request-id")
         status = response.status_code
         if 200 <= status < 300:
             try:
-                return response.json(), request_id
+                return json.loads(content), request_id
             except ValueError:
                 error = InvalidResponseError(
                     f"the Compliance API answered HTTP {status} with a body that is not JSON",
@@ -546,7 +662,7 @@ class ComplianceClient:
         error_type: str | None = None
         api_message: str | None = None
         try:
-            body = response.json()
+            body = json.loads(content)
         except ValueError:
             body = None
         if isinstance(body, dict) and isinstance(body.get("error"), dict):
@@ -600,6 +716,12 @@ def _reason(exc: requests.RequestException) -> str:
     if isinstance(exc, requests.exceptions.SSLError):
         return "TLS handshake failed: " + text[-200:]
     return f"{type(exc).__name__}: {text[:300]}"
+
+
+def _mib(size: int) -> str:
+    if size >= 1024 * 1024:
+        return f"{size / (1024 * 1024):.1f} MiB ({size:,} bytes)"
+    return f"{size:,} bytes"
 
 
 def _int(value: str | None) -> int | None:

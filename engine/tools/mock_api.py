@@ -16,7 +16,10 @@ headers; a `request-id` on every response.
 Fault injection, seeded so a test run repeats exactly: 429 with `retry-after`, 5xx,
 slow responses, pages that repeat activities already delivered, and activities that become
 visible only some time after their `created_at` (late indexing). Tests can also script the
-next responses one by one and add activities while the server runs.
+next responses one by one and add activities while the server runs. `page_padding` makes
+every page oversized on demand: that many bytes of JSON whitespace after each activity, so
+a page's size grows with its `limit` (and a smaller `limit` gives a smaller page) while the
+activities themselves stay as they are.
 """
 
 from __future__ import annotations
@@ -158,6 +161,7 @@ class MockComplianceAPI:
         clock: Callable[[], float] = time.time,
         requests_per_minute: int = API_REQUESTS_PER_MINUTE,
         index_delay: float = 0.0,
+        page_padding: int = 0,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -167,6 +171,8 @@ class MockComplianceAPI:
         self.clock = clock
         self.requests_per_minute = requests_per_minute
         self.index_delay = index_delay
+        # Bytes of whitespace after each activity of a page; may be changed while serving.
+        self.page_padding = page_padding
         self.host = host
         self.port = port
         self.requests: list[RecordedRequest] = []
@@ -384,7 +390,10 @@ class MockComplianceAPI:
         page = self._query(params, now)
         if faults.duplicates and page["data"] and dice.random() < faults.duplicates:
             self._duplicate(page, params)
-        body = json.dumps(page, separators=(",", ":")).encode()
+        if self.page_padding > 0:
+            body = _padded(page, self.page_padding)
+        else:
+            body = json.dumps(page, separators=(",", ":")).encode()
         return 200, body, {}, delay, len(page["data"])
 
     def _rate_headers(self, now: float) -> dict[str, str]:
@@ -528,6 +537,16 @@ def _default_type(status: int) -> str:
         429: "rate_limit_error",
         529: "overloaded_error",
     }.get(status, "api_error")
+
+
+def _padded(page: dict[str, Any], padding: int) -> bytes:
+    """The page as JSON with `padding` spaces after every activity: the same document,
+    as large as a hostile or broken server might make it."""
+    gap = b" " * padding
+    items = b",".join(json.dumps(a, separators=(",", ":")).encode() + gap for a in page["data"])
+    rest = {k: v for k, v in page.items() if k != "data"}
+    tail = json.dumps(rest, separators=(",", ":")).encode()[1:]
+    return b'{"data":[' + items + b"]," + tail
 
 
 def _error_body(error_type: str, message: str) -> bytes:
