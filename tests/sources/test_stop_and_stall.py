@@ -103,6 +103,7 @@ def test_sigterm_stops_between_two_activities_and_a_restart_evaluates_the_rest(
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, err
+    print(f"the stop took {took:.2f} s")
     assert took < 5, f"the stop took {took:.1f} s"
     assert "Traceback" not in err, err
     assert "not committed" in err
