@@ -262,16 +262,14 @@ def test_the_cli_replays_stdin_on_two_processes_and_keeps_what_rules_print(
     runs = {n: _replay_jsonl(tmp_path, rules_dir, "-", n, stdin=text) for n in (1, 2)}
     for done in runs.values():
         assert done.returncode == 0, done.stderr
-        assert done.stdout.count("rule saw activity_0004") == 1
-    alerts = {
-        n: [line[line.index("{") :] for line in d.stdout.splitlines() if '{"schema"' in line]
-        for n, d in runs.items()
-    }
+        assert done.stderr.count("rule saw activity_0004") == 1  # kept, on stderr
+        assert "rule saw" not in done.stdout
+    alerts = {n: [json.loads(line) for line in d.stdout.splitlines()] for n, d in runs.items()}
     assert len(alerts[1]) == 6 and alerts[2] == alerts[1]
     assert runs[2].stderr == runs[1].stderr
 
 
-def test_what_rules_print_never_splits_an_alert_line(tmp_path, rules_dir, make_activity):
+def test_what_rules_print_never_mixes_into_jsonl_output(tmp_path, rules_dir, make_activity):
     rules_dir.write(
         "chatty.py", 'def rule(event):\n    print("checked", event["id"])\n    return True\n'
     )
@@ -284,11 +282,11 @@ def test_what_rules_print_never_splits_an_alert_line(tmp_path, rules_dir, make_a
     write_raws(tmp_path / "feed.jsonl", raws)
     done = _replay_jsonl(tmp_path, rules_dir, "feed.jsonl", 2)
     assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
-    printed = [line for line in lines if line.startswith("checked ")]
-    alerts = [json.loads(line) for line in lines if not line.startswith("checked ")]
+    alerts = [json.loads(line) for line in done.stdout.splitlines()]  # every line an alert
+    printed = [line for line in done.stderr.splitlines() if line.startswith("checked ")]
     assert len(printed) == len(alerts) == 3000
-    assert done.stdout == _replay_jsonl(tmp_path, rules_dir, "feed.jsonl", 1).stdout
+    one = _replay_jsonl(tmp_path, rules_dir, "feed.jsonl", 1)
+    assert done.stdout == one.stdout and done.stderr == one.stderr
 
 
 def test_an_array_activity_goes_across_as_read_even_when_it_would_not_re_encode(
@@ -405,11 +403,10 @@ def test_hooks_run_and_fail_as_with_one_process(tmp_path, rules_dir, make_activi
     monkeypatch.setenv("PYTHONIOENCODING", "ascii")  # the print of "rôle" fails in title()
     outputs = [_replay_jsonl(tmp_path, rules_dir, "feed.jsonl", n) for n in (1, 2)]
     assert outputs[0].returncode == 0, outputs[0].stderr
-    assert outputs[1].stdout == outputs[0].stdout  # prints and alerts, in the same order
-    assert outputs[1].stderr == outputs[0].stderr
-    lines = outputs[0].stdout.splitlines()
-    assert any(line.startswith("title for") for line in lines)
-    kinds = {json.loads(line)["kind"] for line in lines if line.startswith("{")}
+    assert outputs[1].stdout == outputs[0].stdout  # the alerts, in the same order
+    assert outputs[1].stderr == outputs[0].stderr  # and the prints, kept off the JSON Lines
+    assert any(line.startswith("title for") for line in outputs[0].stderr.splitlines())
+    kinds = {json.loads(line)["kind"] for line in outputs[0].stdout.splitlines()}
     assert kinds == {"detection", "rule_error"}
 
 
@@ -460,7 +457,8 @@ def test_what_rules_write_anywhere_comes_out_where_one_process_writes_it(
     monkeypatch.setenv("PYTHONIOENCODING", "utf-8-sig")  # a byte-order mark, once
     one, two = (_replay_jsonl(tmp_path, rules_dir, "feed.jsonl", n) for n in (1, 2))
     assert one.returncode == two.returncode == 0, one.stderr
-    assert "title activity_0003" in one.stdout and "dedup activity_0003" in one.stdout
+    assert "title activity_0003" in one.stderr and "dedup activity_0003" in one.stderr
+    assert all(line.lstrip("\ufeff").startswith("{") for line in one.stdout.splitlines())
     assert "rule activity_0003" in one.stderr and "rejected" in one.stderr
     assert (two.stdout, two.stderr) == (one.stdout, one.stderr)
 
@@ -481,5 +479,5 @@ def test_a_rule_that_exits_is_a_rule_error_and_the_stream_goes_on(
     write_raws(tmp_path / "feed.jsonl", raws)
     one, two = (_replay_jsonl(tmp_path, rules_dir, "feed.jsonl", n) for n in (1, 2))
     assert one.returncode == two.returncode == 0, one.stderr
-    assert two.stdout == one.stdout and one.stdout.count("rule saw") == 3
+    assert two.stdout == one.stdout and one.stderr.count("rule saw") == 3
     assert '"kind":"rule_error"' in one.stdout and "SystemExit" in one.stdout

@@ -7,6 +7,7 @@ as they open, the way a live run notifies.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -118,15 +119,19 @@ def replay(
     source = build.file_source(
         paths, sort=options.sort, reorder_capacity=options.reorder_capacity, report=report
     )
+    # JSON Lines out is for machines: what a rule prints goes to `err`, so that every line
+    # of `out` is an alert (on two processes too: the child inherits the redirection).
+    rules_print_to = err if options.format == "jsonl" else sys.stdout
     try:
-        child = build.evaluate(run, source, options.processes, finish=lambda: report)
-        if child is not None:  # the child read the inputs: its report
-            report = child.result
-        if options.keep_open:
-            stats = run.suspend()
-            stats.still_open = run.open_alerts()
-        else:
-            stats = run.finish()
+        with contextlib.redirect_stdout(rules_print_to):
+            child = build.evaluate(run, source, options.processes, finish=lambda: report)
+            if child is not None:  # the child read the inputs: its report
+                report = child.result
+            if options.keep_open:
+                stats = run.suspend()
+                stats.still_open = run.open_alerts()
+            else:
+                stats = run.finish()
     finally:
         quarantine.close()
     stats.read_errors = list(report.errors)
