@@ -16,6 +16,7 @@ from engine.cli import (
     alerts,
     bench,
     catalog,
+    init,
     noise,
     panther,
     replay,
@@ -30,6 +31,7 @@ from engine.cli.options import EXIT_FAILED, EXIT_INVALID, EXIT_OK
 
 # In the order `detect --help` lists them.
 GROUPS = (
+    init,
     run,
     replay,
     rules,
@@ -50,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="detect",
         description="Detection rules for Anthropic Compliance API activity.",
     )
+    from engine import __version__
+
+    parser.add_argument("--version", action="version", version=f"detect {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for group in GROUPS:
         group.register(commands)

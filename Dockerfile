@@ -1,0 +1,24 @@
+# detect as a container: `docker build -t detect .`, then see docs/deploy.md.
+FROM python:3.12-slim AS build
+WORKDIR /src
+COPY . .
+RUN python -m pip wheel --no-deps -w /dist .
+
+FROM python:3.12-slim
+COPY --from=build /dist/ /tmp/dist/
+# [panther]: what panther-analysis's global helpers import, for Panther rules.
+RUN wheel="$(ls /tmp/dist/detect-*.whl)" \
+    && python -m pip install --no-cache-dir "${wheel}[panther]" \
+    && rm -rf /tmp/dist \
+    && useradd --system --uid 10001 --user-group --home-dir /var/lib/detect \
+        --shell /usr/sbin/nologin detect \
+    && mkdir -p /var/lib/detect /etc/detect \
+    && chown detect:detect /var/lib/detect
+# The state (SQLite: checkpoint, correlation state, outbox) and the quarantine live on the
+# volume; detect.yaml is mounted read-only at /etc/detect and names absolute paths under
+# /var/lib/detect (state.path, quarantine). Secrets come from the environment.
+VOLUME ["/var/lib/detect"]
+WORKDIR /var/lib/detect
+USER detect
+ENTRYPOINT ["detect"]
+CMD ["run", "--config", "/etc/detect/detect.yaml"]
