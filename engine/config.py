@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -423,9 +424,23 @@ class RuleBudgetConfig(_Strict):
         return budget
 
 
+class RuleOverrideConfig(_Strict):
+    """One entry of `rule_overrides:` (checked against the loaded rules when they load)."""
+
+    severity: str | None = None
+    enabled: bool | None = None
+    dedup_window: str | None = None
+    lists: dict[str, list[str]] = Field(default_factory=dict)
+
+
 class Config(_Strict):
+    # The environment variables left unset in the secret sections: (key, name, where).
+    _unset: list[Any] = PrivateAttr(default_factory=list)
+
     source: SourceConfig = Field(default_factory=SourceConfig)
+    # `builtin` names the pack shipped with the engine, beside rules folders.
     rules: list[Path] = Field(default_factory=lambda: [Path("rules")])
+    rule_overrides: dict[str, RuleOverrideConfig] = Field(default_factory=dict)
     rule_budget: RuleBudgetConfig = Field(default_factory=RuleBudgetConfig)
     state: StateConfig = Field(default_factory=StateConfig)
     destinations: dict[str, DestinationConfig] = Field(
@@ -462,21 +477,33 @@ def register_secrets(config: Config) -> None:
     register(secret for _, secret in secret_values(config))
 
 
-def _interpolate(value: Any, steps: list[Any], environ: dict[str, str], origin: Any) -> Any:
-    """Replace `${VAR}` in every string; `origin` is (file, document) for error lines."""
+# The sections whose secrets only some commands use: `source` (the API key, for polling)
+# and `destinations` (for delivering). A variable left unset in one of them is not an
+# error when the configuration loads; `require_secrets` refuses it where it is used.
+SECRET_SECTIONS = ("source", "destinations")
+_UNSET_URL = "https://unset.invalid/"
+_UNSET = "unset" + "0" * 32  # long enough to pass as a webhook secret
+
+
+def _interpolate(
+    value: Any, steps: list[Any], environ: dict[str, str], origin: Any, unset: list[Any]
+) -> Any:
+    """Replace `${VAR}` in every string; `origin` is (file, document) for error lines. A
+    variable that is not set (and has no default) is noted in `unset` as (key, name,
+    line) and stands in as a placeholder that passes the checks."""
     if isinstance(value, dict):
-        return {k: _interpolate(v, [*steps, k], environ, origin) for k, v in value.items()}
+        return {k: _interpolate(v, [*steps, k], environ, origin, unset) for k, v in value.items()}
     if isinstance(value, list):
-        return [_interpolate(v, [*steps, i], environ, origin) for i, v in enumerate(value)]
+        return [_interpolate(v, [*steps, i], environ, origin, unset) for i, v in enumerate(value)]
     if not isinstance(value, str):
         return value
 
     def replace(found: re.Match[str]) -> str:
         name, default = found.group(1), found.group(2)
+        path, document = origin
+        key = ".".join(str(s) for s in steps)
         if name in environ:
             if has_control_characters(environ[name]):
-                path, document = origin
-                key = ".".join(str(s) for s in steps)
                 raise ConfigError(
                     f"{path}:{line_at(document, steps)}: [{key}] environment variable {name} "
                     "holds a control character (a line break?); its value is not shown"
@@ -484,17 +511,118 @@ def _interpolate(value: Any, steps: list[Any], environ: dict[str, str], origin: 
             return environ[name]
         if default is not None:
             return default
-        path, document = origin
-        key = ".".join(str(s) for s in steps)
-        raise ConfigError(
-            f"{path}:{line_at(document, steps)}: [{key}] environment variable {name} is not set"
-        )
+        unset.append((steps, name, f"{path}:{line_at(document, steps)}"))
+        whole = found.group(0) == value
+        return _UNSET_URL if whole and str(steps[-1]).endswith("url") else _UNSET
 
     return _VARIABLE.sub(replace, value)
 
 
-def load_config(path: Path, environ: dict[str, str] | None = None) -> Config:
-    """Read and check a configuration file; `ConfigError` names the file, line and key."""
+def _unset_message(unset: list[Any]) -> str:
+    lines = [
+        f"{where}: [{'.'.join(str(s) for s in steps)}] environment variable {name} is not set"
+        for steps, name, where in unset
+    ]
+    names = ", ".join(dict.fromkeys(name for _, name, _ in unset))
+    if len(unset) > 1:
+        lines.append(f"set: {names}")
+    return "\n".join(lines)
+
+
+def require_secrets(config: Config, *sections: str, only: Any = None) -> None:
+    """A `ConfigError` naming, all at once, every environment variable left unset in
+    `sections` of the configuration (in `only` of its destinations, when given): a
+    command that polls or delivers needs them; one that reads the state file does not."""
+    missing = [
+        item
+        for item in config._unset
+        if item[0][0] in sections
+        and (only is None or item[0][0] != "destinations" or item[0][1] in only)
+    ]
+    if missing:
+        raise ConfigError(_unset_message(missing))
+
+
+def unset_variables(config: Config) -> list[str]:
+    """The environment variables the configuration names but the environment lacks."""
+    return list(dict.fromkeys(name for _, name, _ in config._unset))
+
+
+def _walk_type(tp: Any) -> Any:
+    """`tp` without `None` alternatives (`X | None` is `X`)."""
+    import types
+    from typing import Union, get_args, get_origin
+
+    if get_origin(tp) in (Union, types.UnionType):
+        kept = [a for a in get_args(tp) if a is not type(None)]
+        if len(kept) == 1:
+            return _walk_type(kept[0])
+    return tp
+
+
+def _keys_at(loc: list[Any]) -> list[str]:
+    """The keys a mapping at `loc` of the configuration may hold (its model's fields)."""
+    from typing import get_args, get_origin
+
+    tp: Any = Config
+    for step in loc:
+        tp = _walk_type(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            fields = {f.alias or n: f for n, f in tp.model_fields.items()}
+            if step not in fields:
+                return []
+            tp = fields[step].annotation
+        elif get_origin(tp) is dict:
+            tp = get_args(tp)[1]
+        elif get_origin(tp) is list:
+            tp = get_args(tp)[0]
+        else:
+            return []
+    tp = _walk_type(tp)
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return [f.alias or n for n, f in tp.model_fields.items()]
+    return []
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def describe_error(error: Any) -> str:
+    """One pydantic error of the configuration in the words of the rule errors: an
+    unknown key with the allowed ones, a value outside a choice with the choices, each
+    with a did-you-mean."""
+    loc = list(error["loc"])
+    kind = error["type"]
+    if kind == "extra_forbidden" and loc:
+        allowed = _keys_at(loc[:-1])
+        return (
+            f"unknown key; allowed: {', '.join(allowed)}"
+            f"{_did_you_mean(str(loc[-1]), allowed)}"
+        )
+    if kind == "literal_error":
+        choices = re.findall(r"'([^']*)'", str(error.get("ctx", {}).get("expected", "")))
+        given = error.get("input")
+        shown = repr(given[:40]) if isinstance(given, str) else repr(given)[:40]
+        return (
+            f"{shown} is not one of {', '.join(choices)}"
+            f"{_did_you_mean(given, choices) if isinstance(given, str) else ''}"
+        )
+    if kind == "missing":
+        return "required key missing"
+    message = str(error["msg"])
+    return message.removeprefix("Value error, ")
+
+
+def load_config(
+    path: Path, environ: dict[str, str] | None = None, *, needs: tuple[str, ...] = ()
+) -> Config:
+    """Read and check a configuration file; `ConfigError` names the file, line and key.
+    An environment variable that is not set is an error here outside the secret
+    sections, and in those of `needs`; elsewhere `require_secrets` refuses it on use."""
     try:
         document = load_yaml(path)
     except YamlError as exc:
@@ -503,9 +631,13 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> Config:
         document = {}
     if not isinstance(document, dict):
         raise ConfigError(f"{path}: the configuration must be a YAML mapping")
+    unset: list[Any] = []
     values = _interpolate(
-        document, [], dict(os.environ if environ is None else environ), (path, document)
+        document, [], dict(os.environ if environ is None else environ), (path, document), unset
     )
+    fatal = [u for u in unset if u[0][0] not in SECRET_SECTIONS or u[0][0] in needs]
+    if fatal:
+        raise ConfigError(_unset_message(fatal))
     try:
         config = Config.model_validate(values)
     except ValidationError as exc:
@@ -513,17 +645,60 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> Config:
         for error in exc.errors():
             loc = [p for p in error["loc"]]
             key = ".".join(str(p) for p in loc)
-            lines.append(f"{path}:{line_at(document, loc)}: [{key}] {error['msg']}")
+            lines.append(f"{path}:{line_at(document, loc)}: [{key}] {describe_error(error)}")
         raise ConfigError("\n".join(lines)) from None
     for loc, secret in secret_values(config):
         if has_control_characters(secret):
             key = ".".join(str(p) for p in loc)
             raise ConfigError(f"{path}:{line_at(document, list(loc))}: [{key}] {_CONTROL_MESSAGE}")
+    config._unset = unset
     register_secrets(config)
     base = path.parent
-    config.rules = [p if p.is_absolute() else base / p for p in config.rules]
+    config.rules = [p if p.is_absolute() or str(p) == "builtin" else base / p for p in config.rules]
     if not config.state.path.is_absolute():
         config.state.path = base / config.state.path
     if not config.quarantine.is_absolute():
         config.quarantine = base / config.quarantine
     return config
+
+
+_DURATION_SCHEMA = {
+    "type": ["string", "number"],
+    "pattern": "^([0-9]+[smhd])+$",
+    "description": "a duration: one or more <integer><s|m|h|d> groups, e.g. 90s, 1h30m, 7d",
+}
+
+
+def config_schema() -> dict[str, Any]:
+    """The JSON Schema of `detect.yaml` (`detect.schema.json`), from the models: editors
+    complete and check keys with it; durations are written as `90s`, `1h30m`."""
+
+    def fix(node: Any) -> Any:
+        if isinstance(node, dict):
+            if node.get("format") == "duration":
+                extra = {k: v for k, v in node.items() if k in ("default", "title")}
+                if isinstance(extra.get("default"), str):
+                    extra.pop("default")
+                return {**_DURATION_SCHEMA, **extra}
+            return {k: fix(v) for k, v in node.items() if k != "writeOnly"}
+        if isinstance(node, list):
+            return [fix(v) for v in node]
+        return node
+
+    schema = fix(Config.model_json_schema(mode="validation"))
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "detect.yaml",
+        **{k: v for k, v in schema.items() if k != "title"},
+    }
+
+
+def write_schema(path: Path = Path("detect.schema.json")) -> None:
+    """Write `config_schema()` (after a change to the models: `python -m engine.config`)."""
+    import json
+
+    path.write_text(json.dumps(config_schema(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    write_schema()

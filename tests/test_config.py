@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import load_config
+from engine.config import SECRET_SECTIONS, load_config
 from engine.errors import ConfigError
 
 API_KEY = "sk-ant-api01-VERY-SECRET-KEY"
@@ -105,7 +105,7 @@ def test_interpolation_cannot_inject_yaml_structure(tmp_path):
 def test_a_missing_variable_is_named(tmp_path):
     environ = {k: v for k, v in ENVIRON.items() if k != "SLACK_WEBHOOK_URL"}
     with pytest.raises(ConfigError) as info:
-        load_config(write(tmp_path, CONFIG), environ=environ)
+        load_config(write(tmp_path, CONFIG), environ=environ, needs=SECRET_SECTIONS)
     message = str(info.value)
     assert "destinations.secops.url" in message
     assert "environment variable SLACK_WEBHOOK_URL is not set" in message
@@ -115,7 +115,7 @@ def test_a_missing_variable_error_names_file_and_line(tmp_path):
     environ = {k: v for k, v in ENVIRON.items() if k != "SLACK_WEBHOOK_URL"}
     path = write(tmp_path, CONFIG)
     with pytest.raises(ConfigError) as info:
-        load_config(path, environ=environ)
+        load_config(path, environ=environ, needs=SECRET_SECTIONS)
     assert str(info.value).startswith(f"{path}:13: [destinations.secops.url] ")
 
 
@@ -130,7 +130,8 @@ def test_an_unknown_key_names_file_line_and_key(tmp_path):
     )
     with pytest.raises(ConfigError) as info:
         load_config(path, environ={})
-    assert str(info.value) == f"{path}:3: [source.api_kye] Extra inputs are not permitted"
+    assert str(info.value).startswith(f"{path}:3: [source.api_kye] unknown key; allowed: base_url")
+    assert str(info.value).endswith("; did you mean 'api_key'?")
 
 
 def test_an_unknown_key_in_a_destination(tmp_path):
@@ -192,14 +193,15 @@ def test_secrets_are_not_in_errors(tmp_path):
 
 def test_replay_with_a_broken_config_exits_2_and_names_the_variable(cli, tmp_path, monkeypatch):
     monkeypatch.delenv("ANTHROPIC_COMPLIANCE_API_KEY", raising=False)
-    config = write(tmp_path, "source:\n  api_key: ${ANTHROPIC_COMPLIANCE_API_KEY}\n")
+    monkeypatch.delenv("DETECT_QUARANTINE_FILE", raising=False)
+    config = write(tmp_path, "quarantine: ${DETECT_QUARANTINE_FILE}\n")
     feed = tmp_path / "feed.jsonl"
     feed.write_text("")
     code, out, err = cli("replay", str(feed), "--config", str(config))
     assert (code, out) == (2, "")
     assert err.startswith("error: ")
-    assert "source.api_key" in err
-    assert "environment variable ANTHROPIC_COMPLIANCE_API_KEY is not set" in err
+    assert "[quarantine]" in err
+    assert "environment variable DETECT_QUARANTINE_FILE is not set" in err
 
 
 def test_replay_finds_detect_yaml_in_the_working_directory(

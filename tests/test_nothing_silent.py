@@ -316,7 +316,7 @@ def test_the_live_builder_applies_the_rule_budget(tmp_path):
         ("per_activity: .nan", "finite"),
         ("per_activity: soon", "per_activity"),
         ("quarantine_after: 0", "greater than or equal to 1"),
-        ("every: 1s", "Extra inputs are not permitted"),
+        ("every: 1s", "unknown key; allowed: per_activity, quarantine_after"),
     ],
 )
 def test_rule_budget_errors_name_the_line_and_key(tmp_path, text, words):

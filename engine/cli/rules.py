@@ -42,12 +42,22 @@ def register(commands: Any) -> None:
     validate = commands.add_parser("validate", help="check rule files against the schema")
     validate.add_argument("paths", nargs="*", metavar="PATH")
     validate.add_argument("--format", choices=("text", "json"), default="text")
+    validate.add_argument(
+        "--config",
+        metavar="FILE",
+        help="check this configuration file (offline: no secret needs to be set) instead",
+    )
     add_panther_options(validate)
     validate.set_defaults(handler=cmd_validate)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     import json
+
+    if args.config:
+        from engine.cli.status import check_config
+
+        return check_config(args.config)
 
     from engine.rule_formats import check_rules
     from engine.testing.report import print_problems, problems_json

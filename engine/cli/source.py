@@ -190,6 +190,9 @@ def cmd_check_connection(args: argparse.Namespace) -> int:
     )
 
     config = require_config(args.config)
+    from engine.config import require_secrets
+
+    require_secrets(config, "source")
     source = config.source
     if source.api_key is None:
         raise ConfigError(

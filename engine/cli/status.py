@@ -197,3 +197,21 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         _print_status(report, now)
     return EXIT_OK
+
+
+def check_config(path: str) -> int:
+    """`detect validate --config FILE`: the file against the models, offline; the
+    environment variables it names but the environment lacks are listed, not errors
+    (`detect run` needs them; `status` and `alerts list` do not)."""
+    from engine.config import load_config as load
+    from engine.config import unset_variables
+
+    config = load(Path(path))
+    print(f"{path}: valid ({len(config.destinations)} destinations)")
+    unset = unset_variables(config)
+    if unset:
+        print(
+            f"note: not set here, needed to poll or deliver: {', '.join(unset)}",
+            file=sys.stderr,
+        )
+    return EXIT_OK

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from engine.activity import ActivityRecord
-from engine.config import Config, register_secrets
+from engine.config import Config, register_secrets, require_secrets
 from engine.correlation.correlator import AlertChange
 from engine.detection.loader import RuleSet
 from engine.errors import ConfigError
@@ -153,6 +153,7 @@ def live_source(
     from engine.sources.health import SourceHealth
     from engine.sources.poller import Poller
 
+    require_secrets(config, "source")
     source = config.source
     register_secrets(config)
     apply_rule_budget(config)
@@ -229,6 +230,7 @@ def dispatcher(
     test`). `options` go to the dispatcher (its clock and sleep)."""
     from engine.delivery.dispatcher import Dispatcher
 
+    require_secrets(config, "destinations", only=only)
     register_secrets(config)
     destinations = config.destinations
     if only is not None:
@@ -241,4 +243,5 @@ def deliver(config: Config, timeout: float | None = None, **options: Any) -> Dis
     `timeout` seconds allow."""
     from engine.delivery.dispatcher import deliver_pending
 
+    require_secrets(config, "destinations")
     return deliver_pending(config, timeout=timeout, **options)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from engine.activity import format_timestamp, parse_timestamp
-from engine.config import Config
+from engine.config import Config, require_secrets
 from engine.correlation.correlator import AlertChange
 from engine.detection.loader import RuleSet
 from engine.durations import describe
@@ -462,6 +462,7 @@ def run_from_config(
     commit; with `--once` it gets `deliver_timeout` seconds to empty the outbox."""
     from engine.runs.replay import Quarantine, summary
 
+    require_secrets(config, "source", "destinations")  # every one missing, at once
     configure_logging()
     out = out or sys.stdout
     quarantine = Quarantine(config.quarantine, sys.stderr)

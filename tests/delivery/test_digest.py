@@ -501,12 +501,12 @@ def test_an_existing_state_file_without_the_digest_column_still_opens(db):
 @pytest.mark.parametrize(
     ("digest", "message"),
     [
-        ("{below: info, every: 1h}", "[destinations.soar.digest.below] Value error, `below: info`"),
+        ("{below: info, every: 1h}", "[destinations.soar.digest.below] `below: info`"),
         ("{below: urgent, every: 1h}", "`below` must be one of low, medium, high, critical"),
-        ("{below: medium, every: 10s}", "[destinations.soar.digest.every] Value error, `every`"),
+        ("{below: medium, every: 10s}", "[destinations.soar.digest.every] `every`"),
         ("{below: medium, every: hourly}", "'hourly' is not a duration like 90s"),
-        ("{below: medium}", "[destinations.soar.digest.every] Field required"),
-        ("{below: low, every: 1h, at: 9am}", "[destinations.soar.digest.at] Extra inputs"),
+        ("{below: medium}", "[destinations.soar.digest.every] required key missing"),
+        ("{below: low, every: 1h, at: 9am}", "[destinations.soar.digest.at] unknown key"),
         ("{below: medium, every: 1h}\n    min_severity: medium", "is not above `min_severity"),
     ],
 )
