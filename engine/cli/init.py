@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import engine.cli.options as cli_options
 from engine.cli.options import EXIT_INVALID, EXIT_OK
 
 SCHEMA_FILE = "rules.schema.json"
@@ -32,9 +33,7 @@ def register(commands: Any) -> None:
 
 def rules_setting() -> str:
     """What `rules:` names: the shipped pack by name once packs compose, else ./rules."""
-    from engine.cli import options
-
-    builtin = getattr(options, "BUILTIN", None)
+    builtin = getattr(cli_options, "BUILTIN", None)
     if isinstance(builtin, str):
         return f"[{builtin}, rules]"
     return "[rules]"
