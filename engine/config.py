@@ -599,10 +599,7 @@ def describe_error(error: Any) -> str:
     kind = error["type"]
     if kind == "extra_forbidden" and loc:
         allowed = _keys_at(loc[:-1])
-        return (
-            f"unknown key; allowed: {', '.join(allowed)}"
-            f"{_did_you_mean(str(loc[-1]), allowed)}"
-        )
+        return f"unknown key; allowed: {', '.join(allowed)}{_did_you_mean(str(loc[-1]), allowed)}"
     if kind == "literal_error":
         choices = re.findall(r"'([^']*)'", str(error.get("ctx", {}).get("expected", "")))
         given = error.get("input")
