@@ -4,6 +4,7 @@ passes its own tests, and the commands it names exist."""
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 from engine.cli import build_parser, main
@@ -50,3 +51,21 @@ def test_every_command_in_the_table_exists():
     named = set(re.findall(r"`detect ([a-z-]+)", table))
     choices = build_parser()._subparsers._group_actions[0].choices
     assert named and named <= set(choices)
+
+
+def test_the_tour_threshold_rule_validates_passes_and_replays(tmp_path, monkeypatch, capsys):
+    text = README.read_text(encoding="utf-8")
+    start = text.index("# rules/auth/sign_in_failures.yml")
+    rule = text[start : text.index("```", start)]
+    events = re.search(r"events_file: (\S+)", rule).group(1)
+    assert (README.parent / events).is_file(), f"the tour names {events}, which is missing"
+    (tmp_path / "rules" / "auth").mkdir(parents=True)
+    (tmp_path / "rules" / "auth" / "sign_in_failures.yml").write_text(rule, encoding="utf-8")
+    (tmp_path / events).parent.mkdir(parents=True)
+    shutil.copy(README.parent / events, tmp_path / events)
+    monkeypatch.chdir(tmp_path)
+    assert main(["validate", "rules"]) == 0
+    assert main(["test", "rules"]) == 0
+    assert "1 passed, 0 failed" in capsys.readouterr().out
+    assert main(["replay", events, "--rules", "builtin", "--rules", "rules"]) == 0
+    assert "acme.auth.sign_in_failures" in capsys.readouterr().out

@@ -94,6 +94,9 @@ def test_detect_test_reports_a_failure_with_a_diff_and_exits_1(cli, test_rules):
         "      expect (rule holds):",
         "        - expected: True",
         "        + actual:   False",
+        "",
+        "failed (1):",
+        f"  t.sso :: enabled wrongly expected to fire  ({path}:25) expect (rule holds):",
         "2 passed, 1 failed",
     ]
 

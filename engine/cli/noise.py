@@ -12,8 +12,7 @@ from engine.cli.options import (
     add_ordering_options,
     add_rules_option,
     load_config,
-    load_ruleset,
-    rule_dirs,
+    load_pack,
 )
 
 
@@ -29,7 +28,7 @@ def cmd_noise(args: argparse.Namespace) -> int:
         print("error: --top must be 1 or more", file=sys.stderr)
         return EXIT_INVALID
     config = load_config(args.config)
-    ruleset = load_ruleset(rule_dirs(args.rules, config), args)
+    ruleset = load_pack(args, config)
     labels = load_labels(args.labels) if args.labels else None
     collect_less()
     measured = measure(

@@ -45,17 +45,76 @@ def require_config(path: str | None, hint: str = "") -> Config:
     return config
 
 
+BUILTIN = "builtin"  # the name of the pack shipped with the engine, in --rules and `rules:`
+
+
 def rule_dirs(given: list[str] | None, config: Config | None) -> list[Path]:
     """Rules named on the command line, else the configuration's, else ./rules, else the
-    pack shipped with the engine."""
+    pack shipped with the engine; `builtin` names the shipped pack."""
     from engine.resources import bundled_rules_dir
 
+    return [bundled_rules_dir() if str(p) == BUILTIN else p for p in _chosen(given, config)]
+
+
+def _chosen(given: list[str] | None, config: Config | None) -> list[Path]:
     if given:
         return [Path(p) for p in given]
     if config is not None:
         return list(config.rules)
     local = Path("rules")
-    return [local] if local.is_dir() else [bundled_rules_dir()]
+    return [local] if local.is_dir() else [Path(BUILTIN)]
+
+
+def rules_origin(given: list[str] | None, config: Config | None) -> str:
+    """Why these packs: --rules, the configuration, or the default (and which one)."""
+    if given:
+        return "--rules"
+    if config is not None:
+        return "rules: in the configuration"
+    if Path("rules").is_dir():
+        return "default: ./rules is present (--rules builtin adds the shipped pack)"
+    return "default: no ./rules, so the shipped pack"
+
+
+def describe_packs(ruleset: RuleSet, paths: list[Path], origin: str) -> str:
+    """One line: each pack and its rule count, the rules evaluated, and why these packs."""
+    from engine.resources import bundled_rules_dir
+
+    shipped = bundled_rules_dir().resolve()
+    everything = ruleset.rules + ruleset.skipped
+    parts = []
+    for path in paths:
+        root = path.resolve()
+        count = sum(1 for r in everything if r.path.resolve().is_relative_to(root))
+        name = BUILTIN if root == shipped else str(path)
+        parts.append(f"{name} ({count})")
+    inactive = f", {len(ruleset.skipped)} inactive" if ruleset.skipped else ""
+    return f"rules: {' + '.join(parts)}: {len(ruleset.rules)} active{inactive} [{origin}]"
+
+
+def load_pack(
+    args: argparse.Namespace, config: Config | None, stream: IO[str] | None = None
+) -> RuleSet:
+    """The rules of --rules (or the configuration's, or the default), with the
+    configuration's `rule_overrides` applied; the packs and counts printed in one line on
+    `stream` when one is given. A `ConfigError` for an override that does not apply."""
+    from engine.detection.overrides import apply_overrides
+    from engine.errors import ConfigError
+
+    given = getattr(args, "rules", None)
+    paths = rule_dirs(given, config)
+    ruleset = load_ruleset(paths, args)
+    if config is not None and config.rule_overrides:
+        wanted = {
+            rule_id: change.model_dump(exclude_defaults=True)
+            for rule_id, change in config.rule_overrides.items()
+        }
+        problems = apply_overrides(ruleset, wanted)
+        if problems:
+            raise ConfigError("\n".join(problems))
+    if stream is not None:
+        print(describe_packs(ruleset, paths, rules_origin(given, config)), file=stream)
+    return ruleset
 
 
 def require_rule_paths(paths: list[Path]) -> list[Path]:
@@ -150,7 +209,8 @@ def add_rules_option(parser: argparse.ArgumentParser) -> None:
         "--rules",
         action="append",
         metavar="DIR",
-        help="rules directory or file (repeatable; default ./rules)",
+        help="rules directory or file, or `builtin` for the shipped pack (repeatable;"
+        " default ./rules if present, else builtin)",
     )
 
 

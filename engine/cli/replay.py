@@ -15,9 +15,8 @@ from engine.cli.options import (
     add_rules_option,
     check_destinations,
     load_config,
-    load_ruleset,
+    load_pack,
     quarantine_path,
-    rule_dirs,
     writable_quarantine,
 )
 
@@ -74,7 +73,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from engine.runs.replay import ReplayOptions, default_processes, replay, summary
 
     config = load_config(args.config)
-    ruleset = load_ruleset(rule_dirs(args.rules, config), args)
+    ruleset = load_pack(args, config)
     options = ReplayOptions(
         format=args.format,
         sort=args.sort,

@@ -11,11 +11,13 @@ from engine.cli.options import (
     EXIT_INVALID,
     EXIT_OK,
     add_panther_options,
+    describe_packs,
     panther_options,
     report_skipped,
     require_rule_paths,
     require_some_rules,
     rule_dirs,
+    rules_origin,
 )
 
 
@@ -24,6 +26,7 @@ def register(commands: Any) -> None:
     test.add_argument("paths", nargs="*", metavar="PATH")
     test.add_argument("-k", metavar="TEXT", help="only tests whose rule id or name has TEXT")
     test.add_argument("--format", choices=("text", "json"), default="text")
+    test.add_argument("--failures-only", action="store_true", help="print only the tests that fail")
     test.add_argument(
         "--mutate",
         action="store_true",
@@ -59,6 +62,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
         return check_config(args.config)
 
+    from engine.resources import bundled_rules_dir
     from engine.rule_formats import check_rules
     from engine.testing.report import print_problems, problems_json
 
@@ -68,24 +72,35 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"error: no such file or directory: {', '.join(map(str, missing))}", file=sys.stderr)
         return EXIT_INVALID
     ruleset, problems = check_rules(paths, panther_options(args))
+    warnings: list = []
     if not problems:
         require_some_rules(ruleset, paths)
+        from engine.testing.lint import lint_tests
+
+        problems, warnings = lint_tests(ruleset)
     if args.format == "json":
         print(
             json.dumps(
                 {
                     "rules": len(ruleset.rules) + len(ruleset.skipped),
                     "problems": problems_json(problems),
+                    "warnings": problems_json(warnings),
                 },
                 indent=2,
             )
         )
-    elif problems:
+        return EXIT_INVALID if problems else EXIT_OK
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if problems:
         print_problems(problems, sys.stderr)
     else:
         total = len(ruleset.rules) + len(ruleset.skipped)
         report_skipped(ruleset, sys.stderr)
         note = f" ({len(ruleset.skipped)} inactive)" if ruleset.skipped else ""
+        if len(paths) > 1 or bundled_rules_dir().resolve() in {p.resolve() for p in paths}:
+            origin = "paths given" if args.paths else rules_origin(None, None)
+            print(describe_packs(ruleset, paths, origin))
         print(f"{total} rules valid{note}, {len(ruleset.lists.lists)} named lists")
     return EXIT_INVALID if problems else EXIT_OK
 
@@ -118,7 +133,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(results_json(results))
     else:
-        print_results(results, sys.stdout)
+        print_results(results, sys.stdout, failures_only=args.failures_only)
     if not results:
         print("no tests matched" if args.k else "no tests found", file=sys.stderr)
     return EXIT_OK if all(r.passed for r in results) else EXIT_FAILED

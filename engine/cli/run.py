@@ -13,9 +13,8 @@ from engine.cli.options import (
     add_deliver_timeout,
     add_panther_options,
     check_destinations,
-    load_ruleset,
+    load_pack,
     require_config,
-    rule_dirs,
     writable_quarantine,
 )
 
@@ -47,7 +46,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         from engine.runs.live import run_from_config
 
         config = require_config(args.config, " (see docs/ingestion.md)")
-        ruleset = load_ruleset(rule_dirs(args.rules, config), args)
+        ruleset = load_pack(args, config)
         check_destinations(ruleset, config)
         writable_quarantine(config.quarantine)
         collect_less()
@@ -56,7 +55,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     from engine.runs.live import demo
 
-    ruleset = load_ruleset(rule_dirs(args.rules, None), args)
+    ruleset = load_pack(args, None)
     feed = Path(args.events) if args.events else demo_feed_path()
     print(
         f"demo: serving {feed} on a local mock Compliance API, polling it through "

@@ -47,6 +47,32 @@ def _truthy(value: Any) -> bool:
     return not (isinstance(value, str | list | dict | tuple) and len(value) == 0)
 
 
+# `null` is left out: a bare `null` reads an absent field, null, so it means `null` anyway.
+_LITERAL_WORDS = ("true", "false")
+
+
+def bare_literals(text: str) -> list[str]:
+    """The words `true` and `false` a JMESPath expression compares as fields: JMESPath
+    reads a bare `false` as the field named false (its literals are `` `false` ``)."""
+    found: list[str] = []
+
+    def walk(node: Any, compared: bool) -> None:
+        if not isinstance(node, dict):
+            return
+        if (
+            compared
+            and node.get("type") == "field"
+            and node.get("value") in _LITERAL_WORDS
+            and f'"{node["value"]}"' not in text
+        ):
+            found.append(node["value"])
+        for child in node.get("children", []):
+            walk(child, node.get("type") == "comparator")
+
+    walk(jmespath.compile(text).parsed, False)
+    return list(dict.fromkeys(found))
+
+
 class NativeCompiler:
     """Compiles one checked document; collects problems with their lines."""
 
@@ -105,8 +131,18 @@ class NativeCompiler:
             try:
                 expression = compile_expression(block["when"], self.options)
                 when.append(lambda d: _truthy(expression(d)))
+                for word in bare_literals(block["when"]):
+                    self.problem(
+                        [*where, "when"],
+                        f"`{word}` here is a field named {word!r}, not the value: JMESPath"
+                        f' writes literals in backquotes, `` `{word}` `` (or "{word}" for a'
+                        " field really named so)",
+                    )
             except jmespath.exceptions.JMESPathError as exc:
-                self.problem([*where, "when"], f"invalid JMESPath: {exc}")
+                hint = ""
+                if "NUMBER" in str(exc):
+                    hint = " (a number in a JMESPath comparison is a literal: `5`)"
+                self.problem([*where, "when"], f"invalid JMESPath: {exc}{hint}")
         checks.extend(when)
         pin = None
         exact = exact_values(match["type"]) if "type" in match else None

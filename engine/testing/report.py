@@ -23,17 +23,37 @@ def problems_json(problems: Sequence[RuleProblem]) -> list[dict[str, object]]:
     ]
 
 
-def print_results(results: Sequence[TestResult], stream: IO[str]) -> None:
+def print_results(
+    results: Sequence[TestResult], stream: IO[str], failures_only: bool = False
+) -> None:
+    """One line per test (only the failing ones with `failures_only`), a diff under each
+    failure, then a recap of the failures and the counts."""
     for result in results:
-        test = result.test
-        status = "PASS" if result.passed else "FAIL"
-        print(f"{status}  {test.rule.id} :: {test.name}", file=stream)
-        if not result.passed:
-            print(f"      at {test.rule.path}:{test.line}", file=stream)
-            for line in result.failures:
-                print(f"      {line}", file=stream)
-    passed = sum(r.passed for r in results)
-    print(f"{passed} passed, {len(results) - passed} failed", file=stream)
+        if failures_only and result.passed:
+            continue
+        _print_result(result, stream)
+    failed = [r for r in results if not r.passed]
+    if failed and not failures_only and len(results) > 1:
+        print(f"\nfailed ({len(failed)}):", file=stream)
+        for result in failed:
+            test = result.test
+            first = result.failures[0].strip() if result.failures else ""
+            print(
+                f"  {test.rule.id} :: {test.name}  ({test.rule.path}:{test.line}) {first}",
+                file=stream,
+            )
+    passed = len(results) - len(failed)
+    print(f"{passed} passed, {len(failed)} failed", file=stream)
+
+
+def _print_result(result: TestResult, stream: IO[str]) -> None:
+    test = result.test
+    status = "PASS" if result.passed else "FAIL"
+    print(f"{status}  {test.rule.id} :: {test.name}", file=stream)
+    if not result.passed:
+        print(f"      at {test.rule.path}:{test.line}", file=stream)
+        for line in result.failures:
+            print(f"      {line}", file=stream)
 
 
 def results_json(results: Sequence[TestResult]) -> str:

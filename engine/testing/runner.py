@@ -85,7 +85,7 @@ def collect(ruleset: RuleSet, keyword: str | None = None) -> list[RuleTest]:
     return tests
 
 
-def _resolve(rule: Rule, relative: str) -> Path:
+def resolve_test_file(rule: Rule, relative: str) -> Path:
     """A test file path: beside the rule, or in the nearest folder above that holds it."""
     candidate = Path(relative)
     if candidate.is_absolute():
@@ -112,7 +112,7 @@ def _events(test: RuleTest) -> list[ActivityRecord]:
     if "events" in spec:
         return [_activity(_plain(e), f"events[{i}]") for i, e in enumerate(spec["events"])]
     relative = spec.get("event_file") or spec.get("events_file")
-    path = _resolve(test.rule, relative)
+    path = resolve_test_file(test.rule, relative)
     activities = []
     for record in read_source(str(path)):
         if isinstance(record, Rejected):
