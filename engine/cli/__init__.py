@@ -55,6 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
     from engine import __version__
 
     parser.add_argument("--version", action="version", version=f"detect {__version__}")
+    parser.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error", "critical"),
+        help="log level (default info; also DETECT_LOG_LEVEL)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        help="log lines as text or one JSON object a line (also DETECT_LOG_FORMAT)",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for group in GROUPS:
         group.register(commands)
@@ -74,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     try:
+        from engine.runs import logs
+
+        asked = logs.wanted(getattr(args, "log_level", None), getattr(args, "log_format", None))
+        if asked is not None:
+            logs.setup(*asked)
         return args.handler(args)
     except RuleLoadError as exc:
         from engine.testing.report import print_problems
