@@ -16,7 +16,8 @@ from engine.cli import main
 from engine.orgsim import Simulation, write_jsonl
 from engine.orgsim.attacks import KINDS
 
-REFERENCE = Path("/work/shared/reference/activity-types.txt")
+# The API reference kept beside the checkout (`../shared`), where there is one.
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "activity-types.txt"
 SIGN_IN_FAMILY = {
     "sso_login_initiated",
     "sso_login_succeeded",
