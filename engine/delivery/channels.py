@@ -15,19 +15,17 @@ import sys
 from collections.abc import Mapping
 from typing import IO, Any, Protocol
 
-from engine import __version__
 from engine.alerts import Alert
 from engine.config import DestinationConfig
 from engine.delivery.console import format_alert, format_digest, use_colour
 from engine.delivery.digest import DigestInfo
 from engine.delivery.slack import build_digest, build_message
-from engine.delivery.transport import HttpPoster, Outcome, signed_endpoint
+from engine.delivery.transport import USER_AGENT, HttpPoster, Outcome, signed_endpoint
 from engine.delivery.webhook import EVENT_HEADER, body_for, digest_bodies, signature_headers
 
 # One digest message: its payload, and the ids of the alerts it lists.
 DigestPart = tuple[str, list[str]]
 
-USER_AGENT = f"detect/{__version__}"
 # Messages per second when `max_messages_per_second` is not set: Slack allows about one
 # per second per webhook; the others are unlimited.
 DEFAULT_RATES: dict[str, float | None] = {"slack": 1.0, "webhook": None, "console": None}

@@ -3,18 +3,16 @@ PagerDuty): one keep-alive POST of the stored payload, classified like Slack's."
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any
 
-from engine import __version__
 from engine.config import DestinationConfig
 from engine.delivery.digest import DigestInfo
-from engine.delivery.transport import HttpPoster, Outcome
-
-USER_AGENT = f"detect/{__version__}"
+from engine.delivery.transport import USER_AGENT, HttpPoster, Outcome
 
 
-class JsonChannel:
+class JsonChannel(ABC):
     """Subclasses give `render`, `render_digest` and, when the URL needs more than the
     configured one, `target_url`."""
 
@@ -30,13 +28,15 @@ class JsonChannel:
         assert config.url is not None
         return config.url.get_secret_value()
 
+    @abstractmethod
     def render(self, alert: Mapping[str, Any], purpose: str, notice: str) -> str:
-        raise NotImplementedError
+        """The stored payload of one alert (or its closing summary)."""
 
+    @abstractmethod
     def render_digest(
         self, alerts: list[Mapping[str, Any]], info: DigestInfo
     ) -> list[tuple[str, list[str]]]:
-        raise NotImplementedError
+        """A digest's messages: each payload with the alert ids it lists."""
 
     def body(self, payload: str) -> bytes:
         return payload.encode("utf-8")

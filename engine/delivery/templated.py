@@ -36,8 +36,7 @@ from engine.activity import format_timestamp
 from engine.config import DestinationConfig
 from engine.delivery.alert_text import printable, title_of
 from engine.delivery.digest import DigestInfo, event_total, plural
-from engine.delivery.json_channel import USER_AGENT
-from engine.delivery.transport import Outcome, signed_endpoint
+from engine.delivery.transport import USER_AGENT, Outcome, signed_endpoint
 from engine.delivery.webhook import EVENT_HEADER, public_alert, signature_headers
 
 Render = Callable[[Mapping[str, Any]], Any]

@@ -20,7 +20,11 @@ from urllib.parse import urlsplit
 
 import requests
 
+from engine import __version__
 from engine.delivery.text import clean_text
+
+# What every destination's request names itself as.
+USER_AGENT = f"detect/{__version__}"
 
 REDACTED = "[redacted]"
 MAX_RESPONSE_BYTES = 64 * 1024
