@@ -168,5 +168,10 @@ def test_mock_api_command_serves_until_interrupted(tmp_path):
         assert response.status_code == 200 and len(body["data"]) == 2 and body["has_more"]
     finally:
         proc.send_signal(2)
-        proc.wait(timeout=10)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # never leave a server behind for the tests that follow
+            proc.wait()
+            raise
     assert proc.returncode == 0
