@@ -120,7 +120,9 @@ def _learning(learners: list[Rule]) -> Callable[[ActivityRecord, list[Match]], l
     A value handed over within `LAST_SEEN_SLACK` of its rule's `forget` is not handed over
     again: the correlator would change nothing for it (it moves a last-seen time on only
     when it is that stale), and the same member's domain or address on every activity
-    would otherwise cross to it, and through the pipe of a two-process replay, each time."""
+    would otherwise cross to it, and through the pipe of a two-process replay, each time.
+    The one difference it can make: a value the correlator dropped meanwhile (a key's cap
+    of values) is learned again up to that 1% of `forget` late."""
     plan = [
         (index, rule, rule.new_value.of, rule.new_value.per)  # type: ignore[union-attr]
         for index, rule in enumerate(learners)
