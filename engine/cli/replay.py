@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from pathlib import Path
 from typing import Any
@@ -71,9 +72,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from engine.pipeline import collect_less
     from engine.runs import build
     from engine.runs.replay import ReplayOptions, default_processes, replay, summary
+    from engine.sources.files import check_readable
 
     config = load_config(args.config)
-    ruleset = load_pack(args, config)
+    packs = io.StringIO()  # the packs' line, printed once the setup checks have passed
+    ruleset = load_pack(args, config, stream=packs)
     options = ReplayOptions(
         format=args.format,
         sort=args.sort,
@@ -93,7 +96,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
             raise ConfigError("--deliver needs a configuration (detect.yaml or --config)")
         check_destinations(ruleset, config)
         state = state or config.state.path
+    check_readable(args.paths)
     store = build.open_store(state) if state else None
+    # A setup error above stays the only line; from here on, the run says what it runs.
+    sys.stderr.write(packs.getvalue())
     # State kept for a next replay keeps its windows open unless this is the last one.
     options.keep_open = state is not None and not args.final
     collect_less()
