@@ -113,8 +113,15 @@ def load_pack(
         if problems:
             raise ConfigError("\n".join(problems))
     if stream is not None:
-        print(describe_packs(ruleset, paths, rules_origin(given, config)), file=stream)
+        print(packs_line(args, config, ruleset), file=stream)
     return ruleset
+
+
+def packs_line(args: argparse.Namespace, config: Config | None, ruleset: RuleSet) -> str:
+    """The line `load_pack(..., stream)` prints, for a command that prints it later (once
+    its other setup checks pass, so a setup error stays the only line)."""
+    given = getattr(args, "rules", None)
+    return describe_packs(ruleset, rule_dirs(given, config), rules_origin(given, config))
 
 
 def require_rule_paths(paths: list[Path]) -> list[Path]:
