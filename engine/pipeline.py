@@ -67,6 +67,8 @@ class Stats:
     alerts_by_severity: Counter[str] = field(default_factory=Counter)
     alerts_by_rule: Counter[str] = field(default_factory=Counter)
     matches_by_rule: Counter[str] = field(default_factory=Counter)
+    # Rule failures per rule id (`rule_errors` is their sum); counted only on failure.
+    errors_by_rule: Counter[str] = field(default_factory=Counter)
     # What reading a finite input found (engine/sources/files.py `ReadReport`), filled
     # in by the replay: inputs that broke half-way, duplicate ids dropped, activities
     # that came back in time past the reorder buffer; and, for a replay that keeps its
@@ -168,6 +170,7 @@ class Pipeline:
         for rule, failure in failures:
             assert record is not None
             stats.rule_errors += 1
+            stats.errors_by_rule[rule.id] += 1
             self._emit(correlator.rule_error(rule, record, failure))
         if matches:
             assert record is not None
@@ -179,6 +182,7 @@ class Pipeline:
                 assert record is not None
                 stats.rule_errors += 1
                 rule = self.evaluator.learners[found[0]]
+                stats.errors_by_rule[rule.id] += 1
                 self._emit(correlator.rule_error(rule, record, found[1]))
         self._since_commit += 1
         self.progress += 1
@@ -199,6 +203,7 @@ class Pipeline:
                     changes = self.correlator.process(match)
                 except Exception as error:  # noqa: BLE001 - the rule's title()/dedup() failed
                     stats.rule_errors += 1
+                    stats.errors_by_rule[rule.id] += 1
                     changes = self.correlator.rule_error(rule, record, RuleFailure.of(error))
                 if changes:
                     self._emit(changes)
@@ -207,6 +212,7 @@ class Pipeline:
             if rule.learn:
                 for failure in learn_lists(self.ruleset.lists, rule, record):
                     stats.rule_errors += 1
+                    stats.errors_by_rule[rule.id] += 1
                     self._emit(self.correlator.rule_error(rule, record, failure))
 
     def run(self, records: Iterable[ActivityRecord | Rejected]) -> Stats:

@@ -105,6 +105,7 @@ def test_run_names_every_missing_secret_and_exits_2(cli, tmp_path, monkeypatch):
     assert code == 2
     for name in ("ANTHROPIC_COMPLIANCE_API_KEY", "SLACK_WEBHOOK_URL", "DETECT_WEBHOOK_SECRET"):
         assert name in err
+    assert "rules:" not in err  # the packs' line comes only once the setup checks pass
 
 
 def test_validate_config_exits_2_on_a_bad_file(cli, tmp_path):

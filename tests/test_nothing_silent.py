@@ -363,4 +363,5 @@ def test_run_checks_the_quarantine_before_polling(tmp_path, capsys):
         )
         assert main(["run", "--once", "--config", str(config)]) == 2
         assert not mock.requests
-    assert "cannot write the quarantine file" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot write the quarantine file" in err[0]

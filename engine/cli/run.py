@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.cli.options import (
     EXIT_OK,
@@ -14,9 +14,14 @@ from engine.cli.options import (
     add_panther_options,
     check_destinations,
     load_pack,
+    packs_line,
     require_config,
     writable_quarantine,
 )
+
+if TYPE_CHECKING:
+    from engine.config import Config
+    from engine.runs.metrics import MetricsServer
 
 
 def register(commands: Any) -> None:
@@ -33,6 +38,18 @@ def register(commands: Any) -> None:
         "--once", action="store_true", help="catch up to the present, deliver, and exit"
     )
     add_deliver_timeout(run, "--once")
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="N",
+        help="serve /metrics (Prometheus text format) and /healthz on this port "
+        "(0: any free port, logged)",
+    )
+    run.add_argument(
+        "--metrics-address",
+        metavar="ADDRESS",
+        help="the address the metrics port listens on (default 127.0.0.1)",
+    )
     add_panther_options(run)
     run.set_defaults(handler=cmd_run)
 
@@ -43,19 +60,40 @@ def cmd_run(args: argparse.Namespace) -> int:
     from engine.runs.replay import summary
 
     if not args.demo:
+        from engine.config import require_secrets
         from engine.runs.live import run_from_config
 
         config = require_config(args.config, " (see docs/ingestion.md)")
         ruleset = load_pack(args, config)
         check_destinations(ruleset, config)
         writable_quarantine(config.quarantine)
+        require_secrets(config, "source", "destinations")  # every one missing, at once
+        metrics = open_metrics(args, config)
+        # The first line says what will be evaluated, once every setup check has passed
+        # (the last ones, the state file and the API client, inside the run).
+        banner = packs_line(args, config, ruleset)
+        if config.state.backend != "sqlite":
+            print(banner, file=sys.stderr)
         collect_less()
-        return run_from_config(
-            config, ruleset, once=args.once, deliver_timeout=args.deliver_timeout
-        )
+        try:
+            return run_from_config(
+                config,
+                ruleset,
+                once=args.once,
+                deliver_timeout=args.deliver_timeout,
+                metrics=metrics,
+                banner=banner,
+            )
+        finally:
+            if metrics is not None:
+                metrics.close()
+    from engine.errors import ConfigError
     from engine.runs.live import demo
 
+    if args.metrics_port is not None or args.metrics_address:
+        raise ConfigError("--metrics-port serves a live run, not --demo")
     ruleset = load_pack(args, None)
+    print(packs_line(args, None, ruleset), file=sys.stderr)
     feed = Path(args.events) if args.events else demo_feed_path()
     print(
         f"demo: serving {feed} on a local mock Compliance API, polling it through "
@@ -73,3 +111,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     stats = demo(activities, ruleset)
     print(summary(stats, len(ruleset.rules)))
     return EXIT_OK
+
+
+def open_metrics(args: argparse.Namespace, config: Config) -> MetricsServer | None:
+    """The metrics server bound to --metrics-address:--metrics-port (not yet serving), or
+    None without a port; a `ConfigError` when the address cannot be listened on."""
+    from engine.errors import ConfigError
+    from engine.runs.metrics import MetricsServer
+
+    address = args.metrics_address or "127.0.0.1"
+    if args.metrics_port is None:
+        if args.metrics_address:
+            raise ConfigError("--metrics-address needs --metrics-port")
+        return None
+    if config.state.backend != "sqlite":
+        raise ConfigError(
+            "--metrics-port is served by the single-process run (state.backend: sqlite)"
+        )
+    if not 0 <= args.metrics_port <= 65535:
+        raise ConfigError(f"--metrics-port {args.metrics_port}: a port is 0 to 65535")
+    try:
+        return MetricsServer(address, args.metrics_port)
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise ConfigError(
+            f"cannot serve metrics on {address}:{args.metrics_port}: {reason}"
+        ) from None

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import pytest
 import requests
 
-from .conftest import KEY, activity, feed, write_config
+from .conftest import KEY, RULES, activity, feed, write_config
 
 ORG = "org_01Hq3vKpR8sWxZ2mTnYbC4dF"  # the generator's main organization
 
@@ -88,6 +88,8 @@ def test_run_once_then_status(cli, served, key_env, tmp_path):
     config = write_config(tmp_path, served.url, lookback="400d", page_size=100)
     code, out, err = cli("run", "--once", "--config", str(config))
     assert code == 0, err
+    # The first line: the packs and rules evaluated, once the setup checks passed.
+    assert err.splitlines()[0] == f"rules: {RULES} (6): 6 active [rules: in the configuration]"
     assert "300 activities read · 0 rejected · 6 rules" in err
     assert "[HIGH] Admin change in" in out  # console output through the ConsoleSink
     no_key(out, err)
@@ -134,11 +136,14 @@ def test_run_refuses_a_configuration_without_a_key(cli, served, tmp_path, monkey
     config = write_config(tmp_path, served.url)
     code, _, err = cli("run", "--once", "--config", str(config))
     assert code == 2 and "source.api_key is empty" in err
+    assert "rules:" not in err  # a setup error is all a failed start prints
 
 
 def test_run_demo_polls_the_sample_feed_through_the_mock_api(cli):
     code, out, err = cli("run", "--demo")
     assert code == 0
+    first = err.splitlines()[0]  # the packs' line comes first, the demo's after it
+    assert first.startswith("rules: builtin (") and " active" in first, first
     assert "local mock Compliance API" in err
     assert out.rstrip().splitlines()[-1].startswith("400 activities read · 0 rejected")
 
