@@ -64,6 +64,7 @@ from engine.delivery.outbox import (
     Delivery,
     DestinationState,
     Outbox,
+    OutboxStore,
     PlannedDelivery,
     Silence,
 )
@@ -189,7 +190,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        db_path: str | Path,
+        outbox: str | Path | OutboxStore,
         config: Config | Mapping[str, DestinationConfig],
         *,
         clock: Clock = time.time,
@@ -203,7 +204,9 @@ class Dispatcher:
         self.clock = clock
         self._sleep = sleep
         self._rng = rng or random.Random()
-        self.outbox = Outbox(db_path)
+        # A path is the SQLite state file's outbox; any other outbox (`RedisOutbox`,
+        # from `open_outbox(config)`) is used as given. Either way `close()` closes it.
+        self.outbox: OutboxStore = Outbox(outbox) if isinstance(outbox, (str, Path)) else outbox
         factory = channel_factory or (lambda name, cfg: build_channel(name, cfg, stream))
         self.channels: dict[str, Channel] = {}
         for name, cfg in self.destinations.items():
@@ -221,6 +224,10 @@ class Dispatcher:
             max_workers=max(1, len(self.channels)), thread_name_prefix="detect-delivery"
         )
         self._inflight: dict[str, _InFlight] = {}
+        # Attempts whose outcome is recorded, and those that did not succeed, per
+        # destination since this dispatcher started (the metrics endpoint reads them).
+        self.attempts: dict[str, int] = dict.fromkeys(self.channels, 0)
+        self.failures: dict[str, int] = dict.fromkeys(self.channels, 0)
         self._lock = threading.RLock()
         self._wakeup = threading.Event()
         self._stopping = threading.Event()
@@ -567,6 +574,9 @@ class Dispatcher:
             # long, disk full), the next pass records the same outcome again.
             self._record(name, item.delivery, outcome, report)
             del self._inflight[name]
+            self.attempts[name] += 1
+            if outcome.kind != SENT:
+                self.failures[name] += 1
 
     def _record(
         self, name: str, delivery: Delivery, outcome: Outcome, report: DispatchReport
@@ -693,10 +703,12 @@ def deliver_pending(
     flush_digests: bool = True,
     **options: Any,
 ) -> DispatchReport:
-    """One delivery pass over `config.state.path` (for `replay --deliver` and `detect
-    alerts retry --send`): everything pending, or what `timeout` seconds allow. Open
-    digests are flushed (sent before their period ends) unless `flush_digests=False`:
-    a replay has no later pass to send them in."""
-    with Dispatcher(config.state.path, config, stream=stream, **options) as dispatcher:
+    """One delivery pass over the configured outbox (`open_outbox`: the state file's, or
+    Redis's) for `replay --deliver` and `detect alerts retry --send`: everything
+    pending, or what `timeout` seconds allow. Open digests are flushed (sent before their
+    period ends) unless `flush_digests=False`: a replay has no later pass to send them in."""
+    from engine.delivery.backend import open_outbox
+
+    with Dispatcher(open_outbox(config), config, stream=stream, **options) as dispatcher:
         deadline = None if timeout is None else dispatcher.clock() + timeout
         return dispatcher.dispatch_pending(deadline, flush_digests=flush_digests)

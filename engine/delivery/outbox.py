@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import astuple, dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from engine.state.files import create_private
 from engine.state.schema import check_file, file_version, reraise, rollback
@@ -185,6 +185,103 @@ class PlannedDelivery:
     status: str
     reason: str = ""
     notice: str = ""
+
+
+class OutboxStore(Protocol):
+    """What the dispatcher, `detect alerts` and the test probe ask of an outbox, whichever
+    backend holds it: `Outbox` here (SQLite, beside the state file's alerts) or
+    `RedisOutbox` (engine/delivery/redis_outbox.py, shared by several workers). Both keep
+    the semantics documented on `Outbox`; `open_outbox(config)` picks one."""
+
+    def close(self) -> None: ...
+
+    # the alerts the state store wrote
+    def unrouted_alerts(self, limit: int = 500) -> list[dict[str, Any]]: ...
+    def alert(self, alert_id: str) -> dict[str, Any] | None: ...
+    def find_alert_ids(self, prefix: str) -> list[str]: ...
+    def recent_alerts(self, limit: int, rule: str | None = None) -> list[dict[str, Any]]: ...
+    def watermark(self) -> str | None: ...
+
+    # routing and summaries
+    def record_routes(
+        self, routed: list[tuple[dict[str, Any], str, list[PlannedDelivery]]], now: float
+    ) -> None: ...
+    def route_note(self, alert_id: str) -> str | None: ...
+    def summaries_due(self, watermark: str) -> list[tuple[Delivery, dict[str, Any]]]: ...
+    def settle_summary(
+        self,
+        delivery_id: int,
+        alert_id: str,
+        destination: str,
+        plan: PlannedDelivery | None,
+        now: float,
+    ) -> None: ...
+
+    # the queue
+    def next_due(self, destination: str, now: float) -> Delivery | None: ...
+    def queue_times(
+        self, destination: str, limit: float, grace: float
+    ) -> tuple[float, float] | None: ...
+    def claim(
+        self, delivery_id: int, now: float, lease_until: float, payload: str, event_count: int
+    ) -> Delivery | None: ...
+    def finish(
+        self,
+        delivery_id: int,
+        status: str,
+        now: float,
+        reason: str = "",
+        http_status: int | None = None,
+        summary_due: bool = False,
+    ) -> None: ...
+    def reschedule(
+        self, delivery_id: int, next_attempt_at: float, reason: str, http_status: int | None
+    ) -> None: ...
+    def expire(self, destination: str, limit: float, grace: float, now: float, why: str) -> int: ...
+    def dead_letter_unconfigured(self, configured: set[str], now: float) -> int: ...
+
+    # digests
+    def open_digests(self) -> dict[str, float]: ...
+    def digest_members(
+        self, destination: str, routed_before: float
+    ) -> list[tuple[Delivery, dict[str, Any] | None]]: ...
+    def undigest(self, destination: str, now: float) -> int: ...
+    def seal_digest(
+        self,
+        destination: str,
+        messages: Sequence[tuple[str, str, Sequence[int]]],
+        settled: Sequence[tuple[int, str, str]],
+        now: float,
+    ) -> bool: ...
+
+    # destinations (their pause: the circuit state)
+    def destination_state(self, destination: str) -> DestinationState: ...
+    def set_destination_state(self, destination: str, state: DestinationState) -> None: ...
+
+    # what `detect alerts` shows and changes
+    def deliveries(self, alert_ids: Sequence[str]) -> dict[str, list[Delivery]]: ...
+    def by_status(self, status: str | Sequence[str], limit: int) -> list[Delivery]: ...
+    def counts(self) -> dict[str, int]: ...
+    def requeue(
+        self,
+        now: float,
+        alert_id: str | None = None,
+        destination: str | None = None,
+        statuses: Sequence[str] = (DEAD,),
+    ) -> int: ...
+    def add_silence(
+        self,
+        rule_id: str | None,
+        dedup_key: str | None,
+        starts_at: float,
+        ends_at: float,
+        reason: str,
+        created_by: str,
+        now: float,
+    ) -> Silence: ...
+    def silences(self, now: float, include_ended: bool = False) -> list[Silence]: ...
+    def lift_silence(self, silence_id: str, now: float) -> bool: ...
+    def silence_for(self, rule_id: str, dedup_key: str, now: float) -> Silence | None: ...
 
 
 def _delivery(row: Sequence[Any]) -> Delivery:
@@ -748,5 +845,22 @@ def read_delivery_figures(path: Path) -> tuple[int, dict[str, int]]:
                 db.execute("SELECT status, COUNT(*) FROM deliveries GROUP BY status").fetchall()
             )
         return owed, deliveries
+    finally:
+        db.close()
+
+
+def read_pending_by_destination(path: Path) -> dict[str, tuple[int, float]]:
+    """{destination: (pending deliveries, when the oldest was queued)}, from a read-only
+    connection that waits at most half a second for a lock: the metrics endpoint reads it
+    on every scrape while the run writes (the file is in WAL mode, so readers and the
+    writer do not wait for each other)."""
+    db = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True, timeout=0.5)
+    try:
+        rows = db.execute(
+            "SELECT destination, COUNT(*), MIN(queued_at) FROM deliveries WHERE status = ? "
+            "GROUP BY destination",
+            (PENDING,),
+        ).fetchall()
+        return {name: (int(count), float(first)) for name, count, first in rows}
     finally:
         db.close()
