@@ -59,6 +59,12 @@ def register(commands: Any) -> None:
         help="send the alerts to the configured destinations (state from config)",
     )
     add_deliver_timeout(rp, "--deliver")
+    rp.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress line on stderr (drawn only when stderr is a terminal, and only "
+        "for a replay that runs longer than a second)",
+    )
     add_panther_options(rp)
     rp.set_defaults(handler=cmd_replay)
 
@@ -71,6 +77,7 @@ EXIT_INCOMPLETE = 3
 def cmd_replay(args: argparse.Namespace) -> int:
     from engine.pipeline import collect_less
     from engine.runs import build
+    from engine.runs.progress import ReplayProgress, is_terminal
     from engine.runs.replay import ReplayOptions, default_processes, replay, summary
     from engine.sources.files import check_readable
 
@@ -102,9 +109,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
     sys.stderr.write(packs.getvalue())
     # State kept for a next replay keeps its windows open unless this is the last one.
     options.keep_open = state is not None and not args.final
+    progress = (
+        None
+        if args.no_progress or not is_terminal(sys.stderr)
+        else ReplayProgress(sys.stderr, args.paths)
+    )
     collect_less()
     try:
-        stats = replay(args.paths, ruleset, options, store=store)
+        stats = replay(args.paths, ruleset, options, store=store, progress=progress)
     finally:
         if store is not None:
             store.close()

@@ -21,6 +21,7 @@ from engine.delivery.console import ConsoleSink
 from engine.detection.loader import RuleSet
 from engine.pipeline import Stats
 from engine.runs import build
+from engine.runs.progress import ReplayProgress
 from engine.sources.files import ReadReport, Rejected, check_readable
 from engine.state.store import StateStore
 
@@ -104,14 +105,24 @@ def replay(
     out: IO[str] | None = None,
     err: IO[str] | None = None,
     store: StateStore | None = None,
+    progress: ReplayProgress | None = None,
 ) -> Stats:
     """Evaluate files (or `-`) and print their alerts; raises `InputError`, before
     anything is evaluated, when an input cannot be opened. An input that breaks half-way
     (a truncated `.gz`) is reported on `err` and in the stats' `read_errors`, and the
-    replay goes on with what was read of it and with the other inputs."""
+    replay goes on with what was read of it and with the other inputs. With `progress`,
+    a status line on its terminal while the replay runs (`engine/runs/progress.py`)."""
     out = out or sys.stdout
     err = err or sys.stderr
     check_readable(paths)
+    # JSON Lines out is for machines: what a rule prints goes to `err`, so that every line
+    # of `out` is an alert (on two processes too: the child inherits the redirection).
+    rules_print_to = err if options.format == "jsonl" else sys.stdout
+    rules_warn_to = sys.stderr
+    if progress is not None:  # what is written to its terminal erases its line first
+        out, err, rules_print_to, rules_warn_to = map(
+            progress.share, (out, err, rules_print_to, rules_warn_to)
+        )
     sink = JsonlSink(out) if options.format == "jsonl" else ConsoleSink(out, on="closed")
     quarantine = Quarantine(options.quarantine, err)
     run = build.pipeline(ruleset, store, [sink], on_rejected=quarantine)
@@ -119,12 +130,26 @@ def replay(
     source = build.file_source(
         paths, sort=options.sort, reorder_capacity=options.reorder_capacity, report=report
     )
-    # JSON Lines out is for machines: what a rule prints goes to `err`, so that every line
-    # of `out` is an alert (on two processes too: the child inherits the redirection).
-    rules_print_to = err if options.format == "jsonl" else sys.stdout
+    started = None
+    if progress is not None:
+        progress.watch(run)
+        if options.processes > 1:  # its thread starts once the child is forked
+
+            def started(pid: int) -> None:
+                progress.reading(pid)
+                progress.start()
+
+        else:
+            progress.start()
     try:
-        with contextlib.redirect_stdout(rules_print_to):
-            child = build.evaluate(run, source, options.processes, finish=lambda: report)
+        with (
+            contextlib.redirect_stdout(rules_print_to),
+            contextlib.redirect_stderr(rules_warn_to),
+            progress.logs_shared() if progress is not None else contextlib.nullcontext(),
+        ):
+            child = build.evaluate(
+                run, source, options.processes, finish=lambda: report, started=started
+            )
             if child is not None:  # the child read the inputs: its report
                 report = child.result
             if options.keep_open:
@@ -133,6 +158,8 @@ def replay(
             else:
                 stats = run.finish()
     finally:
+        if progress is not None:
+            progress.stop()
         quarantine.close()
     stats.read_errors = list(report.errors)
     stats.duplicates = report.duplicates
