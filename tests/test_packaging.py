@@ -113,7 +113,9 @@ def test_pre_commit_hooks() -> None:
 
 def test_deploy_files() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert "USER detect" in dockerfile and 'VOLUME ["/var/lib/detect"]' in dockerfile
+    # Numeric and not 0: a platform enforcing non-root can only check a numeric user.
+    assert "USER 10001:10001" in dockerfile and 'VOLUME ["/var/lib/detect"]' in dockerfile
+    assert "--uid 10001" in dockerfile and "--gid 10001" in dockerfile
     assert '"run", "--config", "/etc/detect/detect.yaml"' in dockerfile
     unit = (ROOT / "docs" / "deploy" / "detect.service").read_text()
     assert "detect run --config /etc/detect/detect.yaml" in unit
