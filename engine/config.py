@@ -96,8 +96,80 @@ class SourceConfig(_Strict):
     )(_duration)
 
 
+class RedisSettings(_Strict):
+    """`state.redis:` where the shared state lives when `state.backend` is `redis`
+    (docs/state.md). Credentials are fields, not parts of the URL: the URL appears in
+    error messages, the password never does (it is a secret, registered for redaction)."""
+
+    url: str
+    username: str | None = None
+    password: SecretStr | None = None
+    # A CA bundle to verify a rediss:// server with instead of the system store.
+    ca_file: Path | None = None
+    key_prefix: str = Field(default="detect:", min_length=1, max_length=64)
+    # A worker's lease on a partition lasts this long unless renewed (DESIGN.md §8).
+    lease_ttl: timedelta = timedelta(seconds=30)
+    # One command's connect and reply timeout.
+    timeout: timedelta = timedelta(seconds=10)
+
+    _secrets = field_validator("password", mode="before")(_no_control)
+    _durations = field_validator("lease_ttl", "timeout", mode="before")(_duration)
+
+    @field_validator("url", mode="after")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        """Errors here quote the scheme at most: a URL may carry a password."""
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(value.strip())
+            parts.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError:
+            raise ValueError("`url` is not a valid URL, e.g. redis://127.0.0.1:6379/0") from None
+        if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+            raise ValueError("`url` must be redis://HOST:PORT/DB (or rediss:// for TLS)")
+        if parts.username or parts.password:
+            raise ValueError(
+                "`url` holds credentials: put them in `username` and `password` "
+                "(password: ${DETECT_REDIS_PASSWORD}), where they are kept secret"
+            )
+        if parts.path.strip("/") and not parts.path.strip("/").isdigit():
+            raise ValueError("`url`'s path is the database number, e.g. /0")
+        return value.strip()
+
+    @field_validator("key_prefix", mode="after")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if any(c.isspace() or c in "*?[]" for c in value):
+            raise ValueError("`key_prefix` may not hold spaces or the glob characters *?[]")
+        return value
+
+    @model_validator(mode="after")
+    def _coherent(self) -> RedisSettings:
+        if self.ca_file is not None and not self.url.startswith("rediss://"):
+            raise ValueError("`ca_file` is only used with a rediss:// (TLS) url")
+        if self.lease_ttl < timedelta(seconds=2):
+            raise ValueError("`lease_ttl` must be at least 2s")
+        if self.timeout <= timedelta(0):
+            raise ValueError("`timeout` must be positive")
+        return self
+
+
 class StateConfig(_Strict):
+    """`state:` the SQLite file (the default), or a shared Redis (`backend: redis`, for
+    several workers: docs/state.md)."""
+
+    backend: Literal["sqlite", "redis"] = "sqlite"
     path: Path = DEFAULT_STATE
+    redis: RedisSettings | None = None
+
+    @model_validator(mode="after")
+    def _coherent(self) -> StateConfig:
+        if self.backend == "redis" and self.redis is None:
+            raise ValueError("backend: redis needs `redis:` with at least a `url`")
+        if self.backend == "sqlite" and self.redis is not None:
+            raise ValueError("`redis:` is only used with backend: redis (add it, or drop `redis:`)")
+        return self
 
 
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
@@ -654,6 +726,9 @@ def load_config(
     config.rules = [p if p.is_absolute() or str(p) == "builtin" else base / p for p in config.rules]
     if not config.state.path.is_absolute():
         config.state.path = base / config.state.path
+    redis = config.state.redis
+    if redis is not None and redis.ca_file is not None and not redis.ca_file.is_absolute():
+        redis.ca_file = base / redis.ca_file
     if not config.quarantine.is_absolute():
         config.quarantine = base / config.quarantine
     return config

@@ -60,3 +60,18 @@ class StateCorruptError(DetectError):
 class StateWriteError(DetectError):
     """A state database that could not be written for a reason outside the engine (the
     disk is full, the file is read-only): nothing after the last commit was written."""
+
+
+class LeaseLost(DetectError):
+    """A commit to a partition of a shared (Redis) state store whose lease this worker no
+    longer holds: it stalled past the lease's TTL or another worker took the partition
+    over. Nothing of the commit was applied; the new holder re-reads from the
+    checkpoint, so whatever this worker would have written is written once, by it."""
+
+    def __init__(self, partition: str, lease_key: str) -> None:
+        self.partition = partition
+        self.lease_key = lease_key
+        super().__init__(
+            f"lease of partition {partition!r} lost ({lease_key} no longer holds this "
+            "worker's token): nothing of the commit was applied"
+        )

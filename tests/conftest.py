@@ -187,3 +187,127 @@ def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureF
         return code, captured.out, captured.err
 
     return invoke
+
+
+# -- a real redis-server for the Redis state (tests/state/, the workers and the outbox) --
+
+REDIS_MISSING = "redis-server not installed (apt-get install redis-server)"
+
+
+@dataclass
+class RedisServer:
+    """A redis-server process of the tests' own, on a free loopback port."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    folder: Path
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self, **options: Any) -> Any:
+        import redis
+
+        return redis.Redis.from_url(self.url, **options)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_redis_server(folder: Path, *settings: str) -> RedisServer:
+    """redis-server in `folder` (its files and log there), with `settings` after the
+    tests' defaults (`--appendonly yes --save ''`, loopback only); skips the test when no
+    binary or no Python client can be had. Waits until it answers PING."""
+    import shutil
+    import time
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip(REDIS_MISSING)
+    try:
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+    except ImportError:
+        pytest.skip("the redis client is not installed (pip install '.[redis]')")
+    folder.mkdir(parents=True, exist_ok=True)
+    log = folder / "redis.log"
+    for _ in range(3):  # again when the free port was taken before the server bound it
+        port = _free_port()
+        command = [
+            binary,
+            "--port", str(port),
+            "--bind", "127.0.0.1",
+            "--dir", str(folder),
+            "--appendonly", "yes",
+            "--save", "",
+            "--logfile", str(log),
+            *settings,
+        ]  # fmt: skip
+        server = RedisServer(subprocess.Popen(command, stdout=subprocess.DEVNULL), port, folder)
+        client = redis.Redis(
+            host="127.0.0.1", port=port, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)
+        )
+        deadline = time.monotonic() + 10
+        while server.process.poll() is None and time.monotonic() < deadline:
+            try:
+                client.ping()
+                return server
+            except (redis.AuthenticationError, redis.ResponseError):
+                return server  # it answers, and wants credentials
+            except redis.ConnectionError:
+                time.sleep(0.01)
+            finally:
+                client.close()
+        server.stop()
+    tail = log.read_text(errors="replace")[-500:] if log.exists() else ""
+    raise RuntimeError(f"redis-server did not start in {folder}: {tail}")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterable[str]:
+    """The URL of one redis-server for the whole session (`--appendonly yes --save ''`,
+    a free loopback port, a temporary folder). Tests share it: each takes its own key
+    prefix (`redis_prefix`) instead of flushing it."""
+    server = start_redis_server(tmp_path_factory.mktemp("redis"))
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+_prefixes = itertools.count(1)
+
+
+@pytest.fixture
+def redis_prefix(redis_server: str, request: pytest.FixtureRequest) -> str:
+    """A key prefix no other test of the session uses (`t{n}:{test name}:`)."""
+    name = "".join(c if c.isalnum() else "_" for c in request.node.name)[:40]
+    return f"t{next(_prefixes)}:{name}:"
+
+
+@pytest.fixture
+def redis_client(redis_server: str) -> Iterable[Any]:
+    """A client of the session's redis-server (replies as bytes, as `open_redis`'s)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_server)
+    try:
+        yield client
+    finally:
+        client.close()

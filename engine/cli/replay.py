@@ -104,7 +104,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
         check_destinations(ruleset, config)
         state = state or config.state.path
     check_readable(args.paths)
-    store = build.open_store(state) if state else None
+    store = (
+        build.open_store(state, None if args.state or not config else config.state)
+        if state
+        else None
+    )
     # A setup error above stays the only line; from here on, the run says what it runs.
     sys.stderr.write(packs.getvalue())
     # State kept for a next replay keeps its windows open unless this is the last one.

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from engine.activity import ActivityRecord
-from engine.config import Config, register_secrets, require_secrets
+from engine.config import Config, StateConfig, register_secrets, require_secrets
 from engine.correlation.correlator import AlertChange
 from engine.detection.loader import RuleSet
 from engine.errors import ConfigError
@@ -37,13 +37,37 @@ if TYPE_CHECKING:
 Records = Iterator[ActivityRecord | Rejected]
 
 
-def open_store(path: Path | str | None) -> StateStore:
-    """The state store of a run: the SQLite file at `path`, or memory without one."""
+def open_store(path: Path | str | None, state: StateConfig | None = None) -> StateStore:
+    """The state store of a run: the SQLite file at `path`, or memory without one; with
+    `state` (the configuration's `state:`) of `backend: redis`, the configured Redis
+    instead, checked for persistence and eviction first, as partition `*` with no lease
+    (one process writes it, as a replay does; workers open their partitions' stores
+    themselves, each fenced by its lease)."""
+    if state is not None and state.backend == "redis":
+        return open_redis_store(state)
     if path is None:
         return MemoryStore()
     from engine.state.sqlite import SqliteStore
 
     return SqliteStore(Path(path))
+
+
+def open_redis_store(state: StateConfig, partition: str = "*") -> StateStore:
+    """The configured Redis's store of `partition`, without a lease; it closes the
+    client with itself."""
+    from engine.state.redis_connect import check_redis_safety, open_redis
+    from engine.state.redis_store import RedisStore
+
+    settings = state.redis
+    if settings is None:
+        raise ConfigError("state.backend: redis needs `state.redis` with at least a `url`")
+    client = open_redis(settings)
+    try:
+        check_redis_safety(client)
+    except BaseException:
+        client.close()
+        raise
+    return RedisStore(client, settings.key_prefix, partition, close_client=True)
 
 
 def pipeline(

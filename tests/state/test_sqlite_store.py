@@ -1,5 +1,6 @@
-"""The SQLite state store: durability across restarts, atomic commits, WAL mode, and
-correlation state that survives a new pipeline on the same file."""
+"""What only the SQLite state store promises: its journal and folds, atomic commits, WAL
+mode, the read cache and the one-writer lock. The contract every store keeps (durability,
+pending writes, purge, alerts, correlation across restarts) is tests/state/."""
 
 from __future__ import annotations
 
@@ -13,8 +14,6 @@ import pytest
 
 from engine.errors import StateInUseError
 from engine.state.sqlite import FOLD_EVERY, SqliteStore
-from tests.conftest import at, moment, run_pipeline
-from tests.test_correlation import THRESHOLD_RULE
 
 
 def crash(store: SqliteStore) -> None:
@@ -31,41 +30,6 @@ def peek(path, sql: str, *args):
         return other.execute(sql, args).fetchall()
     finally:
         other.close()
-
-
-def test_values_survive_close_and_reopen(tmp_path):
-    path = tmp_path / "nested" / "state.db"
-    store = SqliteStore(path)
-    store.put("threshold", "k1", [[1.5, "u1", {"id": "a"}]], expires=100.0)
-    store.put("alert", "k2", {"alert_id": "al_1", "n": None, "ok": True})
-    store.put("alert", "gone", 1)
-    store.delete("alert", "gone")
-    store.set_meta("checkpoint", {"cursor": "abc", "at": "2026-05-07T10:00:00Z"})
-    store.close()
-
-    reopened = SqliteStore(path)
-    assert reopened.get("threshold", "k1") == [[1.5, "u1", {"id": "a"}]]
-    assert reopened.get("alert", "k2") == {"alert_id": "al_1", "n": None, "ok": True}
-    assert reopened.get("alert", "gone") is None
-    assert reopened.get("alert", "nope") is None
-    assert dict(reopened.items("alert")) == {"k2": {"alert_id": "al_1", "n": None, "ok": True}}
-    assert reopened.get_meta("checkpoint") == {"cursor": "abc", "at": "2026-05-07T10:00:00Z"}
-    assert reopened.get_meta("nope") is None
-    reopened.close()
-
-
-def test_pending_writes_are_visible_to_the_writer_before_commit(tmp_path):
-    store = SqliteStore(tmp_path / "state.db")
-    store.put("ns", "a", 1)
-    store.put("ns", "b", 2)
-    store.commit()
-    store.put("ns", "a", 10)
-    store.delete("ns", "b")
-    store.put("ns", "c", 3)
-    assert store.get("ns", "a") == 10
-    assert store.get("ns", "b") is None
-    assert dict(store.items("ns")) == {"a": 10, "c": 3}
-    store.close()
 
 
 def test_nothing_is_visible_to_other_connections_before_commit(tmp_path):
@@ -153,87 +117,6 @@ def test_wal_mode_is_on(tmp_path):
     assert peek(path, "PRAGMA journal_mode") == [("wal",)]
     assert (tmp_path / "state.db-wal").exists()
     store.close()
-
-
-def test_outbox_keeps_the_notification_owed(tmp_path):
-    path = tmp_path / "state.db"
-    store = SqliteStore(path)
-    body = {"alert_id": "al_1", "rule_id": "r", "kind": "detection", "severity": "low"}
-    store.save_alert({**body, "event_count": 1, "first_event_at": "2026-05-07T10:00:00Z"}, True)
-    store.commit()
-    store.save_alert({**body, "event_count": 2, "first_event_at": "2026-05-07T10:00:00Z"}, False)
-    store.close()
-    reopened = SqliteStore(path)
-    (alert,) = list(reopened.alerts())
-    assert alert["event_count"] == 2
-    assert alert["_notify"] is True
-    reopened.close()
-
-
-def test_a_threshold_counter_split_across_two_pipelines_fires_once(
-    rules_dir, make_activity, tmp_path
-):
-    rules_dir.write("threshold.yml", THRESHOLD_RULE)
-    ruleset = rules_dir.load()
-    path = tmp_path / "state.db"
-    raws = [make_activity("login_failed", created_at=at(minutes=m)) for m in (0, 2, 4, 6)]
-
-    store = SqliteStore(path)
-    before = run_pipeline(ruleset, raws[:2], store=store, finish=False)
-    store.close()
-    assert before.changes == []
-
-    store = SqliteStore(path)
-    after = run_pipeline(rules_dir.load(), raws[2:], store=store, finish=False)
-    store.close()
-    assert [c.change for c in after.changes] == ["opened", "joined"]
-    opened = after.opened[0]
-    assert opened.opened_at == moment(minutes=4)
-    assert opened.event_count == 3
-    assert [e["id"] for e in opened.events] == ["activity_0001", "activity_0002", "activity_0003"]
-
-    store = SqliteStore(path)
-    (outboxed,) = list(store.alerts())
-    store.close()
-    assert outboxed["alert_id"] == opened.alert_id
-    assert outboxed["event_count"] == 4
-    assert outboxed["_notify"] is True
-
-
-DEDUP_RULE = """
-id: t.dedup
-name: Login seen
-severity: high
-match:
-  type: login
-dedup:
-  key: "{actor.user_id}"
-  window: 1h
-"""
-
-
-def test_an_open_alert_survives_a_restart(rules_dir, make_activity, tmp_path):
-    rules_dir.write("dedup.yml", DEDUP_RULE)
-    path = tmp_path / "state.db"
-
-    store = SqliteStore(path)
-    first = run_pipeline(rules_dir.load(), [make_activity(created_at=at(0))], store, finish=False)
-    store.close()
-    assert [c.change for c in first.changes] == ["opened"]
-
-    store = SqliteStore(path)
-    later = [make_activity(created_at=at(minutes=30)), make_activity(created_at=at(minutes=61))]
-    second = run_pipeline(rules_dir.load(), later, store)
-    store.close()
-    # the restart joined the open alert, then closed it and opened a new one at 11:01
-    assert [(c.change, c.alert.alert_id == first.opened[0].alert_id) for c in second.changes] == [
-        ("joined", True),
-        ("closed", True),
-        ("opened", False),
-        ("closed", False),
-    ]
-    assert second.final[0]["event_count"] == 2
-    assert second.final[1]["event_count"] == 1
 
 
 def test_a_small_read_cache_still_returns_every_value(tmp_path):
