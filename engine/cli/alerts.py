@@ -10,7 +10,8 @@
     detect alerts test --destination NAME [--severity S] [--timeout SECONDS]
 
 Every command reads the state database named by `--state`, else the configuration's
-`state.path` (`--config`, else ./detect.yaml), else `.detect/state.db`. Nothing here
+state (`--config`, else ./detect.yaml): its Redis with `state.backend: redis`, shared by
+every worker, else its `state.path`; else `.detect/state.db`. Nothing here
 prints a destination URL, a secret or a header value; event text is made printable
 before it reaches the terminal.
 """
@@ -29,12 +30,25 @@ from engine.delivery.text import clean_text
 
 if TYPE_CHECKING:
     from engine.config import Config
-    from engine.delivery.outbox import Delivery, Outbox
+    from engine.delivery.outbox import Delivery, OutboxStore
 
 
-def _open(args: argparse.Namespace, config: Config | None) -> Outbox | None:
+def _redis_outbox(args: argparse.Namespace, config: Config | None) -> OutboxStore | None:
+    """The shared outbox, when the configuration keeps its state on Redis and no
+    `--state` file is named."""
+    if getattr(args, "state", None) or config is None or config.state.backend != "redis":
+        return None
+    from engine.delivery.backend import open_outbox
+
+    return open_outbox(config)
+
+
+def _open(args: argparse.Namespace, config: Config | None) -> OutboxStore | None:
     from engine.delivery.outbox import Outbox
 
+    shared = _redis_outbox(args, config)
+    if shared is not None:
+        return shared
     path = state_path(getattr(args, "state", None), config)
     try:
         return Outbox(path, create=False)
@@ -64,7 +78,7 @@ def _delivery_line(delivery: Delivery) -> str:
     return f"{clean_text(str(delivery.destination), 60)}{purpose} {_state_word(delivery)}"
 
 
-def _resolve(outbox: Outbox, given: str) -> str | None:
+def _resolve(outbox: OutboxStore, given: str) -> str | None:
     if outbox.alert(given) is not None:
         return given
     found = outbox.find_alert_ids(given)
@@ -130,7 +144,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         outbox.close()
 
 
-def _list_deliveries(outbox: Outbox, status: str, args: argparse.Namespace) -> int:
+def _list_deliveries(outbox: OutboxStore, status: str, args: argparse.Namespace) -> int:
     from engine.activity import format_timestamp
 
     # Alerts waiting for a digest are still to be sent: `--pending` lists them too.
@@ -283,8 +297,7 @@ def cmd_silence(args: argparse.Namespace) -> int:
     config = load_config(getattr(args, "config", None))
     from engine.delivery.outbox import Outbox
 
-    path = state_path(getattr(args, "state", None), config)
-    outbox = Outbox(path)
+    outbox = _redis_outbox(args, config) or Outbox(state_path(getattr(args, "state", None), config))
     try:
         now = time.time()
         silence = outbox.add_silence(

@@ -237,3 +237,67 @@ def test_one_scenario_leaves_the_same_outbox_on_both_backends(
     assert any(d.attempts > 1 for d in on_sqlite["rows"])
     # Receivers are separate per run: their ports differ, their paths and bodies do not.
     assert _without_random_ids(on_redis) == _without_random_ids(on_sqlite)
+
+
+def _low(index: int):
+    return make_alert(index, severity="low")
+
+
+def test_two_outboxes_never_seal_the_same_alerts_twice(backend, receivers):
+    hook = receivers()
+    clock = FakeClock()
+    backend.save([_low(1), _low(2)])
+    destinations = {"soar": webhook(hook.url, digest={"below": "medium", "every": "1h"})}
+    with Dispatcher(backend.open(), destinations, clock=clock, sleep=clock.sleep) as d:
+        assert d.dispatch_pending().in_digests == 2
+    first, second = backend.open(), backend.open()
+    try:
+        assert first.open_digests() == {"soar": WALL0}
+        # Both read the waiting alerts; the first to seal wins, the other writes nothing.
+        ids = [m.delivery_id for m, _ in first.digest_members("soar", WALL0 + HOUR)]
+        assert [m.delivery_id for m, _ in second.digest_members("soar", WALL0 + HOUR)] == ids
+        assert first.digest_members("soar", WALL0) == []  # routed at WALL0: not before it
+        assert first.seal_digest("soar", [("dg_a", "{}", ids)], [], WALL0 + 1)
+        assert not second.seal_digest("soar", [("dg_b", "{}", ids)], [], WALL0 + 1)
+        assert not second.seal_digest("soar", [], [(ids[0], "silenced", "late")], WALL0 + 1)
+        assert first.open_digests() == {}
+        members = first.deliveries([a.alert_id for a in (_low(1), _low(2))])
+        assert {d.digest_id for found in members.values() for d in found} == {"dg_a"}
+        message = first.deliveries(["dg_a"])["dg_a"]
+        assert [(d.purpose, d.status, d.event_count) for d in message] == [("digest", "pending", 2)]
+        assert second.deliveries(["dg_b"]) == {"dg_b": []}
+        # The message's outcome is its members'.
+        first.finish(message[0].delivery_id, "sent", WALL0 + 2, "", 200)
+        settled = first.deliveries([_low(1).alert_id])[_low(1).alert_id][0]
+        assert (settled.status, settled.reason) == ("sent", "sent in digest dg_a")
+        assert first.counts() == {"sent": 3}
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_removed_destination_dead_letters_and_a_stopped_digest_goes_one_by_one(
+    backend, receivers
+):
+    hook = receivers()
+    clock = FakeClock()
+    alerts = [_low(1), _low(2)]
+    backend.save(alerts)
+    digesting = {
+        "soar": webhook(hook.url, digest={"below": "medium", "every": "1h"}),
+        "old": webhook(hook.url, digest={"below": "medium", "every": "1h"}),
+    }
+    with Dispatcher(backend.open(), digesting, clock=clock, sleep=clock.sleep) as d:
+        assert d.dispatch_pending().in_digests == 4
+    with Dispatcher(backend.open(), {"soar": webhook(hook.url)}, clock=clock) as d:
+        report = d.dispatch_pending()
+    assert (report.sent, report.dead) == (2, 2)
+    assert [r.json()["schema"] for r in hook.requests] == ["detect.alert/v1"] * 2
+    outbox = backend.open()
+    try:
+        dead = outbox.by_status("dead", 10)
+        assert {d.destination for d in dead} == {"old"}
+        assert {d.reason for d in dead} == {"destination 'old' is not in the configuration"}
+        assert outbox.counts() == {"sent": 2, "dead": 2}
+    finally:
+        outbox.close()
