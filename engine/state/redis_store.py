@@ -18,13 +18,15 @@ Round trips to Redis (`round_trips` counts them, for `detect bench`):
   seen it), none when nothing changed;
 - `get()`: none for a key written or read before, or never stored; one otherwise;
 - the first read of the partition: two (its namespaces, then every namespace's keys in
-  one pipeline), loading which keys exist;
+  one pipeline), loading which keys exist; and, when the partition holds at most
+  `PREFETCH_KEYS` keys, a third that reads all their values (one pipeline), after which
+  no read goes to Redis;
 - `get_meta()`: one for the first, none after (the partition's meta is read whole);
 - `items(namespace)`: two (its keys, then their values in one pipeline);
 - `purge()`: a commit, then one (the purge script);
 - `alerts()`: a commit, then two.
-So a replay costs about one round trip per commit (1000 activities) plus one per key of
-state it finds stored from an earlier run.
+So a replay costs about one round trip per commit (1000 activities), plus, over the
+state of an earlier run larger than `PREFETCH_KEYS`, one per stored key it reads.
 """
 
 from __future__ import annotations
@@ -50,8 +52,10 @@ _MISSING = object()
 # Redis keeps a value with an event-time expiry this long past it (in the partition's
 # event time), so an abandoned partition's memory is freed even if no one purges it.
 SLACK_SECONDS = 86_400
-# Values asked for per MGET in `items`.
+# Values asked for per MGET.
 CHUNK = 1000
+# A partition of at most this many keys is read whole at its first read (`_prefetch`).
+PREFETCH_KEYS = 20_000
 WATERMARK = "watermark"
 
 
@@ -155,7 +159,23 @@ class RedisStore:
                 present.update((ns, text(k)) for k in expiring)
                 present.update((ns, text(k)) for k in lasting)
             self._present = present
+            if 0 < len(present) <= min(PREFETCH_KEYS, self.cache_size // 2):
+                self._prefetch(list(present))
         return self._present
+
+    def _prefetch(self, names: list[tuple[str, str]]) -> None:
+        """Every value of a small partition in one pipeline: a worker that takes an
+        organization over (or a replay over an earlier one's state) would otherwise ask
+        for each key once, one round trip each. What this instance already holds (its
+        own writes) is kept."""
+        with self._talking():
+            pipe = self.client.pipeline(transaction=False)
+            for start in range(0, len(names), CHUNK):
+                pipe.mget([self._value_key(ns, key) for ns, key in names[start : start + CHUNK]])
+            found = [v for reply in pipe.execute() for v in reply]
+        for name, raw in zip(names, found, strict=True):
+            if name not in self._values and name not in self._pending:
+                self._keep(name, None if raw is None else json.loads(raw))
 
     # -- the protocol ------------------------------------------------------------------
 

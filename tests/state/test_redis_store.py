@@ -155,23 +155,33 @@ def test_a_commit_applies_all_or_nothing(redis_client, redis_prefix):
     assert after == before
 
 
-def test_round_trips_stay_few(redis_client, redis_prefix):
+def test_round_trips_stay_few(redis_client, redis_prefix, monkeypatch):
     store = RedisStore(redis_client, redis_prefix, "org-1")
     store.put("ns", "stored", 1)
+    store.put("ns", "also", 2)
     store.commit()
     assert store.round_trips == 1  # the commit's script
     fresh = RedisStore(redis_client, redis_prefix, "org-1")
+    fresh.put("ns", "also", 3)  # its own write wins over what is read
     assert fresh.get("ns", "never") is None
-    assert fresh.round_trips == 2  # which keys exist, loaded once
+    assert fresh.round_trips == 3  # which keys exist, then a small partition's values
     for _ in range(3):
         assert fresh.get("ns", "never-either") is None
         assert fresh.get("ns", "stored") == 1
-    assert fresh.round_trips == 3  # the one stored value, fetched once
-    fresh.put("ns", "new", 2)
+        assert fresh.get("ns", "also") == 3
+    assert fresh.round_trips == 3
     fresh.set_meta("watermark", WATERMARK)
     fresh.commit()
     fresh.commit()  # nothing to write: no round trip
     assert fresh.round_trips == 4
+
+    monkeypatch.setattr("engine.state.redis_store.PREFETCH_KEYS", 1)  # a large partition
+    large = RedisStore(redis_client, redis_prefix, "org-1")
+    assert large.get("ns", "never") is None
+    assert large.round_trips == 2  # which keys exist, no values
+    for _ in range(3):
+        assert large.get("ns", "stored") == 1
+    assert large.round_trips == 3  # the one stored value read, fetched once
 
 
 def test_the_outbox_reads_the_shared_alerts(redis_client, redis_prefix):
