@@ -157,6 +157,11 @@ class PantherMapping(_CaseInsensitive, FrozenMapping):
         super().__init__(data)
         self._keymap = None
 
+    def __repr__(self) -> str:
+        # Panther's class name and layout: rules put nested values in titles and compare
+        # their text (`str(event.get("audience"))`), so the text must be the same.
+        return f"ImmutableCaseInsensitiveDict({self._data})"
+
     json_encoder = staticmethod(thaw)
 
 
@@ -170,7 +175,9 @@ class ImmutableList(Sequence[Any]):
 
     def __getitem__(self, index: Any) -> Any:
         if isinstance(index, slice):
-            return ImmutableList(self._items[index])
+            # Panther returns a plain tuple of the items; a copy here, so that a rule
+            # cannot change the activity through it.
+            return copy.deepcopy(self._items[index])
         return freeze(self._items[index])
 
     def __len__(self) -> int:
@@ -189,7 +196,7 @@ class ImmutableList(Sequence[Any]):
     __hash__ = None  # type: ignore[assignment]  # as Panther's: unhashable
 
     def __repr__(self) -> str:
-        return f"ImmutableList({list(self._items)!r})"
+        return f"ImmutableList({self._items})"  # Panther's text: the items as a tuple
 
     def copy(self) -> list[Any]:
         return _deep_copy(list(self._items))
@@ -358,8 +365,9 @@ class PantherEvent(_CaseInsensitive, Event):
         return self.deep_get("_mocked_lookup_data_", lookup_name, lookup_key)
 
     def event_time_epoch(self, force_utc: bool = True) -> int:
-        """Seconds since the epoch of `p_event_time` (UTC unless it names a zone), else of
-        the activity's `created_at`; 0 when neither can be read."""
+        """Seconds since the epoch of `p_event_time` (UTC unless it names a zone); 0 when
+        it is missing or unreadable, as in Panther. Live, every event has one; a test's
+        `Log` without one gives 0 here as under panther_analysis_tool, not `created_at`."""
         self._settle()
         text = self._data.get("p_event_time")
         if isinstance(text, str) and text:
@@ -368,9 +376,6 @@ class PantherEvent(_CaseInsensitive, Event):
                 if moment.tzinfo is None and force_utc:
                     moment = moment.replace(tzinfo=UTC)
                 return int(moment.timestamp())
-            return 0
-        if self.created_at is not None:
-            return int(self.created_at.timestamp())
         return 0
 
     json_encoder = staticmethod(thaw)

@@ -45,6 +45,10 @@ _PACKAGES = {
     "Crypto": "pycryptodome",
 }
 
+# What detect's `[panther]` extra installs (pyproject.toml), by import name: the hint
+# names the extra, the one line that brings every package panther-analysis's helpers use.
+_PANTHER_EXTRA = frozenset(("dateutil",))
+
 _counter = itertools.count(1)
 
 
@@ -274,9 +278,10 @@ def describe_import_error(exc: BaseException, module_file: Path, helper_set: Hel
         in_helper = frame is not None and str(Path(frame.filename).resolve()) in helper_files
         if top in _PACKAGES or in_helper:
             package = _PACKAGES.get(top, top)
+            extra = ", or install detect with its [panther] extra" if top in _PANTHER_EXTRA else ""
             return (
                 f"{where}: imports {missing!r}, a third-party package that is not installed"
-                f" in the environment detect runs in (pip install {package})"
+                f" in the environment detect runs in (pip install {package}{extra})"
             )
         searched = ", ".join(str(f) for f in helper_set.folders) or "none found"
         return (

@@ -130,10 +130,35 @@ def test_live_events_carry_panthers_p_fields_without_changing_the_activity() -> 
     assert "p_log_type" not in raw
 
 
-def test_event_time_epoch_reads_p_event_time_then_created_at() -> None:
+def test_event_time_epoch_reads_p_event_time_only() -> None:
     assert PantherEvent({"p_event_time": "2026-05-04 08:00:00"}).event_time_epoch() == 1777881600
     assert PantherEvent({}).event_time_epoch() == 0
     assert PantherEvent({"p_event_time": "not a time"}).event_time_epoch() == 0
+    # A test's Log has no p_event_time: 0, as under panther_analysis_tool, even though
+    # the test event knows its created_at.
+    moment = datetime(2026, 5, 4, 8, 0, tzinfo=UTC)
+    assert PantherEvent({"created_at": "2026-05-04T08:00:00Z"}, moment).event_time_epoch() == 0
+
+
+def test_nested_values_print_as_panthers(event: PantherEvent) -> None:
+    """Rules put nested values in titles and match on their text (str(audience)), so the
+    text is panther_core's, class names included."""
+    assert str(event["actor"]) == (
+        "ImmutableCaseInsensitiveDict({'email_address': 'ana@example.com',"
+        " 'ip_address': None, 'Mixed_Case': 1})"
+    )
+    assert repr(event["tags"]) == "ImmutableList(('x', 'y'))"
+    assert f"{event['empty']}" == "ImmutableList(())"
+    assert str(event["nested"]) == "ImmutableList(([{'k': 1}], [{'k': 2}, {'k': 1}]))"
+    assert str(event["updates"][1]) == "ImmutableCaseInsensitiveDict({'type': 'b'})"
+
+
+def test_a_slice_is_a_plain_tuple_as_panthers(event: PantherEvent) -> None:
+    head = event["updates"][:1]
+    assert type(head) is tuple and head == ({"type": "a", "value": 1},)
+    assert head != [{"type": "a", "value": 1}]  # a tuple, so not equal to a list
+    head[0]["type"] = "changed"  # a copy: the activity is not changed through it
+    assert event["updates"][0]["type"] == "a"
 
 
 def test_udm_and_lookup_without_a_data_model() -> None:

@@ -146,6 +146,27 @@ def test_strict_mode_checks_title_dedup_severity_and_context(panther_dir: Panthe
     ]
 
 
+def test_outputs_built_from_nested_values_are_panthers(panther_dir: PantherDir) -> None:
+    """A title quoting a nested list and the event time, and a rule matching on a list's
+    text: the expected values are what panther_analysis_tool 1.11 prints for this rule."""
+    panther_dir.rule(
+        "Test.Text",
+        "def rule(event):\n    return \"'public'\" in str(event.get('audience'))\n\n"
+        "def title(event):\n"
+        "    return f\"{event.get('audience')} at {event.event_time_epoch()}\"\n",
+        tests=case(
+            "public",
+            True,
+            "  ExpectedTitle: \"ImmutableList(({'type': 'public'},)) at 0\"\n",
+            log="    Log: {type: x, created_at: '2026-05-04T08:00:00Z',"
+            " audience: [{type: public}]}\n",
+        )
+        + case("organization", False, log="    Log: {type: x, audience: [{type: org}]}\n"),
+    )
+    found = results(panther_dir, strict=True)
+    assert found == {"public": (True, []), "organization": (True, [])}
+
+
 def test_test_names_and_lines_in_the_native_runner(panther_dir: PantherDir) -> None:
     path = panther_dir.rule(
         "Test.Lines",
