@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from engine.cli.options import (
     check_destinations,
     load_config,
     load_pack,
+    packs_line,
     quarantine_path,
     writable_quarantine,
 )
@@ -82,8 +82,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from engine.sources.files import check_readable
 
     config = load_config(args.config)
-    packs = io.StringIO()  # the packs' line, printed once the setup checks have passed
-    ruleset = load_pack(args, config, stream=packs)
+    ruleset = load_pack(args, config)
     options = ReplayOptions(
         format=args.format,
         sort=args.sort,
@@ -110,7 +109,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         else None
     )
     # A setup error above stays the only line; from here on, the run says what it runs.
-    sys.stderr.write(packs.getvalue())
+    print(packs_line(args, config, ruleset), file=sys.stderr)
     # State kept for a next replay keeps its windows open unless this is the last one.
     options.keep_open = state is not None and not args.final
     progress = (
