@@ -129,11 +129,36 @@ def test_a_server_that_cannot_be_reached_is_one_line_naming_it(tmp_path):
     assert "\n" not in message
 
 
-def test_tls_needs_the_server_to_speak_it(tmp_path, redis_server):
-    """rediss:// with a CA file that is not one: a clear error naming the server, no
-    traceback (the real TLS handshake is the client library's)."""
-    port = redis_server.rsplit(":", 1)[1].split("/")[0]
-    ca = tmp_path / "ca.pem"
-    ca.write_text("not a certificate\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match=rf"cannot reach Redis at 127\.0\.0\.1:{port}/0"):
-        open_redis(settings(f"rediss://127.0.0.1:{port}/0", timeout=0.3, ca_file=ca))
+def test_tls_with_the_configured_ca_and_refused_without_it(tmp_path):
+    """rediss:// to a redis-server with a TLS port and a self-signed certificate: verified
+    with `ca_file`; without it, the system store refuses it in one line naming the server."""
+    import shutil
+    import subprocess
+
+    from tests.conftest import _free_port
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed: no certificate for the TLS server")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    command = [
+        "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+        "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+        "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert),
+    ]  # fmt: skip
+    subprocess.run(command, check=True, capture_output=True)
+    port = _free_port()
+    tls = ["--tls-port", str(port), "--tls-cert-file", str(cert), "--tls-key-file", str(key)]
+    server = start_redis_server(tmp_path / "redis", *tls, "--tls-auth-clients", "no")
+    try:
+        url = f"rediss://127.0.0.1:{port}/0"
+        client = open_redis(settings(url, ca_file=cert))
+        check_redis_safety(client)
+        assert client.connection_pool.connection_class.__name__ == "SSLConnection"
+        client.close()
+        with pytest.raises(ConfigError) as refused:
+            open_redis(settings(url))
+        message = str(refused.value)
+        assert message.startswith(f"cannot reach Redis at 127.0.0.1:{port}/0:")
+        assert "certificate" in message and "\n" not in message
+    finally:
+        server.stop()

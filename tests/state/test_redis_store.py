@@ -131,6 +131,11 @@ def test_expiring_values_carry_a_ttl_from_the_partitions_event_time(redis_client
     assert ms("v:threshold:soon") == -1
     later = RedisStore(redis_client, redis_prefix, "org-1")
     assert dict(later.items("threshold")) == {"soon": [1, 1], "late": [2]}
+    redis_client.delete(f"{base}v:threshold:late")  # as its TTL would: the index still has it
+    gone = RedisStore(redis_client, redis_prefix, "org-1")
+    assert gone.get("threshold", "late") is None
+    assert dict(gone.items("threshold")) == {"soon": [1, 1]}
+    assert gone.purge(NOW + 7200) == 1  # and the purge drops its index entry
 
 
 def test_a_commit_applies_all_or_nothing(redis_client, redis_prefix):
