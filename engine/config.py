@@ -496,6 +496,14 @@ class RuleBudgetConfig(_Strict):
         return budget
 
 
+class MetricsConfig(_Strict):
+    """`metrics:` where `detect run` serves `/metrics` and `/healthz` (docs/deploy.md);
+    off without a `port`. `--metrics-port` and `--metrics-address` take precedence."""
+
+    port: int | None = Field(default=None, ge=0, le=65535)
+    address: str = Field(default="127.0.0.1", min_length=1)
+
+
 class RuleOverrideConfig(_Strict):
     """One entry of `rule_overrides:` (checked against the loaded rules when they load)."""
 
@@ -519,6 +527,7 @@ class Config(_Strict):
         default_factory=lambda: {"terminal": DestinationConfig(type="console")}
     )
     quarantine: Path = DEFAULT_QUARANTINE
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
 
 def secret_values(model: BaseModel, loc: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], str]]:

@@ -323,12 +323,13 @@ def test_a_real_detect_run_serves_moving_counters_and_its_health(tmp_path):
     assert KEY not in "\n".join(err.lines)
 
 
-def test_a_busy_metrics_port_stops_the_start_in_one_line(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("where", ["flag", "config"])
+def test_a_busy_metrics_port_stops_the_start_in_one_line(where, tmp_path, capsys, monkeypatch):
+    """From --metrics-port or from `metrics:` in detect.yaml."""
     from engine.cli import main
 
     monkeypatch.setenv("TEST_COMPLIANCE_KEY", KEY)
     monkeypatch.chdir(tmp_path)
-
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken.listen()
@@ -336,8 +337,13 @@ def test_a_busy_metrics_port_stops_the_start_in_one_line(tmp_path, capsys, monke
     try:
         with MockComplianceAPI(api_key=KEY) as mock:
             config = _config(tmp_path, mock.url)
-            code = main(["run", "--once", "--config", str(config), "--metrics-port", str(port)])
-            assert code == 2
+            command = ["run", "--once", "--config", str(config)]
+            if where == "flag":
+                command += ["--metrics-port", str(port)]
+            else:
+                with config.open("a", encoding="utf-8") as handle:
+                    handle.write(f"metrics:\n  port: {port}\n  address: 127.0.0.1\n")
+            assert main(command) == 2
             assert not mock.requests
     finally:
         taken.close()

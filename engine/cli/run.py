@@ -114,26 +114,26 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def open_metrics(args: argparse.Namespace, config: Config) -> MetricsServer | None:
-    """The metrics server bound to --metrics-address:--metrics-port (not yet serving), or
-    None without a port; a `ConfigError` when the address cannot be listened on."""
+    """The metrics server bound to --metrics-address:--metrics-port, else to the
+    configuration's `metrics:` (not yet serving), or None without a port; a `ConfigError`
+    when the address cannot be listened on."""
     from engine.errors import ConfigError
     from engine.runs.metrics import MetricsServer
 
-    address = args.metrics_address or "127.0.0.1"
-    if args.metrics_port is None:
+    port = args.metrics_port if args.metrics_port is not None else config.metrics.port
+    address = args.metrics_address or config.metrics.address
+    if port is None:
         if args.metrics_address:
-            raise ConfigError("--metrics-address needs --metrics-port")
+            raise ConfigError("--metrics-address needs --metrics-port (or metrics.port)")
         return None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--metrics-port {port}: a port is 0 to 65535")
     if config.state.backend != "sqlite":
         raise ConfigError(
-            "--metrics-port is served by the single-process run (state.backend: sqlite)"
+            "metrics are served by the single-process run (state.backend: sqlite) for now"
         )
-    if not 0 <= args.metrics_port <= 65535:
-        raise ConfigError(f"--metrics-port {args.metrics_port}: a port is 0 to 65535")
     try:
-        return MetricsServer(address, args.metrics_port)
+        return MetricsServer(address, port)
     except OSError as error:
         reason = error.strerror or type(error).__name__
-        raise ConfigError(
-            f"cannot serve metrics on {address}:{args.metrics_port}: {reason}"
-        ) from None
+        raise ConfigError(f"cannot serve metrics on {address}:{port}: {reason}") from None
