@@ -4,7 +4,10 @@ and lag, the last poll, source health, alerts and deliveries, the quarantine.
     detect status [--config F] [--state PATH] [--format json]
 
 It opens the state database read-only, so it can run beside a live `detect run`, and it
-never prints the API key.
+never prints the API key. On a shared Redis (`state.backend: redis`) it shows the
+workers (their last heartbeat and the organizations they hold), each organization's
+lease, checkpoint and lag, and the shared alerts and deliveries: it only reads, so it
+can run from any machine that reaches the Redis.
 """
 
 from __future__ import annotations
@@ -14,9 +17,12 @@ import json
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.cli.options import EXIT_FAILED, EXIT_OK, load_config, quarantine_path, state_path
+
+if TYPE_CHECKING:
+    from engine.config import Config
 
 
 def register(subparsers: Any) -> None:
@@ -185,6 +191,14 @@ def _print_status(report: dict[str, Any], now: datetime) -> None:
 
 def cmd_status(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    if config is not None and config.state.backend == "redis" and args.state is None:
+        now = datetime.now(tz=UTC)
+        shared = redis_status_report(config, now)
+        if args.format == "json":
+            print(json.dumps(shared, indent=2, default=str))
+        else:
+            _print_redis_status(shared, now)
+        return EXIT_OK
     state = state_path(args.state, config)
     if not state.is_file():
         print(f"error: no state database at {state} (nothing has run yet?)", file=sys.stderr)
@@ -197,6 +211,154 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         _print_status(report, now)
     return EXIT_OK
+
+
+# -- a shared Redis ----------------------------------------------------------------------
+
+
+def redis_status_report(config: Config, now: datetime) -> dict[str, Any]:
+    """The facts of a Redis state, as one JSON-ready mapping: the workers, each
+    organization (partition) with its lease, checkpoint and lag, the shared alerts and
+    deliveries."""
+    from engine.activity import format_timestamp, parse_timestamp
+    from engine.delivery.redis_outbox import RedisOutbox
+    from engine.runs.leases import read_leases, read_workers
+    from engine.runs.live import STATUS_KEY
+    from engine.runs.workers import partitions_of
+    from engine.sources.health import HEALTH_KEY
+    from engine.sources.poller import CHECKPOINT_KEY
+    from engine.state.redis_alerts import RedisAlertRows
+    from engine.state.redis_connect import open_redis, server_of
+
+    settings = config.state.redis
+    assert settings is not None  # the configuration refuses backend: redis without it
+    prefix = settings.key_prefix
+    ttl = settings.lease_ttl.total_seconds()
+    client = open_redis(settings)
+    try:
+        rows = RedisAlertRows(client, prefix)
+        configured = partitions_of(config)
+        names = configured + [p for p in rows.partitions() if p not in configured]
+        checkpoints = rows.partition_meta(CHECKPOINT_KEY)
+        sources = rows.partition_meta(STATUS_KEY)
+        healths = rows.partition_meta(HEALTH_KEY)
+        leases = {lease.partition: lease for lease in read_leases(client, prefix, names)}
+        workers = read_workers(client, prefix, now.timestamp(), ttl)
+        owed, deliveries = RedisOutbox(client, prefix, alerts=rows).figures()
+        kinds = rows.kinds()
+        watermark = rows.meta("watermark")
+    finally:
+        client.close()
+
+    def when(epoch: float | None) -> str | None:
+        if epoch is None:
+            return None
+        return format_timestamp(datetime.fromtimestamp(epoch, tz=UTC), "seconds")
+
+    organizations = []
+    for name in names:
+        checkpoint = checkpoints.get(name) or {}
+        caught_up = checkpoint.get("caught_up_to")
+        lease = leases[name]
+        organizations.append(
+            {
+                "partition": name,
+                "configured": name in configured,
+                "holder": lease.holder,
+                "lease_ttl_left": lease.ttl_left,
+                "checkpoint": checkpoint or None,
+                "lag_seconds": (now - parse_timestamp(caught_up)).total_seconds()
+                if caught_up
+                else None,
+                "source": sources.get(name) or {},
+                "health": healths.get(name) or {},
+            }
+        )
+    return {
+        "state": f"redis {server_of(settings.url)} (prefix {prefix})",
+        "checked_at": format_timestamp(now, "seconds"),
+        "lease_ttl_seconds": ttl,
+        "workers": [
+            {
+                "worker_id": w.worker_id,
+                "host": w.host,
+                "pid": w.pid,
+                "started": when(w.started),
+                "last_heartbeat": when(w.heartbeat),
+                "alive": w.alive,
+                "partitions": w.partitions,
+            }
+            for w in workers
+        ],
+        "organizations": organizations,
+        "watermark": watermark,
+        "alerts": kinds,
+        "awaiting_delivery": owed,
+        "deliveries": deliveries,
+    }
+
+
+def _print_redis_status(report: dict[str, Any], now: datetime) -> None:
+    from engine.activity import parse_timestamp
+    from engine.durations import ago, describe
+
+    def since(text: str | None) -> str:
+        return ago(now, parse_timestamp(text)) if text else "-"
+
+    workers = report["workers"]
+    alive = [w for w in workers if w["alive"]]
+    print(f"{'state':<16} {report['state']}")
+    print(
+        f"{'workers':<16} {len(alive)} live"
+        + (f", {len(workers) - len(alive)} silent" if len(workers) > len(alive) else "")
+        + f" (lease TTL {describe(timedelta(seconds=report['lease_ttl_seconds']))})"
+    )
+    for worker in workers:
+        state = "" if worker["alive"] else "  SILENT"
+        held = ", ".join(worker["partitions"]) or "nothing"
+        print(
+            f"  {worker['worker_id']}  {worker['host']} pid {worker['pid']}  "
+            f"beat {since(worker['last_heartbeat'])}  holds {held}{state}"
+        )
+    organizations = report["organizations"]
+    print(f"{'organizations':<16} {len(organizations)}")
+    for org in organizations:
+        if org["holder"]:
+            lease = f"held by {org['holder']} ({org['lease_ttl_left']:.1f}s left)"
+        else:
+            lease = "FREE (no worker holds it)"
+        checkpoint = org["checkpoint"] or {}
+        lag = org["lag_seconds"]
+        caught = checkpoint.get("caught_up_to")
+        reached = (
+            f"caught up to {caught} (lag {describe(timedelta(seconds=lag))})"
+            if caught and lag is not None
+            else "not polled yet"
+        )
+        source = org["source"]
+        notes = [
+            f"{source.get('activities', 0):,} activities",
+            f"last poll {since(source.get('last_poll_at'))}",
+        ]
+        if source.get("failing_since"):
+            error = source.get("last_error") or {}
+            notes.append(f"FAILING since {source['failing_since']}: {error.get('message')}")
+        if org["health"]:
+            notes.append("health: " + ", ".join(sorted(org["health"])))
+        if not org["configured"]:
+            notes.append("not in source.organization_ids")
+        print(f"  {org['partition']}  {lease}  {reached}  {' · '.join(notes)}")
+    alerts = report["alerts"]
+    total = sum(alerts.values())
+    by_kind = ", ".join(f"{n} {kind}" for kind, n in sorted(alerts.items()))
+    print(
+        f"{'alerts':<16} {total:,}{f' ({by_kind})' if by_kind else ''} · "
+        f"{report['awaiting_delivery']} awaiting delivery"
+    )
+    if report["deliveries"]:
+        figures = ", ".join(f"{n} {s}" for s, n in sorted(report["deliveries"].items()))
+        print(f"{'deliveries':<16} {figures}")
+    print(f"{'watermark':<16} {report['watermark'] or '-'} (the lowest organization's)")
 
 
 def check_config(path: str) -> int:

@@ -462,6 +462,8 @@ def run_from_config(
     commit; with `--once` it gets `deliver_timeout` seconds to empty the outbox."""
     from engine.runs.replay import Quarantine, summary
 
+    if config.state.backend == "redis":
+        return run_workers(config, ruleset, once=once, out=out, deliver_timeout=deliver_timeout)
     require_secrets(config, "source", "destinations")  # every one missing, at once
     configure_logging()
     out = out or sys.stdout
@@ -541,6 +543,36 @@ def _install_signal_handlers(runner: LiveRunner) -> dict[int, Any]:
 def _restore_signal_handlers(previous: dict[int, Any]) -> None:
     for signum, handler in previous.items():
         signal.signal(signum, handler)
+
+
+# -- workers on a shared Redis --------------------------------------------------------
+
+
+def run_workers(
+    config: Config,
+    ruleset: RuleSet,
+    *,
+    once: bool,
+    out: IO[str] | None = None,
+    deliver_timeout: float = 120.0,
+) -> int:
+    """`detect run` with `state.backend: redis`: this process is one of N workers, each
+    organization polled by the holder of its lease with the `LiveRunner` above, on a
+    state store confined to that organization (engine/runs/workers.py)."""
+    from engine.runs.replay import Quarantine
+    from engine.runs.workers import run_worker
+
+    require_secrets(config, "source", "destinations")  # every one missing, at once
+    configure_logging()
+    quarantine = Quarantine(config.quarantine, sys.stderr)
+
+    def make_runner(partition: Config, store: StateStore) -> LiveRunner:
+        return build_runner(partition, ruleset, store, sinks=[], on_rejected=quarantine)
+
+    try:
+        return run_worker(config, make_runner, once=once, out=out, deliver_timeout=deliver_timeout)
+    finally:
+        quarantine.close()
 
 
 # -- the demo -------------------------------------------------------------------------

@@ -23,9 +23,10 @@ class Clock:
         return self.now
 
 
-def workers(client, prefix, clock, count, ttl=3.0):
+def workers(client, redis_prefix, clock, count, ttl=3.0):
     return [
-        Leases(client, prefix=prefix, ttl=ttl, worker_id=f"w{n}", clock=clock) for n in range(count)
+        Leases(client, prefix=redis_prefix, ttl=ttl, worker_id=f"w{n}", clock=clock)
+        for n in range(count)
     ]
 
 
@@ -39,8 +40,8 @@ def settle(group, partitions, rounds=4):
                 leases.release(partition)
 
 
-def test_one_winner_and_compare_and_set(redis_client, prefix):
-    a, b = workers(redis_client, prefix, Clock(), 2)
+def test_one_winner_and_compare_and_set(redis_client, redis_prefix):
+    a, b = workers(redis_client, redis_prefix, Clock(), 2)
     assert a.acquire("org-1")
     assert not b.acquire("org-1")
     # b cannot renew or release what it does not hold
@@ -55,22 +56,22 @@ def test_one_winner_and_compare_and_set(redis_client, prefix):
     assert b.acquire("org-1")
 
 
-def test_three_workers_spread_ten_partitions(redis_client, prefix):
-    group = workers(redis_client, prefix, Clock(), 3)
+def test_three_workers_spread_ten_partitions(redis_client, redis_prefix):
+    group = workers(redis_client, redis_prefix, Clock(), 3)
     settle(group, ORGS)
     counts = sorted(len(w.held) for w in group)
     assert sum(counts) == 10 and max(counts) == fair_share(10, 3) == 4
     owners = Counter(p for w in group for p in w.held)
     assert set(owners) == set(ORGS) and set(owners.values()) == {1}
     # Redis agrees with what each worker believes
-    for info in read_leases(redis_client, prefix, ORGS):
+    for info in read_leases(redis_client, redis_prefix, ORGS):
         assert info.partition in next(w.held for w in group if w.worker_id == info.holder)
         assert 0 < info.ttl_left <= 3.0
 
 
-def test_a_first_worker_hands_back_its_surplus_when_others_join(redis_client, prefix):
+def test_a_first_worker_hands_back_its_surplus_when_others_join(redis_client, redis_prefix):
     clock = Clock()
-    first, second, third = workers(redis_client, prefix, clock, 3)
+    first, second, third = workers(redis_client, redis_prefix, clock, 3)
     first.balance(ORGS)
     assert len(first.held) == 10
     second.balance(ORGS)
@@ -84,9 +85,9 @@ def test_a_first_worker_hands_back_its_surplus_when_others_join(redis_client, pr
     assert sum(len(w.held) for w in (first, second, third)) == 10
 
 
-def test_a_dead_workers_partitions_are_taken_over_after_their_ttl(redis_client, prefix):
+def test_a_dead_workers_partitions_are_taken_over_after_their_ttl(redis_client, redis_prefix):
     clock = Clock()
-    group = workers(redis_client, prefix, clock, 3, ttl=1.0)
+    group = workers(redis_client, redis_prefix, clock, 3, ttl=1.0)
     settle(group, ORGS)
     dead = group[0]
     orphaned = set(dead.held)
@@ -109,22 +110,22 @@ def test_a_dead_workers_partitions_are_taken_over_after_their_ttl(redis_client, 
     assert sorted(step.lost) == sorted(orphaned) and not dead.held
 
 
-def test_registry_and_a_clean_leave(redis_client, prefix):
+def test_registry_and_a_clean_leave(redis_client, redis_prefix):
     clock = Clock()
-    a, b = workers(redis_client, prefix, clock, 2)
+    a, b = workers(redis_client, redis_prefix, clock, 2)
     settle([a, b], ORGS[:3])
-    found = {w.worker_id: w for w in read_workers(redis_client, prefix, clock(), a.ttl)}
+    found = {w.worker_id: w for w in read_workers(redis_client, redis_prefix, clock(), a.ttl)}
     assert set(found) == {"w0", "w1"}
     assert sorted(found["w0"].partitions + found["w1"].partitions) == ORGS[:3]
     assert found["w0"].alive and found["w0"].pid is not None
     clock.now += 10
-    assert not any(w.alive for w in read_workers(redis_client, prefix, clock(), a.ttl))
+    assert not any(w.alive for w in read_workers(redis_client, redis_prefix, clock(), a.ttl))
     held = list(a.held)
     a.leave()
     assert all(redis_client.get(a.key(p)) is None for p in held)
-    assert "w0" not in {w.worker_id for w in read_workers(redis_client, prefix, clock(), 3)}
+    assert "w0" not in {w.worker_id for w in read_workers(redis_client, redis_prefix, clock(), 3)}
 
 
-def test_a_ttl_under_a_second_is_refused(redis_client, prefix):
+def test_a_ttl_under_a_second_is_refused(redis_client, redis_prefix):
     with pytest.raises(ValueError, match="at least 1 second"):
-        Leases(redis_client, prefix=prefix, ttl=0.5)
+        Leases(redis_client, prefix=redis_prefix, ttl=0.5)

@@ -1,0 +1,391 @@
+"""`detect run` on a shared Redis: this process is one of N workers.
+
+Every organization of `source.organization_ids` (or `*`, the key's whole feed, when the
+list is empty) is a partition. A worker holds leases on its fair share of them
+(engine/runs/leases.py) and runs, for each, the same loop as a single `detect run`: a
+poller filtered to that organization, a pipeline, and a state store confined to that
+partition and fenced by the lease (`RedisStore(partition=org, lease=(key, token))`).
+
+- **One thread evaluates.** Rules with code are timed by a `SIGALRM` timer, which only
+  the main thread can arm (engine/detection/budget.py), so the held partitions take
+  turns on the main thread: each pass reads one organization up to the present, then
+  the next whose poll is due goes. Named lists are re-attached to the partition's store
+  before its pass, so what one organization's rules learned never leaks into another's.
+- **A background thread keeps the leases**: every TTL/3 it renews them, beats the
+  registry, and moves toward the fair share. A lease it fails to renew is lost: the
+  partition's pass is stopped before its next activity and its pipeline dropped unsaved
+  (its memory is stale; the new holder resumes from the checkpoint). A partition over the
+  share is handed back after its pass ends, saved, then released.
+- **Fencing**: when the store's fence refuses a commit (`LeaseLost`), the pipeline is
+  dropped the same way. Nothing of that page was written; the new holder reads it again.
+- **A clean stop** (SIGTERM, SIGINT) saves every partition that is between two pages,
+  drops the page in hand, and releases every lease, so another worker takes over at once
+  instead of after the TTL.
+
+Correlation does not cross organizations in this mode: each partition's dedup windows,
+thresholds and sequences see only its organization.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Any, Protocol
+
+from engine.config import Config
+from engine.durations import describe
+from engine.errors import LeaseLost
+from engine.runs.leases import Leases
+from engine.state.store import StateStore
+
+if TYPE_CHECKING:
+    from engine.delivery.dispatcher import Dispatcher
+
+log = logging.getLogger(__name__)
+
+WHOLE_FEED = "*"
+
+
+class Runner(Protocol):
+    """What a worker needs of engine/runs/live.py's `LiveRunner`."""
+
+    pipeline: Any
+    poller: Any
+    store: StateStore
+    abandoned: bool
+    after_commit: list[Callable[[], None]]
+
+    def cycle(self) -> Any: ...
+
+    def request_stop(self) -> None: ...
+
+
+MakeRunner = Callable[[Config, StateStore], Runner]
+
+
+def partitions_of(config: Config) -> list[str]:
+    """The configured organizations, or the whole feed as one partition."""
+    orgs = list(dict.fromkeys(config.source.organization_ids))
+    return orgs or [WHOLE_FEED]
+
+
+def partition_config(config: Config, partition: str) -> Config:
+    """The configuration one partition's poller reads with: its organization only."""
+    if partition == WHOLE_FEED:
+        return config
+    source = config.source.model_copy(update={"organization_ids": [partition]})
+    return config.model_copy(update={"source": source})
+
+
+@dataclass
+class Held:
+    """One held partition's loop: its runner and when its next pass is due."""
+
+    partition: str
+    runner: Runner
+    due: float = 0.0
+    passes: int = 0
+
+
+class Worker:
+    """The partitions this process holds, their passes, and the thread keeping leases."""
+
+    def __init__(
+        self,
+        config: Config,
+        client: Any,
+        make_runner: MakeRunner,
+        *,
+        leases: Leases,
+        open_store: Callable[[str, tuple[str, str]], StateStore],
+        after_commit: Sequence[Callable[[], None]] = (),
+        clock: Callable[[], float] = time.time,
+        once: bool = False,
+    ) -> None:
+        self.config = config
+        self.client = client
+        self.make_runner = make_runner
+        self.leases = leases
+        self.open_store = open_store
+        self.after_commit = list(after_commit)
+        self.clock = clock
+        self.once = once
+        self.partitions = partitions_of(config)
+        self.poll_interval = config.source.poll_interval.total_seconds()
+        self.running: dict[str, Held] = {}
+        self.stopping = threading.Event()
+        self.changed = threading.Event()  # the balance thread has news for the main loop
+        self.failed = False
+        self._lock = threading.Lock()  # `leases` and the lists below
+        self._lost: set[str] = set()
+        self._surplus: set[str] = set()
+        self._current: Held | None = None
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    # -- the lease thread --------------------------------------------------------------
+
+    def balance(self) -> None:
+        """One balance step (the thread's body; called once directly before it starts)."""
+        with self._lock:
+            step = self.leases.balance(self.partitions)
+            self._lost.update(step.lost)
+            self._surplus.update(step.surplus)
+            current = self._current
+        for partition in step.lost:
+            log.warning("lease of %s lost: its pass stops and its pipeline is dropped", partition)
+            if current is not None and current.partition == partition:
+                current.runner.request_stop()
+        if step.acquired:
+            log.info(
+                "leased %s (share %d of %d partitions, %d workers live)",
+                ", ".join(step.acquired),
+                step.share,
+                len(self.partitions),
+                step.live_workers,
+            )
+        if step.acquired or step.lost or step.surplus:
+            self.changed.set()
+
+    def _keep_leases(self) -> None:
+        interval = self.leases.ttl / 3
+        while not self.stopping.wait(interval):
+            try:
+                self.balance()
+            except Exception:
+                # Redis unreachable: the leases run out on their own and the fence refuses
+                # the commits; keep trying, the next step may get through.
+                log.exception("renewing the leases failed; trying again in %.1fs", interval)
+
+    def start(self) -> Worker:
+        self.balance()
+        self._thread = threading.Thread(target=self._keep_leases, name="leases", daemon=True)
+        self._thread.start()
+        return self
+
+    # -- the main loop -----------------------------------------------------------------
+
+    def _settle(self) -> None:
+        """Between passes: drop what was lost, save and hand back the surplus, open a
+        loop for every newly held partition."""
+        with self._lock:
+            lost, self._lost = self._lost, set()
+            surplus, self._surplus = self._surplus, set()
+            held = list(self.leases.held)
+        for partition in lost:
+            self._drop(partition)
+        for partition in surplus:
+            self._save(partition)
+            with self._lock:
+                self.leases.release(partition)
+            log.info("handed %s back (over this worker's share)", partition)
+        for partition in held:
+            if partition not in self.running and partition not in surplus:
+                self._open(partition)
+
+    def _open(self, partition: str) -> None:
+        with self._lock:
+            if partition not in self.leases.held:
+                return
+            lease = self.leases.lease(partition)
+        store = self.open_store(partition, lease)
+        runner = self.make_runner(partition_config(self.config, partition), store)
+        runner.after_commit.extend(self.after_commit)
+        self.running[partition] = Held(partition, runner, due=self.clock())
+
+    def _drop(self, partition: str) -> None:
+        """Forget a partition's loop without writing anything (its lease is gone)."""
+        held = self.running.pop(partition, None)
+        with self._lock:
+            self.leases.forget(partition)
+        if held is not None:
+            held.runner.poller.client.close()
+
+    def _save(self, partition: str) -> None:
+        """A partition's loop ended between two pages: commit what only memory holds
+        (threshold samples), under the lease still held."""
+        held = self.running.pop(partition, None)
+        if held is None:
+            return
+        try:
+            if not held.runner.abandoned:
+                held.runner.pipeline.suspend()
+        except LeaseLost:
+            log.warning("lease of %s lost before its state was saved", partition)
+        finally:
+            held.runner.poller.client.close()
+
+    def _pass(self, held: Held) -> None:
+        runner = held.runner
+        # Named lists are shared by the rules: let them hold this partition's learned values.
+        runner.pipeline.ruleset.lists.attach(runner.store)
+        with self._lock:
+            self._current = held
+            lost = held.partition in self._lost
+        if lost:
+            return
+        try:
+            result = runner.cycle()
+        except LeaseLost as error:
+            log.warning("%s: the partition's pipeline is dropped", error)
+            self._drop(held.partition)
+            return
+        finally:
+            with self._lock:
+                self._current = None
+        held.passes += 1
+        held.due = self.clock() + self.poll_interval
+        if runner.abandoned:
+            # Stopped mid-page (a lost lease, a stop): its memory must never be committed.
+            self._drop(held.partition)
+            return
+        if not result.ok and self.once:
+            self.failed = True
+
+    def run(self) -> int:
+        """Until stopped (with `once`: until every partition held has had a pass)."""
+        while not self.stopping.is_set():
+            self._settle()
+            if self.once and self.running and all(h.passes for h in self.running.values()):
+                break
+            due = sorted(self.running.values(), key=lambda h: h.due)
+            now = self.clock()
+            if due and due[0].due <= now:
+                self._pass(due[0])
+                continue
+            wait = (due[0].due - now) if due else self.leases.ttl / 3
+            self.changed.wait(max(0.0, min(wait, self.leases.ttl / 3)))
+            self.changed.clear()
+        return 1 if self.failed else 0
+
+    def request_stop(self) -> None:
+        """Stop before the next activity (signal-safe)."""
+        self.stopping.set()
+        current = self._current
+        if current is not None:
+            current.runner.request_stop()
+        self.changed.set()
+
+    def close(self) -> None:
+        """Save every partition between two pages, then release every lease (once)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.leases.ttl)
+        for partition in list(self.running):
+            held = self.running[partition]
+            if held.runner.abandoned:
+                self._drop(partition)
+            else:
+                self._save(partition)
+        with self._lock:
+            self.leases.leave()
+
+
+def run_worker(
+    config: Config,
+    make_runner: MakeRunner,
+    *,
+    once: bool = False,
+    out: IO[str] | None = None,
+    deliver_timeout: float = 120.0,
+    worker_id: str | None = None,
+) -> int:
+    """`detect run` with `state.backend: redis`. The Redis is checked first (persistence,
+    no eviction of state), before any lease is taken or any request sent."""
+    from engine.state.redis_connect import check_redis_safety, open_redis
+    from engine.state.redis_store import RedisStore
+
+    settings = config.state.redis
+    assert settings is not None  # the configuration refuses backend: redis without it
+    client = open_redis(settings)
+    check_redis_safety(client)
+    prefix = settings.key_prefix
+    leases = Leases(
+        client, prefix=prefix, ttl=settings.lease_ttl.total_seconds(), worker_id=worker_id
+    )
+
+    def open_store(partition: str, lease: tuple[str, str]) -> StateStore:
+        return RedisStore(client, prefix, partition=partition, lease=lease)
+
+    dispatcher = shared_dispatcher(config, client, prefix, out)
+    worker = Worker(
+        config,
+        client,
+        make_runner,
+        leases=leases,
+        open_store=open_store,
+        after_commit=[] if once else [dispatcher.wake],
+        once=once,
+    )
+    previous = _install_signal_handlers(worker)
+    partitions = worker.partitions
+    log.info(
+        "worker %s: %d partition%s to share (%s), lease TTL %s, polling every %s%s",
+        leases.worker_id,
+        len(partitions),
+        "" if len(partitions) == 1 else "s",
+        ", ".join(partitions),
+        describe(settings.lease_ttl),
+        describe(config.source.poll_interval),
+        ", until caught up" if once else "",
+    )
+    try:
+        if not once:
+            dispatcher.start()
+        worker.start()
+        code = worker.run()
+        worker.close()
+        if once and not worker.stopping.is_set():
+            report = dispatcher.dispatch_pending(deadline=dispatcher.clock() + deliver_timeout)
+            log.info("delivery: %s", report)
+    finally:
+        worker.close()
+        dispatcher.close()
+        _restore_signal_handlers(previous)
+        client.close()
+    log.info("worker %s stopped; its leases are released", leases.worker_id)
+    return code
+
+
+def shared_dispatcher(config: Config, client: Any, prefix: str, out: IO[str] | None) -> Dispatcher:
+    """This worker's dispatcher over the shared Redis outbox: every worker runs one, and
+    a delivery is claimed by one script, so exactly one of them sends it."""
+    from engine.config import register_secrets
+    from engine.delivery.dispatcher import Dispatcher
+    from engine.delivery.redis_outbox import RedisOutbox
+    from engine.state.redis_alerts import RedisAlertRows
+
+    register_secrets(config)
+    outbox = RedisOutbox(client, prefix, alerts=RedisAlertRows(client, prefix))
+    return Dispatcher(outbox, config.destinations, stream=out)
+
+
+def _install_signal_handlers(worker: Worker) -> dict[int, Any]:
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is not threading.main_thread():
+        return previous
+
+    def handler(signum: int, _frame: Any) -> None:
+        if worker.stopping.is_set():
+            raise KeyboardInterrupt  # a second signal: stop now
+        log.info(
+            "received %s: stopping before the next activity, then releasing the leases",
+            signal.Signals(signum).name,
+        )
+        worker.request_stop()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.signal(signum, handler)
+    return previous
+
+
+def _restore_signal_handlers(previous: dict[int, Any]) -> None:
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
