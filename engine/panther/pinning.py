@@ -26,6 +26,21 @@ activity as before.
   `event.get("type") == "x"`, `"x" == event.get("type")` or `event.get("type") in C`
   (`event["type"]` and `event.get("type", default)` too; the exact key `type`, which every
   activity has, so the value is the activity's type and nothing can raise);
+- or the type is first read into a local name and the function dispatches on it, then
+  returns False:
+
+      def rule(event):
+          event_type = event.get("type")
+          if event_type == "org_sso_toggled":
+              return ...
+          if event_type in ("a", "b"):      # or elif
+              ...
+          return False
+
+  where every statement between the first and the last is an `if` (with `elif`s, no
+  `else`) whose test is `name == "x"`, `"x" == name` or `name in C`, and the name is not
+  declared `global` or `nonlocal`: on another type no test holds (the comparisons have no
+  effects and no branch ran to change the name), so the final `return False` is reached;
 - C is a literal tuple, list or set of strings, or a module global that the module binds
   once, at top level, to a tuple or frozenset of strings (immutable), never rebinds
   (no other binding of the name, no `global` statement for it) and cannot rebind
@@ -101,6 +116,8 @@ def pinned_types(module: types.ModuleType, module_path: Path) -> frozenset[str] 
         if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
             return reader.guard(test.operand, negated=False)
         return reader.guard(test, negated=True)
+    if isinstance(first, ast.Assign):
+        return reader.dispatch(definition, body)
     return None
 
 
@@ -140,21 +157,67 @@ class _Reader:
         self.module = module
         self.tree = tree
 
-    def guard(self, node: ast.expr, negated: bool) -> frozenset[str] | None:
-        """The types of `node` (an `==`/`in` on the type; `!=`/`not in` when negated)."""
+    def guard(
+        self, node: ast.expr, negated: bool, name: str | None = None
+    ) -> frozenset[str] | None:
+        """The types of `node` (an `==`/`in` on the type; `!=`/`not in` when negated); with
+        `name`, on that local name holding the type instead of on the event."""
+
+        def subject(side: ast.expr) -> bool:
+            if name is None:
+                return self.is_type(side)
+            return isinstance(side, ast.Name) and side.id == name
+
         if not isinstance(node, ast.Compare) or len(node.ops) != 1:
             return None
         op, left, right = node.ops[0], node.left, node.comparators[0]
         equal, member = (ast.NotEq, ast.NotIn) if negated else (ast.Eq, ast.In)
         if isinstance(op, equal):
-            if self.is_type(left):
+            if subject(left):
                 return _string(right)
-            if self.is_type(right):
+            if subject(right):
                 return _string(left)
             return None
-        if isinstance(op, member) and self.is_type(left):
+        if isinstance(op, member) and subject(left):
             return self.collection(right)
         return None
+
+    def dispatch(self, definition: ast.FunctionDef, body: list[ast.stmt]) -> frozenset[str] | None:
+        """The types of `name = <the type>`, then `if name == ...` branches, then
+        `return False`; None for any other shape."""
+        first, last = body[0], body[-1]
+        if not (
+            isinstance(first, ast.Assign)
+            and len(first.targets) == 1
+            and isinstance(first.targets[0], ast.Name)
+            and self.is_type(first.value)
+            and isinstance(last, ast.Return)
+            and isinstance(last.value, ast.Constant)
+            and last.value.value is False
+            and len(body) > 2
+        ):
+            return None
+        name = first.targets[0].id
+        if name == self.parameter or any(
+            isinstance(node, ast.Global | ast.Nonlocal) and name in node.names
+            for node in ast.walk(definition)
+        ):
+            return None
+        found: set[str] = set()
+        for statement in body[1:-1]:
+            while True:
+                if not isinstance(statement, ast.If):
+                    return None
+                types = self.guard(statement.test, negated=False, name=name)
+                if types is None:
+                    return None
+                found |= types
+                if not statement.orelse:
+                    break
+                if len(statement.orelse) != 1:
+                    return None  # an `else:` block runs on every other type
+                statement = statement.orelse[0]  # an `elif`
+        return frozenset(found)
 
     def is_type(self, node: ast.expr) -> bool:
         """`event.get("type")`, `event.get("type", default)` or `event["type"]`."""

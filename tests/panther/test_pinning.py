@@ -39,6 +39,16 @@ PINNED = {
         {"a"},
     ),
     "docstring first": ('"""Doc."""\n    return event.get("type") == "a"', {"a"}),
+    "dispatch on a local": (
+        't = event.get("type")\n    if t == "a":\n        return event.get("x") == 1\n'
+        '    if t in ("b", "c"):\n        return True\n    return False',
+        {"a", "b", "c"},
+    ),
+    "dispatch with elif": (
+        't = event["type"]\n    if t == "a":\n        x = 2\n    elif "b" == t:\n'
+        "        return True\n    return False",
+        {"a", "b"},
+    ),
 }
 
 NOT_PINNED = {
@@ -59,6 +69,30 @@ NOT_PINNED = {
     "in a mutable set constant": 'return event.get("type") in SET',
     "in a call": 'return event.get("type") in frozenset(("a",))',
     "another object": 'return other.get("type") == "a"',
+    "dispatch without a final return False": (
+        't = event.get("type")\n    if t == "a":\n        return True\n    return True'
+    ),
+    "dispatch with an else": (
+        't = event.get("type")\n    if t == "a":\n        return True\n    else:\n'
+        "        return True\n    return False"
+    ),
+    "dispatch with a test on something else": (
+        't = event.get("type")\n    if t == "a":\n        return True\n'
+        '    if event.get("x") == 1:\n        return True\n    return False'
+    ),
+    "dispatch with another statement": (
+        't = event.get("type")\n    x = 1\n    if t == "a":\n        return True\n    return False'
+    ),
+    "dispatch on a negated test": (
+        't = event.get("type")\n    if t != "a":\n        return True\n    return False'
+    ),
+    "dispatch on a global name": (
+        'global t\n    t = event.get("type")\n    if t == "a":\n        return True\n'
+        "    return False"
+    ),
+    "dispatch on a copy of the event": (
+        'event = event.get("type")\n    if event == "a":\n        return True\n    return False'
+    ),
 }
 
 PRELUDE = 'LIST = ["a"]\nSET = {"a"}\nother = {}\n\n\ndef default():\n    return ""\n\n\n'
