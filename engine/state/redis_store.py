@@ -11,7 +11,8 @@ The holder of a partition's lease is its only writer, so what this instance has 
 written stays right for as long as it lives, as the SQLite store's cache does: a value is
 fetched from Redis at most once (and not at all when the partition's index says it was
 never stored), and reads see this instance's uncommitted writes. After `LeaseLost` the
-instance is done: its cache may be behind the new holder's writes.
+instance is done (`lost`): its cache may be behind the new holder's writes, every later
+commit raises `LeaseLost` again, and `close()` drops what is buffered.
 
 Round trips to Redis (`round_trips` counts them, for `detect bench`):
 - `commit()`: one (the script, by its SHA; a second only the first time a server has not
@@ -109,6 +110,8 @@ class RedisStore:
         self.close_client = close_client
         self.base = f"{prefix}p:{partition}:"
         self.round_trips = 0
+        # The lease was found lost: every later commit raises `LeaseLost` at once.
+        self.lost = False
         self._commit = client.register_script(COMMIT)
         self._purge = client.register_script(PURGE)
         self._pending: dict[tuple[str, str], tuple[Any, float | None]] = {}
@@ -284,12 +287,15 @@ class RedisStore:
         return list(self.lease) if self.lease else ["", ""]
 
     def _lost(self) -> LeaseLost:
+        self.lost = True
         return LeaseLost(self.partition, self.lease[0] if self.lease else "")
 
     def commit(self) -> None:
         """Apply every buffered change in one fenced script (see the module docstring)."""
         if not (self._pending or self._pending_alerts or self._pending_meta):
             return
+        if self.lost:
+            raise self._lost()  # without asking: a lost lease is not given back
         watermark = _MISSING
         puts: list[str] = []
         deletes: list[str] = []
@@ -366,10 +372,12 @@ class RedisStore:
         process and opens its own connections there, should the child ever use it."""
 
     def close(self) -> None:
-        """Commit what is buffered; close the client when the store was given it to own
-        (`open_store`)."""
+        """Commit what is buffered (after `LeaseLost`, drop it: the partition's new holder
+        writes it again from the checkpoint); close the client when the store was given it
+        to own (`open_store`)."""
         try:
-            self.commit()
+            if not self.lost:
+                self.commit()
         finally:
             if self.close_client:
                 self.client.close()
