@@ -1,0 +1,193 @@
+"""One worker in this process (engine/runs/workers.py) on the suite's redis-server and a
+loopback mock API: organizations read to the end match a single-process replay of each;
+a lease taken away between two pages makes the next commit write nothing (`LeaseLost`),
+the partition's pipeline is dropped, and the next holder resumes from the checkpoint
+with the same alerts; `detect status` shows the workers, the leases and the lag."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import timedelta
+
+import pytest
+
+from engine.activity import parse_activity
+from engine.config import Config, RedisSettings, SourceConfig, StateConfig
+from engine.feedgen import generate
+from engine.resources import bundled_rules_dir
+from engine.rule_formats import load_rules
+from engine.runs import build
+from engine.runs.leases import Leases, lease_key
+from engine.runs.live import build_runner
+from engine.runs.workers import Worker
+from engine.sources.poller import CHECKPOINT_KEY
+from engine.state.redis_store import RedisStore
+from engine.state.store import MemoryStore
+from engine.tools.mock_api import MockComplianceAPI
+
+ORGS = ["org_a", "org_b", "org_c"]
+KEY = "mock-key-not-a-secret"
+
+
+@pytest.fixture(scope="module")
+def ruleset():
+    return load_rules([bundled_rules_dir()])
+
+
+@pytest.fixture(scope="module")
+def feeds():
+    return {
+        org: [dict(a, organization_id=org) for a in generate(300, seed=700 + n)]
+        for n, org in enumerate(ORGS)
+    }
+
+
+@pytest.fixture
+def api(feeds):
+    with MockComplianceAPI([a for f in feeds.values() for a in f], api_key=KEY) as mock:
+        yield mock
+
+
+def config_of(api, redis_server, prefix) -> Config:
+    return Config(
+        source=SourceConfig(
+            base_url=api.url,
+            api_key=KEY,
+            organization_ids=ORGS,
+            lookback=timedelta(days=400),
+            page_size=50,
+            silence_alert_after=timedelta(days=3650),
+        ),
+        state=StateConfig(
+            backend="redis",
+            redis=RedisSettings(url=redis_server, key_prefix=prefix, lease_ttl="2s"),
+        ),
+    )
+
+
+def worker(config, client, ruleset, prefix, store_class=RedisStore, name="w1") -> Worker:
+    leases = Leases(client, prefix=prefix, ttl=2, worker_id=name)
+    return Worker(
+        config,
+        client,
+        lambda partition, store: build_runner(partition, ruleset, store),
+        leases=leases,
+        open_store=lambda p, lease: store_class(client, prefix, partition=p, lease=lease),
+        once=True,
+    )
+
+
+def replayed(ruleset, feeds) -> dict[str, dict]:
+    found = {}
+    for activities in feeds.values():
+        store = MemoryStore()
+        run = build.pipeline(ruleset, store)
+        run.run(iter([parse_activity(a) for a in activities]))
+        run.suspend()
+        found.update((a["alert_id"], a) for a in store.alerts())
+    return found
+
+
+def stored(client, prefix) -> dict[str, dict]:
+    return {a["alert_id"]: a for a in RedisStore(client, prefix).alerts()}
+
+
+def newest(feed) -> str:
+    return max(feed, key=lambda a: (a["created_at"], a["id"]))["id"]
+
+
+def checkpoint(client, prefix, org):
+    return RedisStore(client, prefix, partition=org).get_meta(CHECKPOINT_KEY)
+
+
+def test_one_worker_reads_every_organization_as_replays_do(
+    api, feeds, ruleset, redis_server, redis_client, redis_prefix
+):
+    config = config_of(api, redis_server, redis_prefix)
+    one = worker(config, redis_client, ruleset, redis_prefix).start()
+    assert one.run() == 0
+    one.close()
+    for org in ORGS:
+        assert checkpoint(redis_client, redis_prefix, org)["cursor"] == newest(feeds[org])
+        assert redis_client.get(lease_key(redis_prefix, org)) is None  # released
+    expected = replayed(ruleset, feeds)
+    assert expected and stored(redis_client, redis_prefix) == expected
+    # each organization's poller asked for its organization only
+    asked = {tuple(r.params.get("organization_ids[]", [])) for r in api.requests}
+    assert asked == {(org,) for org in ORGS}
+
+
+def test_a_lease_taken_away_drops_the_partition_and_writes_nothing(
+    api, feeds, ruleset, redis_server, redis_client, redis_prefix, caplog
+):
+    config = config_of(api, redis_server, redis_prefix)
+    seen: dict[str, object] = {}
+
+    class Stolen(RedisStore):
+        """Another worker takes org_b's lease before its first page is committed (a fresh
+        start reads up to 5,000 activities as its first page)."""
+
+        commits = 0
+
+        def commit(self) -> None:
+            if self.partition == "org_b" and self.lease is not None:
+                Stolen.commits += 1
+                if Stolen.commits == 1:
+                    seen["before"] = checkpoint(redis_client, redis_prefix, "org_b")
+                    redis_client.set(lease_key(redis_prefix, "org_b"), "thief/1", px=60_000)
+            super().commit()
+
+    first = worker(config, redis_client, ruleset, redis_prefix, Stolen).start()
+    with caplog.at_level(logging.WARNING, logger="engine.runs.workers"):
+        first.run()
+    first.close()
+    assert "lease of partition 'org_b' lost" in caplog.text
+    assert "org_b" not in first.running and "org_b" not in first.leases.held
+    # the refused commit wrote nothing: no checkpoint, no alert of org_b
+    assert seen["before"] is None and checkpoint(redis_client, redis_prefix, "org_b") is None
+    assert not [
+        a for a in stored(redis_client, redis_prefix).values() if "org_b" in a["organization_ids"]
+    ]
+    assert checkpoint(redis_client, redis_prefix, "org_a")["cursor"] == newest(feeds["org_a"])
+    # the thief's lease was left alone by the first worker's release
+    assert redis_client.get(lease_key(redis_prefix, "org_b")) == b"thief/1"
+    redis_client.delete(lease_key(redis_prefix, "org_b"))  # the thief goes away
+    second = worker(config, redis_client, ruleset, redis_prefix, name="w2").start()
+    assert second.run() == 0
+    second.close()
+    assert checkpoint(redis_client, redis_prefix, "org_b")["cursor"] == newest(feeds["org_b"])
+    assert stored(redis_client, redis_prefix) == replayed(ruleset, feeds)
+
+
+def test_status_shows_workers_leases_and_lag(
+    api, ruleset, redis_server, redis_client, redis_prefix, tmp_path, cli
+):
+    config = config_of(api, redis_server, redis_prefix)
+    one = worker(config, redis_client, ruleset, redis_prefix, name="status-w1").start()
+    one.run()
+    one.close()
+    holder = Leases(redis_client, prefix=redis_prefix, ttl=30, worker_id="status-w2")
+    holder.acquire("org_a")
+    holder.heartbeat()
+    path = tmp_path / "detect.yaml"
+    path.write_text(
+        f"source:\n  base_url: {api.url}\n  organization_ids: {json.dumps(ORGS)}\n"
+        f"state:\n  backend: redis\n  redis:\n    url: {redis_server}\n"
+        f"    key_prefix: '{redis_prefix}'\n    lease_ttl: 30s\n"
+    )
+    code, out, err = cli("status", "--config", str(path), "--format", "json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert [w["worker_id"] for w in report["workers"]] == ["status-w2"]
+    assert report["workers"][0]["partitions"] == ["org_a"] and report["workers"][0]["alive"]
+    by_org = {o["partition"]: o for o in report["organizations"]}
+    assert set(by_org) == set(ORGS)
+    assert by_org["org_a"]["holder"] == "status-w2" and by_org["org_a"]["lease_ttl_left"] > 0
+    assert by_org["org_b"]["holder"] is None
+    assert all(o["lag_seconds"] is not None and o["lag_seconds"] >= 60 for o in by_org.values())
+    assert sum(report["alerts"].values()) > 0
+    code, out, _ = cli("status", "--config", str(path))
+    assert code == 0
+    assert "status-w2" in out and "held by status-w2" in out and "FREE" in out
+    assert "lag" in out
