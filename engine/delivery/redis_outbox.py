@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any, Protocol
@@ -154,16 +155,27 @@ class RedisOutbox:
     # -- the alerts the correlator wrote (the state store's keys, read through it) ----
 
     def _unrouted_ids(self, limit: int) -> list[str]:
+        """The alerts owed a notification that routing has not seen, in commit order, at
+        most `limit`. The scan starts after `routed_through`, the position up to which
+        every alert is routed: positions become visible in order (each is taken in the
+        commit that makes its alert visible, the contract of `{prefix}alerts:seq`) and
+        a route is never removed, so what lies before it never needs reading again."""
         found: list[str] = []
-        after = 0
+        start = after = int(self._redis.get(f"{self._p}routed_through") or 0)
+        through = start
         while len(found) < limit:
             chunk = self._alerts.notify_ids(after, self.CHUNK)
             if not chunk:
                 break
             after = chunk[-1][0]
-            ids = [alert_id for _, alert_id in chunk]
-            routes = self._redis.hmget(f"{self._p}routes", ids)
-            found.extend(a for a, route in zip(ids, routes, strict=True) if route is None)
+            routes = self._redis.hmget(f"{self._p}routes", [a for _, a in chunk])
+            for (position, alert_id), route in zip(chunk, routes, strict=True):
+                if route is None:
+                    found.append(alert_id)
+                elif not found:
+                    through = position
+        if through > start:
+            self._run("routed_through", through)
         return found[:limit]
 
     def unrouted_alerts(self, limit: int = 500) -> list[dict[str, Any]]:
@@ -438,13 +450,7 @@ class RedisOutbox:
     def figures(self) -> tuple[int, dict[str, int]]:
         """New alerts owed a notification that routing has not seen, and the deliveries
         by status; for `detect status` (as `read_delivery_figures` for a file)."""
-        owed = 0
-        after = 0
-        while chunk := self._alerts.notify_ids(after, self.CHUNK):
-            after = chunk[-1][0]
-            routes = self._redis.hmget(f"{self._p}routes", [a for _, a in chunk])
-            owed += sum(1 for route in routes if route is None)
-        return owed, self.counts()
+        return len(self._unrouted_ids(sys.maxsize)), self.counts()
 
     # -- silences --------------------------------------------------------------------
 

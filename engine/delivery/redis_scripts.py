@@ -12,6 +12,7 @@ a digest's message and its members from ever disagreeing.
     u                          HASH   "alert_id US destination US purpose" -> id (unique)
     a:{alert_id}               ZSET   the alert's delivery ids (score = id)
     routes                     HASH   alert_id -> JSON [routed_at, window_end, note]
+    routed_through             STRING the notify position up to which all are routed
     dests                      SET    every destination that has had a delivery
     counts                     HASH   status -> number of deliveries
     s:{status}                 ZSET   id -> finished_at, else queued_at (newest first lists)
@@ -456,6 +457,15 @@ end
 return count
 """
 
+ROUTED_THROUGH = r"""
+-- ARGV: prefix, position. Raised, never lowered, whoever of two workers writes last.
+local key = P .. 'routed_through'
+if tonumber(ARGV[2]) > tonumber(redis.call('GET', key) or '0') then
+  redis.call('SET', key, ARGV[2])
+end
+return 0
+"""
+
 LIFT_SILENCE = r"""
 -- ARGV: prefix, silence id, now
 if redis.call('HEXISTS', P .. 'silences', ARGV[2]) == 0 then return 0 end
@@ -481,5 +491,6 @@ SCRIPTS = {
         "seal_digest": SEAL_DIGEST,
         "requeue": REQUEUE,
         "lift_silence": LIFT_SILENCE,
+        "routed_through": ROUTED_THROUGH,
     }.items()
 }
