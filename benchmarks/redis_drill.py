@@ -263,10 +263,11 @@ def worker_of_pid(client: Any, pid: int, ttl: float) -> str | None:
     return None
 
 
-def cursors(client: Any, orgs: list[str]) -> dict[str, str | None]:
+def cursors(client: Any, orgs: list[str], prefix: str = PREFIX) -> dict[str, str | None]:
+    """Each organization's checkpoint cursor: the newest activity read."""
     from engine.state.redis_alerts import RedisAlertRows
 
-    found = RedisAlertRows(client, PREFIX).partition_meta("checkpoint")
+    found = RedisAlertRows(client, prefix).partition_meta("checkpoint")
     return {org: (found.get(org) or {}).get("cursor") for org in orgs}
 
 
@@ -434,6 +435,14 @@ def compare(figures: Figures, expected: dict[str, dict], found: dict[str, dict])
         want_events, got_events = want.pop("events", []), got.pop("events", [])
         if want != got:
             figures.differing.append(alert_id)
+            fields = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
+            if len(figures.differing) <= 5:
+                figures.notes.append(
+                    f"{alert_id} ({want.get('rule_id')}) differs in {', '.join(fields)}: "
+                    + "; ".join(
+                        f"{k}: replay {want.get(k)!r} / workers {got.get(k)!r}" for k in fields
+                    )[:600]
+                )
         elif got_events != want_events:
             if all(e in want_events for e in got_events):
                 figures.fewer_samples += 1

@@ -303,7 +303,8 @@ def _print_redis_status(report: dict[str, Any], now: datetime) -> None:
     from engine.durations import ago, describe
 
     def since(text: str | None) -> str:
-        return ago(now, parse_timestamp(text)) if text else "-"
+        # A heartbeat a hair ahead of this clock is "now", not "in 0s".
+        return ago(now, min(now, parse_timestamp(text))) if text else "-"
 
     workers = report["workers"]
     alive = [w for w in workers if w["alive"]]
