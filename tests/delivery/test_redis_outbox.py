@@ -50,6 +50,7 @@ def test_claim_is_exclusive_until_its_lease_passes(backend):
         assert outbox.counts() == {"pending": 2}
         first = outbox.next_due("soar", WALL0)
         assert first is not None and first.alert_id == alerts[0].alert_id
+        assert (first.attempts, first.finished_at, first.lease_until) == (0, None, None)
         claimed = outbox.claim(first.delivery_id, WALL0, WALL0 + 50, "body-1", 3)
         assert claimed is not None
         assert (claimed.attempts, claimed.lease_until, claimed.payload) == (1, WALL0 + 50, "body-1")
@@ -322,5 +323,39 @@ def test_unrouted_alerts_in_commit_order_whatever_was_routed_first(backend):
         assert outbox.unrouted_alerts() == []
         if backend.name == "redis":
             assert outbox.figures() == (0, {"pending": 4})
+    finally:
+        outbox.close()
+
+
+def test_a_summary_is_due_once_the_window_closes_and_settles_once(backend):
+    alert = make_alert(1)  # its window ends at 11:00:01
+    backend.save([alert])
+    outbox = backend.open()
+    try:
+        routed(outbox, [alert], ["soar", "quiet"], WALL0)
+        for delivery in outbox.deliveries([alert.alert_id])[alert.alert_id]:
+            outbox.finish(delivery.delivery_id, "sent", WALL0 + 1, "", 200, summary_due=True)
+        assert outbox.summaries_due("2026-05-07T11:00:00.000000Z") == []
+        due = outbox.summaries_due("2026-05-07T11:00:01.000000Z")
+        assert [(d.destination, body["alert_id"]) for d, body in due] == [
+            ("soar", alert.alert_id),
+            ("quiet", alert.alert_id),
+        ]
+        soar, quiet = (d for d, _ in due)
+        outbox.settle_summary(
+            soar.delivery_id, alert.alert_id, "soar", PlannedDelivery("soar", "pending"), WALL0 + 9
+        )
+        outbox.settle_summary(
+            quiet.delivery_id,
+            alert.alert_id,
+            "quiet",
+            PlannedDelivery("quiet", "silenced", "hush"),
+            WALL0 + 9,
+        )
+        assert outbox.summaries_due("2026-05-08T00:00:00.000000Z") == []
+        rows = outbox.deliveries([alert.alert_id])[alert.alert_id]
+        closed = [(d.destination, d.status, d.finished_at, d.reason) for d in rows[2:]]
+        assert closed == [("soar", "pending", None, ""), ("quiet", "silenced", WALL0 + 9, "hush")]
+        assert [d.purpose for d in rows] == ["opened", "opened", "closed", "closed"]
     finally:
         outbox.close()
