@@ -154,12 +154,13 @@ class RedisOutbox:
 
     # -- the alerts the correlator wrote (the state store's keys, read through it) ----
 
-    def _unrouted_ids(self, limit: int) -> list[str]:
+    def _unrouted_ids(self, limit: int, advance: bool = True) -> list[str]:
         """The alerts owed a notification that routing has not seen, in commit order, at
         most `limit`. The scan starts after `routed_through`, the position up to which
         every alert is routed: positions become visible in order (each is taken in the
         commit that makes its alert visible, the contract of `{prefix}alerts:seq`) and
-        a route is never removed, so what lies before it never needs reading again."""
+        a route is never removed, so what lies before it never needs reading again.
+        Without `advance` nothing is written (`detect status` only reads)."""
         found: list[str] = []
         start = after = int(self._redis.get(f"{self._p}routed_through") or 0)
         through = start
@@ -174,7 +175,7 @@ class RedisOutbox:
                     found.append(alert_id)
                 elif not found:
                     through = position
-        if through > start:
+        if advance and through > start:
             self._run("routed_through", through)
         return found[:limit]
 
@@ -449,8 +450,9 @@ class RedisOutbox:
 
     def figures(self) -> tuple[int, dict[str, int]]:
         """New alerts owed a notification that routing has not seen, and the deliveries
-        by status; for `detect status` (as `read_delivery_figures` for a file)."""
-        return len(self._unrouted_ids(sys.maxsize)), self.counts()
+        by status; for `detect status` (as `read_delivery_figures` for a file): reads
+        only."""
+        return len(self._unrouted_ids(sys.maxsize, advance=False)), self.counts()
 
     # -- silences --------------------------------------------------------------------
 

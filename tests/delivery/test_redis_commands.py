@@ -62,3 +62,30 @@ def test_list_retry_send_and_silences_on_the_shared_outbox(
     assert code == 0
     code, out, _ = cli("alerts", "silences", "--config", str(config_path))
     assert silence_id not in out
+
+
+def test_status_figures_need_only_read_access(redis_server, redis_prefix):
+    """`detect status` may run as an ACL user that can only read."""
+    import redis
+
+    from tests.delivery.redis_backends import open_redis_outbox, redis_client
+
+    alerts = [make_alert(i) for i in range(3)]
+    save_redis_alerts(redis_server, redis_prefix, alerts)
+    admin = redis_client(redis_server)
+    admin.execute_command(
+        "ACL", "SETUSER", "outbox-reader", "on", ">reader-pw", "~*", "+@read", "+@connection"
+    )
+    reader = redis.Redis.from_url(redis_server, username="outbox-reader", password="reader-pw")
+    writer = open_redis_outbox(redis_server, redis_prefix)
+    try:
+        assert RedisOutbox(reader, redis_prefix).figures() == (3, {})
+        writer.record_routes([(alerts[0].to_state(), "note", [])], time.time())
+        # The first alert is routed: reading past it is no reason to write.
+        assert RedisOutbox(reader, redis_prefix).figures() == (2, {})
+        assert len(writer.unrouted_alerts()) == 2
+    finally:
+        writer.close()
+        reader.close()
+        admin.execute_command("ACL", "DELUSER", "outbox-reader")
+        admin.close()
