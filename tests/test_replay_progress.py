@@ -178,16 +178,17 @@ class Recorded(ReplayProgress):
     [(FakeTerminal, [], True), (FakeTerminal, ["--no-progress"], False), (io.StringIO, [], False)],
 )
 def test_the_line_is_for_a_terminal_unless_switched_off(
-    tmp_path, monkeypatch, make_activity, stderr, flags, drawn
+    tmp_path, monkeypatch, rules_dir, make_activity, stderr, flags, drawn
 ):
     from engine.cli import main
 
+    rules_dir.write("login.yml", "id: t.login\nname: login\nseverity: low\nmatch: {type: login}\n")
     write_jsonl(tmp_path / "feed.jsonl", [make_activity()])
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("engine.runs.progress.ReplayProgress", Recorded)
     monkeypatch.setattr(sys, "stderr", stderr())
     Recorded.made.clear()
-    arguments = ["replay", "feed.jsonl", "--rules", "builtin", "--processes", "1"]
+    arguments = ["replay", "feed.jsonl", "--rules", str(rules_dir.path), "--processes", "1"]
     assert main([*arguments, "--no-quarantine", *flags]) == 0
     assert len(Recorded.made) == (1 if drawn else 0)
     if drawn:
@@ -324,9 +325,10 @@ def test_the_first_line_names_the_packs_once_the_setup_checks_pass(
     assert first.startswith("rules: builtin (") and f"{rules_dir.path} (1)" in first
     assert summary.startswith("1 activities read")
     # A setup error is the only line: a missing input, a state file that is a folder.
-    missing = run_detect("replay", "absent.jsonl", *packs, cwd=tmp_path)
+    mine = ("--rules", str(rules_dir.path))
+    missing = run_detect("replay", "absent.jsonl", *mine, cwd=tmp_path)
     (tmp_path / "folder").mkdir()
-    broken = run_detect("replay", "feed.jsonl", *packs, "--state", "folder", cwd=tmp_path)
+    broken = run_detect("replay", "feed.jsonl", *mine, "--state", "folder", cwd=tmp_path)
     for failed in (missing, broken):
         assert failed.returncode in (1, 2) and failed.stderr.count("\n") == 1, failed.stderr
         assert failed.stderr.startswith("error: ")
