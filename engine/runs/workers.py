@@ -197,11 +197,15 @@ class Worker:
         runner.after_commit.extend(self.after_commit)
         self.running[partition] = Held(partition, runner, due=self.clock())
 
-    def _drop(self, partition: str) -> None:
-        """Forget a partition's loop without writing anything (its lease is gone)."""
+    def _drop(self, partition: str, release: bool = False) -> None:
+        """Forget a partition's loop without writing anything: its lease is gone (or,
+        with `release`, given back: its memory cannot be saved)."""
         held = self.running.pop(partition, None)
         with self._lock:
-            self.leases.forget(partition)
+            if release:
+                self.leases.release(partition)
+            else:
+                self.leases.forget(partition)
         if held is not None:
             held.runner.poller.client.close()
 
@@ -221,19 +225,23 @@ class Worker:
 
     def _pass(self, held: Held) -> None:
         runner = held.runner
-        # Named lists are shared by the rules: let them hold this partition's learned values.
-        runner.pipeline.ruleset.lists.attach(runner.store)
         with self._lock:
+            if held.partition in self._lost:
+                return  # `_settle` drops it
             self._current = held
-            lost = held.partition in self._lost
-        if lost:
-            return
         try:
+            # The named lists are the rules' (shared): give them this partition's values.
+            runner.pipeline.ruleset.lists.attach(runner.store)
             result = runner.cycle()
         except LeaseLost as error:
             log.warning("%s: the partition's pipeline is dropped", error)
             self._drop(held.partition)
             return
+        except BaseException:
+            # Its memory may hold half a page: never commit it. The other partitions are
+            # between two pages; the caller's `close` saves them.
+            self._drop(held.partition, release=True)
+            raise
         finally:
             with self._lock:
                 self._current = None
@@ -250,7 +258,7 @@ class Worker:
         """Until stopped (with `once`: until every partition held has had a pass)."""
         while not self.stopping.is_set():
             self._settle()
-            if self.once and self.running and all(h.passes for h in self.running.values()):
+            if self.once and all(h.passes for h in self.running.values()):
                 break
             due = sorted(self.running.values(), key=lambda h: h.due)
             now = self.clock()
@@ -271,21 +279,24 @@ class Worker:
         self.changed.set()
 
     def close(self) -> None:
-        """Save every partition between two pages, then release every lease (once)."""
+        """Save every partition between two pages, then release every lease (once). A
+        Redis that fails now is logged: the leases then run out by themselves."""
         if self._closed:
             return
         self._closed = True
         self.stopping.set()
         if self._thread is not None:
             self._thread.join(timeout=self.leases.ttl)
-        for partition in list(self.running):
-            held = self.running[partition]
-            if held.runner.abandoned:
-                self._drop(partition)
-            else:
-                self._save(partition)
-        with self._lock:
-            self.leases.leave()
+        try:
+            for partition in list(self.running):
+                if self.running[partition].runner.abandoned:
+                    self._drop(partition)
+                else:
+                    self._save(partition)
+            with self._lock:
+                self.leases.leave()
+        except Exception:
+            log.exception("stopping: the leases could not all be saved and released")
 
 
 def run_worker(
