@@ -9,7 +9,8 @@ the URL than host:port/db.
 `check_redis_safety(client)` refuses a server that keeps the state only in memory (no
 append-only file and no RDB save points) or that may evict keys when full (any
 `maxmemory-policy` but `noeviction`): either would lose correlation state, the outbox or
-a checkpoint without a word.
+a checkpoint without a word. It also refuses a Redis older than 7.0, which would reject
+the store's scripts.
 """
 
 from __future__ import annotations
@@ -106,6 +107,20 @@ _PERSISTENCE_FIX = (
 )
 
 
+# The scripts declare themselves with `#!lua` (refused whole when the server is out of
+# memory), which Redis understands from 7.0 on.
+MIN_VERSION = (7, 0)
+
+
+def too_old(version: str) -> bool:
+    """Whether a `redis_version` is older than `MIN_VERSION` (unreadable: not refused)."""
+    try:
+        found = tuple(int(part) for part in version.split(".")[:2])
+    except ValueError:
+        return False
+    return found < MIN_VERSION
+
+
 def _settings(client: redis.Redis) -> tuple[bool | None, str]:
     """(persistent, maxmemory-policy) by CONFIG GET, else by INFO when an ACL forbids
     CONFIG; persistent is None when INFO cannot tell (no AOF, and save points are not in
@@ -141,11 +156,17 @@ def check_redis_safety(client: redis.Redis) -> None:
     server = where(client)
     try:
         persistent, policy = _settings(client)
+        version = str(client.info("server").get("redis_version", ""))
     except redis.RedisError as error:
         raise ConfigError(
             f"cannot read the settings of Redis at {server}: {redact(str(error))}"
         ) from None
     problems = []
+    if too_old(version):
+        problems.append(
+            f"it is Redis {version}, and detect's scripts need Redis "
+            f"{'.'.join(map(str, MIN_VERSION))} or later: upgrade it"
+        )
     if persistent is None:
         problems.append(
             "its persistence cannot be checked (CONFIG GET is not allowed to this user and "

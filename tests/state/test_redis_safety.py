@@ -162,3 +162,13 @@ def test_tls_with_the_configured_ca_and_refused_without_it(tmp_path):
         assert "certificate" in message and "\n" not in message
     finally:
         server.stop()
+
+
+def test_a_redis_older_than_7_is_refused_by_its_version():
+    """Redis 6 rejects the store's `#!lua` scripts; no such server here, so the version
+    rule is checked on its own (the servers above are 7.x and pass it)."""
+    from engine.state.redis_connect import too_old
+
+    assert too_old("6.2.14") and too_old("5.0.7")
+    assert not too_old("7.0.15") and not too_old("7.2.4") and not too_old("8.0.0")
+    assert not too_old("unknown")
