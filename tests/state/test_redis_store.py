@@ -170,6 +170,16 @@ def test_a_commit_applies_all_or_nothing(redis_client, redis_prefix):
     assert after == before
 
 
+def test_alerts_come_in_opening_order_as_sqlites_do(redis_client, redis_prefix):
+    store = RedisStore(redis_client, redis_prefix, "org-1")
+    store.save_alert(alert("al_b", opened="2026-05-07T11:00:00.000000Z"), True)
+    store.save_alert(alert("al_a", opened="2026-05-07T12:00:00.000000Z"), True)
+    store.save_alert(alert("al_c", opened="2026-05-07T10:00:00.000000Z"), True)
+    store.save_alert(alert("al_d", opened="2026-05-07T10:00:00.000000Z"), True)
+    store.commit()
+    assert [a["alert_id"] for a in store.alerts()] == ["al_c", "al_d", "al_b", "al_a"]
+
+
 def test_round_trips_stay_few(redis_client, redis_prefix, monkeypatch):
     store = RedisStore(redis_client, redis_prefix, "org-1")
     store.put("ns", "stored", 1)

@@ -138,17 +138,6 @@ def test_a_notification_owed_stays_owed_when_the_alert_is_saved_again(backend):
     assert {a["alert_id"]: a["_notify"] for a in store.alerts()}["al_4"] is False
 
 
-def test_alerts_come_in_opening_order(backend):
-    if backend.name == "memory":
-        pytest.skip("memory gives its alerts in the order saved: only the stores read back order")
-    store = backend.open()
-    store.save_alert(alert("al_b", first_event_at="2026-05-07T11:00:00.000000Z"), True)
-    store.save_alert(alert("al_a", first_event_at="2026-05-07T12:00:00.000000Z"), True)
-    store.save_alert(alert("al_c", first_event_at="2026-05-07T10:00:00.000000Z"), True)
-    store.commit()
-    assert [a["alert_id"] for a in store.alerts()] == ["al_c", "al_b", "al_a"]
-
-
 def test_meta_keeps_the_last_value_and_survives(backend):
     store = backend.open()
     assert store.get_meta("watermark") is None
