@@ -48,6 +48,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 WHOLE_FEED = "*"
+# Seconds between balance steps while a worker holds less than its fair share: each step
+# is one SET NX per partition it lacks, cheap for Redis.
+EAGER_INTERVAL = 0.5
 
 
 class Runner(Protocol):
@@ -120,6 +123,7 @@ class Worker:
         self.stopping = threading.Event()
         self.changed = threading.Event()  # the balance thread has news for the main loop
         self.failed = False
+        self.share = len(self.partitions)  # the fair share, as of the last balance step
         self._lock = threading.Lock()  # `leases` and the lists below
         self._lost: set[str] = set()
         self._surplus: set[str] = set()
@@ -133,6 +137,7 @@ class Worker:
         """One balance step (the thread's body; called once directly before it starts)."""
         with self._lock:
             step = self.leases.balance(self.partitions)
+            self.share = step.share
             self._lost.update(step.lost)
             self._surplus.update(step.surplus)
             current = self._current
@@ -152,6 +157,9 @@ class Worker:
             self.changed.set()
 
     def _keep_leases(self) -> None:
+        """A balance step every TTL/3; every `EAGER_INTERVAL` while this worker holds less
+        than its share, so a partition another worker hands back (or a dead one's) is
+        taken within a fraction of a second rather than a third of the TTL."""
         interval = self.leases.ttl / 3
         while not self.stopping.wait(interval):
             try:
@@ -160,6 +168,8 @@ class Worker:
                 # Redis unreachable: the leases run out on their own and the fence refuses
                 # the commits; keep trying, the next step may get through.
                 log.exception("renewing the leases failed; trying again in %.1fs", interval)
+            wanting = len(self.leases.held) < self.share
+            interval = min(self.leases.ttl / 3, EAGER_INTERVAL) if wanting else self.leases.ttl / 3
 
     def start(self) -> Worker:
         self.balance()
