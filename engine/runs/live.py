@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from engine.activity import format_timestamp, parse_timestamp
 from engine.config import Config, require_secrets
@@ -38,6 +38,9 @@ from engine.sources.health import SourceHealth
 from engine.sources.poller import Batch, Poller
 from engine.state.files import open_private
 from engine.state.store import StateStore
+
+if TYPE_CHECKING:
+    from engine.runs.metrics import MetricsServer
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +158,12 @@ class LiveRunner:
         self.abandoned = False
         # Activities read but not yet committed (the page in hand), for the watchdog.
         self.in_hand = 0
+        # For the metrics endpoint's thread (engine/runs/metrics.py): the source status
+        # of the pass in hand, when a pass last reached the present in this process, and
+        # the (redacted) error of the failing pass, None once one succeeds again.
+        self.status: dict[str, Any] = {}
+        self.succeeded_at: float | None = None
+        self.failure: str | None = None
 
     def request_stop(self) -> None:
         """Stop before the next activity, drop the uncommitted page, and return from `run`
@@ -184,6 +193,7 @@ class LiveRunner:
         status = self._status()
         status.setdefault("first_poll_at", format_timestamp(now))
         status["last_poll_at"] = format_timestamp(now)
+        self.status = status
         result = CycleResult(ok=True)
         self._tallied = self.poller.client.requests_sent
         try:
@@ -231,6 +241,8 @@ class LiveRunner:
             )
         self.store.set_meta(STATUS_KEY, status)
         self._commit()
+        self.succeeded_at = self.clock()
+        self.failure = None
         return result
 
     def _count(self, status: dict[str, Any], batch: Batch | None) -> None:
@@ -256,6 +268,7 @@ class LiveRunner:
         since_text = status.get("failing_since") or format_timestamp(now)
         status["failing_since"] = since_text
         status["last_error"] = {**redact_value(error.to_dict()), "at": format_timestamp(now)}
+        self.failure = redact(str(error))
         if self.health is not None:
             # A fatal error on a source that used to work (a revoked key, a removed scope)
             # is an incident: alert at once. On a first setup the person is at the terminal.
@@ -456,10 +469,15 @@ def run_from_config(
     once: bool,
     out: IO[str] | None = None,
     deliver_timeout: float = 120.0,
+    metrics: MetricsServer | None = None,
+    banner: str | None = None,
 ) -> int:
     """`detect run [--once]`: the live loop on the configured state store. Alerts reach
     people only through the outbox: the dispatcher (console included) is woken after each
-    commit; with `--once` it gets `deliver_timeout` seconds to empty the outbox."""
+    commit; with `--once` it gets `deliver_timeout` seconds to empty the outbox. A bound
+    `metrics` server starts serving this run's figures (the caller closes it). `banner`
+    goes to stderr once the last setup check (the state file, the API client) passed, so
+    a setup error stays the only line of a failed start."""
     from engine.runs.replay import Quarantine, summary
 
     if config.state.backend == "redis":
@@ -473,6 +491,8 @@ def run_from_config(
     runner = build_runner(
         config, ruleset, store, sinks=[], on_rejected=quarantine, progress=Progress()
     )
+    if banner is not None:
+        print(banner, file=sys.stderr, flush=True)
     if not once:
         dispatcher.start()
         runner.after_commit.append(dispatcher.wake)
@@ -482,6 +502,18 @@ def run_from_config(
         after=config.source.stall_alert_after,
         path=pipeline_file(Path(config.state.path)) if config.state.path else None,
     ).start()
+    if metrics is not None:
+        from engine.runs.metrics import LiveMetrics
+
+        view = LiveMetrics(
+            runner,
+            watchdog=watchdog,
+            dispatcher=dispatcher,
+            state=config.state.path,
+            destinations=config.destinations,
+        )
+        url = metrics.serve(view).url
+        log.info("metrics: %s/metrics and %s/healthz", url, url)
     log.info(
         "polling %s every %s (%d rules, state %s)%s",
         runner.poller.scope,
