@@ -32,6 +32,7 @@ from engine.detection.loader import RuleSet
 from engine.durations import describe
 from engine.pipeline import Pipeline, Stats
 from engine.runs import build
+from engine.runs.progress import StatusLine
 from engine.secrets import install_log_redaction, redact, redact_value
 from engine.sources.compliance_api import ComplianceAPIError, PollingStopped
 from engine.sources.health import SourceHealth
@@ -79,7 +80,7 @@ class Progress:
         self._started: float | None = None
         self._last = 0.0
         self._activities = 0
-        self._drawn = False
+        self._line = StatusLine(self.stream)
 
     def update(self, batch: Batch) -> None:
         span = batch.upper - batch.pass_from
@@ -101,14 +102,12 @@ class Progress:
             width = 30
             filled = int(fraction * width)
             bar = "#" * filled + "-" * (width - filled)
-            self.stream.write(
-                f"\rcatching up [{bar}] {fraction:4.0%}  at {format_timestamp(reached)[:19]}Z  "
-                f"{self._activities:,} activities  {rate} "
+            self._line.draw(
+                f"catching up [{bar}] {fraction:4.0%}  at {format_timestamp(reached)[:19]}Z  "
+                f"{self._activities:,} activities  {rate}"
             )
             if batch.complete:
-                self.stream.write("\n")
-            self.stream.flush()
-            self._drawn = True
+                self._line.end()
         elif batch.complete or now - self._last >= self.interval:
             self._last = now
             log.info(
