@@ -11,9 +11,10 @@ What it does, with the real `detect` command in subprocesses:
    by `organization_ids[]`;
 2. starts three workers (`detect run --config`, `state.backend: redis`, a short lease
    TTL), each also delivering to a loopback webhook receiver that counts notifications;
-3. once every organization is leased and some are part-read, kills the worker holding
-   the most of them with SIGKILL (mid-run), and times until another worker holds each
-   of its organizations;
+3. kills with SIGKILL (mid-run) the worker holding the most organizations not read to
+   the end: in the long drill once the three share the organizations, in the quick one
+   as soon as the three are in the registry (then usually the first to start, still
+   holding every organization); and times until others hold each of its organizations;
 4. kills, with SIGKILL too, a survivor holding a lease it has just taken over, and times
    the second takeover;
 5. waits until the last worker has read every organization to its newest activity and
@@ -293,6 +294,7 @@ def drill(
     ttl: int,
     page: int,
     delivery_wait: float,
+    spread: bool = False,
 ) -> Figures:
     import redis
 
@@ -327,6 +329,8 @@ def drill(
             alive = [w for w in read_workers(client, PREFIX, time.time(), ttl) if w.alive]
             done = cursors(client, orgs)
             held = holders(client, orgs)
+            if spread and len(set(held.values()) - {None}) < 3:
+                return False  # the long drill waits for the three to share the organizations
             return len(alive) == 3 and any(held[o] and done[o] != newest[o] for o in orgs)
 
         wait_for("three workers, organizations being read", ready, 60, processes=workers)
@@ -563,6 +567,7 @@ def main(argv: list[str] | None = None) -> int:
                 ttl=args.ttl,
                 page=page,
                 delivery_wait=delivery_wait,
+                spread=not args.quick,
             )
         except TimeoutError:
             for log in sorted(folder.glob("worker*.log")):
