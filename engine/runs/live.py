@@ -600,8 +600,19 @@ def run_workers(
     def make_runner(partition: Config, store: StateStore) -> LiveRunner:
         return build_runner(partition, ruleset, store, sinks=[], on_rejected=quarantine)
 
+    def watch(pass_in_hand: Any) -> Watchdog:
+        # No `.pipeline` file: `detect status` on Redis shows each organization's last poll.
+        return Watchdog(pass_in_hand, after=config.source.stall_alert_after).start()
+
     try:
-        return run_worker(config, make_runner, once=once, out=out, deliver_timeout=deliver_timeout)
+        return run_worker(
+            config,
+            make_runner,
+            once=once,
+            out=out,
+            deliver_timeout=deliver_timeout,
+            watch=watch,
+        )
     finally:
         quarantine.close()
 

@@ -61,6 +61,8 @@ class Runner(Protocol):
     store: StateStore
     abandoned: bool
     after_commit: list[Callable[[], None]]
+    in_hand: int
+    health: Any
 
     def cycle(self) -> Any: ...
 
@@ -267,6 +269,7 @@ class Worker:
     def run(self) -> int:
         """Until stopped (with `once`: until every partition held has had a pass)."""
         while not self.stopping.is_set():
+            self.changed.clear()  # news from here on wakes the wait below
             self._settle()
             if self.once and all(h.passes for h in self.running.values()):
                 break
@@ -277,8 +280,12 @@ class Worker:
                 continue
             wait = (due[0].due - now) if due else self.leases.ttl / 3
             self.changed.wait(max(0.0, min(wait, self.leases.ttl / 3)))
-            self.changed.clear()
         return 1 if self.failed else 0
+
+    @property
+    def current(self) -> Held | None:
+        """The partition whose pass runs now, if any."""
+        return self._current
 
     def request_stop(self) -> None:
         """Stop before the next activity (signal-safe)."""
@@ -309,6 +316,37 @@ class Worker:
             log.exception("stopping: the leases could not all be saved and released")
 
 
+class _Idle:
+    """No pass in hand: nothing progresses, nothing waits."""
+
+    progress = 0
+
+
+class PassInHand:
+    """The pass in hand, seen as the stalled-pipeline watchdog sees a single run's
+    `LiveRunner`: its pipeline's progress, the activities read and not yet committed, its
+    organization's source health (whose `stalled` alert is committed with that page,
+    once it moves). Between two passes nothing waits."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    @property
+    def pipeline(self) -> Any:
+        held = self.worker.current
+        return held.runner.pipeline if held is not None else _Idle()
+
+    @property
+    def in_hand(self) -> int:
+        held = self.worker.current
+        return held.runner.in_hand if held is not None else 0
+
+    @property
+    def health(self) -> Any:
+        held = self.worker.current
+        return held.runner.health if held is not None else None
+
+
 def run_worker(
     config: Config,
     make_runner: MakeRunner,
@@ -317,9 +355,12 @@ def run_worker(
     out: IO[str] | None = None,
     deliver_timeout: float = 120.0,
     worker_id: str | None = None,
+    watch: Callable[[PassInHand], Any] | None = None,
 ) -> int:
     """`detect run` with `state.backend: redis`. The Redis is checked first (persistence,
-    no eviction of state), before any lease is taken or any request sent."""
+    no eviction of state), before any lease is taken or any request sent. `watch` starts
+    the stalled-pipeline watchdog on the pass in hand (engine/runs/live.py's `Watchdog`;
+    anything with `stop()`)."""
     from engine.state.redis_connect import check_redis_safety, open_redis
     from engine.state.redis_store import RedisStore
 
@@ -357,16 +398,22 @@ def run_worker(
         describe(config.source.poll_interval),
         ", until caught up" if once else "",
     )
+    watchdog = None
     try:
         if not once:
             dispatcher.start()
         worker.start()
+        if watch is not None:
+            watchdog = watch(PassInHand(worker))
         code = worker.run()
+        interrupted = worker.stopping.is_set()  # a signal; `close` sets it too
         worker.close()
-        if once and not worker.stopping.is_set():
+        if once and not interrupted:
             report = dispatcher.dispatch_pending(deadline=dispatcher.clock() + deliver_timeout)
             log.info("delivery: %s", report)
     finally:
+        if watchdog is not None:
+            watchdog.stop()
         worker.close()
         dispatcher.close()
         _restore_signal_handlers(previous)

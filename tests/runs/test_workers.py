@@ -191,3 +191,82 @@ def test_status_shows_workers_leases_and_lag(
     assert code == 0
     assert "status-w2" in out and "held by status-w2" in out and "FREE" in out
     assert "lag" in out
+
+
+def test_the_watchdog_watches_the_pass_in_hand(
+    api, ruleset, redis_server, redis_client, redis_prefix, caplog
+):
+    """The stalled-pipeline watchdog of `detect run` sees a worker's pass in hand through
+    `PassInHand`: activities in hand and no progress for `after` is a stall of that
+    organization (its source health opens the episode); progress ends it; between two
+    passes nothing waits."""
+    from engine.runs.live import Watchdog
+    from engine.runs.workers import PassInHand
+
+    class Stuck(Worker):
+        stuck = None
+
+        @property
+        def current(self):
+            return self.stuck
+
+    config = config_of(api, redis_server, redis_prefix)
+    leases = Leases(redis_client, prefix=redis_prefix, ttl=2, worker_id="stuck")
+    worker = Stuck(
+        config,
+        redis_client,
+        lambda partition, store: build_runner(partition, ruleset, store),
+        leases=leases,
+        open_store=lambda p, lease: RedisStore(
+            redis_client, redis_prefix, partition=p, lease=lease
+        ),
+        once=True,
+    ).start()
+    worker.run()
+    now = [1000.0]
+    watchdog = Watchdog(PassInHand(worker), after=timedelta(seconds=30), clock=lambda: now[0])
+    assert not watchdog.check()  # between passes
+    held = worker.running["org_b"]
+    worker.stuck = held
+    held.runner.in_hand = 50
+    assert not watchdog.check()
+    now[0] += 31
+    with caplog.at_level(logging.ERROR):
+        assert watchdog.check()
+    assert "no progress" in caplog.text
+    assert "stalled" in held.runner.health.store.get_meta("source_health")
+    held.runner.pipeline.progress += 1
+    now[0] += 1
+    assert not watchdog.check()
+    held.runner.in_hand = 0
+    worker.close()
+
+
+def test_run_once_on_redis_catches_up_delivers_and_releases(
+    api, feeds, ruleset, redis_server, redis_client, redis_prefix, tmp_path, cli, monkeypatch
+):
+    """`detect run --once` with `state.backend: redis`: this worker's share (alone: every
+    organization) caught up, every detection delivered (here to the console), the leases
+    released, the registry left."""
+    monkeypatch.setenv("WORKERS_TEST_KEY", KEY)
+    path = tmp_path / "detect.yaml"
+    path.write_text(
+        f"source:\n  base_url: {api.url}\n  api_key: ${{WORKERS_TEST_KEY}}\n"
+        f"  organization_ids: {json.dumps(ORGS)}\n  lookback: 400d\n"
+        f"  silence_alert_after: 3650d\nrules: [builtin]\n"
+        f"state:\n  backend: redis\n  redis:\n    url: {redis_server}\n"
+        f"    key_prefix: '{redis_prefix}'\n    lease_ttl: 2s\n"
+        "quarantine: quarantine.jsonl\ndestinations:\n  console:\n    type: console\n"
+    )
+    code, out, err = cli("run", "--once", "--config", str(path))
+    assert code == 0, err
+    detections = [a for a in replayed(ruleset, feeds).values() if a["kind"] == "detection"]
+    printed = [line for line in out.splitlines() if line.startswith("[")]
+    assert detections and len(printed) == len(detections)
+    from engine.delivery.redis_outbox import RedisOutbox
+
+    assert RedisOutbox(redis_client, redis_prefix).counts().get("sent") == len(detections)
+    for org in ORGS:
+        assert checkpoint(redis_client, redis_prefix, org)["cursor"] == newest(feeds[org])
+        assert redis_client.get(lease_key(redis_prefix, org)) is None
+    assert not redis_client.zrange(f"{redis_prefix}workers", 0, -1)
