@@ -1,8 +1,8 @@
 """The workers drill of issue 17 (docs/scaling.md): three `detect run` workers on one
 Redis, ten organizations with a backlog on the mock Compliance API, two workers killed.
 
-    python benchmarks/redis_drill.py               # the long drill (10 x 6,000 activities)
-    python benchmarks/redis_drill.py --quick       # the suite's (10 x 800 activities)
+    python benchmarks/redis_drill.py               # the long drill (10 x 20,000 activities)
+    python benchmarks/redis_drill.py --quick       # the suite's (10 x 600 activities)
     python benchmarks/redis_drill.py --redis-url redis://127.0.0.1:PORT/0
 
 What it does, with the real `detect` command in subprocesses:
@@ -11,18 +11,22 @@ What it does, with the real `detect` command in subprocesses:
    by `organization_ids[]`;
 2. starts three workers (`detect run --config`, `state.backend: redis`, a short lease
    TTL), each also delivering to a loopback webhook receiver that counts notifications;
-3. kills with SIGKILL (mid-run) the worker holding the most organizations not read to
+3. (long drill) stops the worker holding the most unread organizations with SIGSTOP
+   until the others hold them all, then wakes it: it must find its leases lost and
+   write nothing (a commit it attempts is refused by the fence), then rejoin;
+4. kills with SIGKILL (mid-run) the worker holding the most organizations not read to
    the end: in the long drill once the three share the organizations, in the quick one
    as soon as the three are in the registry (then usually the first to start, still
    holding every organization); and times until others hold each of its organizations;
-4. kills, with SIGKILL too, a survivor holding a lease it has just taken over, and times
+5. kills, with SIGKILL too, a survivor holding a lease it has just taken over, and times
    the second takeover;
-5. waits until the last worker has read every organization to its newest activity and
+6. waits until the last worker has read every organization to its newest activity and
    delivered every alert, stops it with SIGTERM (its leases released at once);
-6. compares the alerts in Redis with a single-process replay of each organization's
+7. compares the alerts in Redis with a single-process replay of each organization's
    activities (by id, and by content; after a crash a threshold alert may carry fewer
-   sample events, documented in docs/architecture.md, so samples are compared as a
-   subset), and counts the notifications per alert: none twice, none missing.
+   or later sample events, documented in docs/architecture.md, so those are counted
+   apart), and counts the notifications per alert (by `webhook-id`): none twice, none
+   missing (in the quick drill, any not arrived yet must still be owed).
 
 Without `--redis-url` it starts its own redis-server (`--appendonly yes`) in a temporary
 folder. It prints one table and exits 1 when a check fails.
@@ -185,6 +189,8 @@ class Figures:
     ttl: float = 0.0
     takeovers: list[tuple[str, float, int]] = field(default_factory=list)
     mid_run: tuple[int, int] = (0, 0)  # the first victim's organizations, and unfinished
+    # the stalled worker's organizations, leases it found lost, commits the fence refused
+    stall: tuple[int, int, int] | None = None
     read_to_end: int = 0
     alerts_expected: int = 0
     alerts_found: int = 0
@@ -295,6 +301,7 @@ def drill(
     page: int,
     delivery_wait: float,
     spread: bool = False,
+    stall: bool = False,
 ) -> Figures:
     import redis
 
@@ -336,6 +343,9 @@ def drill(
         wait_for("three workers, organizations being read", ready, 60, processes=workers)
         phase("leased")
         by_pid = {w.pid: worker_of_pid(client, w.pid, ttl) for w in workers}
+        if stall:
+            stalled(figures, client, folder, workers, by_pid, orgs, newest, ttl)
+            phase("stall")
         # 1. SIGKILL the worker holding the most organizations not read to the end.
         done = cursors(client, orgs)
         now_held = holders(client, orgs)
@@ -426,6 +436,42 @@ def owed(client: Any, alert_ids: list[str]) -> int:
     )
 
 
+def stalled(
+    figures: Figures,
+    client: Any,
+    folder: Path,
+    workers: list[subprocess.Popen[bytes]],
+    by_pid: dict[int, str | None],
+    orgs: list[str],
+    newest: dict[str, str],
+    ttl: float,
+) -> None:
+    """SIGSTOP the worker holding the most unread organizations until the others hold
+    them all (its leases ran out), then SIGCONT it: woken, it must find its leases lost
+    and write nothing (the fence refuses a commit it attempts), then rejoin."""
+    done = cursors(client, orgs)
+    now_held = holders(client, orgs)
+    behind = Counter(h for org, h in now_held.items() if done[org] != newest[org])
+    frozen_id = (behind or Counter(now_held.values())).most_common(1)[0][0]
+    index, frozen = next((n, w) for n, w in enumerate(workers) if by_pid[w.pid] == frozen_id)
+    held = [org for org, h in now_held.items() if h == frozen_id]
+    figures.crashed.update(held)  # their pipelines are dropped unsaved, as after a crash
+    frozen.send_signal(signal.SIGSTOP)
+    try:
+        seconds = takeover(client, orgs, frozen_id, held, 10 * ttl)
+    finally:
+        frozen.send_signal(signal.SIGCONT)
+    figures.takeovers.append(("SIGSTOP past the TTL", seconds, len(held)))
+    log = folder / f"worker{index}.log"
+
+    def noticed() -> tuple[int, int]:
+        text = log.read_text(errors="replace")
+        return text.count("lost: its pass stops"), text.count("nothing of the commit was applied")
+
+    wait_for("the stalled worker to see its leases lost", lambda: sum(noticed()), 10 * ttl)
+    figures.stall = (len(held), *noticed())
+
+
 def stored_alerts(client: Any) -> dict[str, dict]:
     """Every alert in Redis, as the state store lists them (`_notify` included, as the
     memory store's)."""
@@ -482,6 +528,16 @@ def verdicts(f: Figures) -> list[tuple[str, str, bool]]:
         )
         for what, seconds, count in f.takeovers
     ]
+    if f.stall is not None:
+        held, lost, refused = f.stall
+        rows.append(
+            (
+                "SIGSTOP past the TTL, then SIGCONT: the worker writes nothing more",
+                f"held {held} organizations; on waking {lost} leases found lost, "
+                f"{refused} commits refused by the fence",
+                lost + refused > 0,
+            )
+        )
     rows += [
         (
             "first victim killed mid-run",
@@ -568,6 +624,7 @@ def main(argv: list[str] | None = None) -> int:
                 page=page,
                 delivery_wait=delivery_wait,
                 spread=not args.quick,
+                stall=not args.quick,
             )
         except TimeoutError:
             for log in sorted(folder.glob("worker*.log")):
