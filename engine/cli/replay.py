@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.cli.options import (
     EXIT_OK,
@@ -20,6 +20,9 @@ from engine.cli.options import (
     quarantine_path,
     writable_quarantine,
 )
+
+if TYPE_CHECKING:
+    from engine.config import StateConfig
 
 
 def register(commands: Any) -> None:
@@ -103,11 +106,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         check_destinations(ruleset, config)
         state = state or config.state.path
     check_readable(args.paths)
-    store = (
-        build.open_store(state, None if args.state or not config else config.state)
-        if state
-        else None
-    )
+    # The configuration's `state:` (SQLite or Redis) unless --state names a file.
+    backend = None if args.state or not config else config.state
+    store = build.open_store(state, backend) if state else None
     # A setup error above stays the only line; from here on, the run says what it runs.
     print(packs_line(args, config, ruleset), file=sys.stderr)
     # State kept for a next replay keeps its windows open unless this is the last one.
@@ -125,8 +126,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
             store.close()
     print(summary(stats, len(ruleset.rules)), file=sys.stderr)
     if stats.still_open:
+        kept = state_name(state, backend)
         print(
-            f"{stats.still_open} alert(s) still open in {state}: printed by the replay whose "
+            f"{stats.still_open} alert(s) still open in {kept}: printed by the replay whose "
             f"activities pass their window, or at the end of one run with --final",
             file=sys.stderr,
         )
@@ -134,3 +136,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
         report = build.deliver(config, timeout=args.deliver_timeout)
         print(f"delivery: {report}", file=sys.stderr)
     return EXIT_INCOMPLETE if stats.read_errors else EXIT_OK
+
+
+def state_name(path: Path | None, state: StateConfig | None) -> str:
+    """Where a replay kept its state, for the summary: the SQLite file, or the Redis of
+    `state` (with `backend: redis`) as host:port/db and its key prefix, never more of the
+    URL (no credentials)."""
+    if state is not None and state.backend == "redis" and state.redis is not None:
+        from engine.state.redis_connect import server_of
+
+        return f"the Redis state {server_of(state.redis.url)} (prefix {state.redis.key_prefix})"
+    return str(path)
