@@ -12,7 +12,11 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from engine.detection.loader import RuleSet
+    from engine.state.store import StateStore
 
 
 def peak_rss_mb() -> float:
@@ -87,13 +91,17 @@ def measure_loads(path: Path) -> dict[str, Any]:
 
 
 def measure_pipeline(
-    path: Path, rules: Sequence[Path], profile: bool, processes: int = 1
+    path: Path, rules: Sequence[Path], profile: bool, processes: int = 1, redis: bool = False
 ) -> dict[str, Any]:
     """The full pipeline over the file into a fresh SQLite store, as `detect replay
     --processes N` runs it; with `profile`, each rule's evaluation is timed too (a
     separate run: timing costs time). Memory: the peak RSS (with two processes, the sum
-    of both peaks), and the peak PSS of the processes together (`_MemoryWatch`)."""
-    from engine.pipeline import collect_less
+    of both peaks), and the peak PSS of the processes together (`_MemoryWatch`).
+
+    With `redis`, the store is the Redis whose URL is in the environment
+    (`engine/bench/redis_target.py`) instead, under a fresh key prefix deleted
+    afterwards; the result adds the store's round trips, and `state_rows` counts the
+    keys written."""
     from engine.rule_formats import load_rules
     from engine.runs import build
     from engine.state.sqlite import read_state_rows
@@ -102,17 +110,69 @@ def measure_pipeline(
     per_rule: dict[str, list[float]] = {}
     if profile:
         _instrument(ruleset.rules, per_rule)
-    with tempfile.TemporaryDirectory(prefix="detect-bench-") as folder:
-        db = Path(folder) / "state.db"
-        store = build.open_store(db)
-        delivered: list[Any] = []
-        # The null destination: alerts are handed over and dropped.
-        pipeline = build.pipeline(ruleset, store, [lambda change: delivered.clear()])
-        source = build.file_source([str(path)])
-        collect_less()  # as `detect run` and `detect replay` do
-        started = time.perf_counter()
-        watch = _MemoryWatch() if _pss_mb(os.getpid()) is not None else None
-        child_rss = 0.0
+    if redis:
+        result = _on_redis(path, ruleset, per_rule, processes)
+    else:
+        with tempfile.TemporaryDirectory(prefix="detect-bench-") as folder:
+            db = Path(folder) / "state.db"
+            result = _timed(path, ruleset, build.open_store(db), per_rule, processes)
+            result["state_rows"] = read_state_rows(db)
+            result["state_bytes"] = sum(f.stat().st_size for f in Path(folder).iterdir())
+    timings = result.pop("per_rule")
+    if profile:
+        result["per_rule"] = {
+            rule_id: {"evaluations": int(v[0]), "matches": int(v[1]), "seconds": v[2]}
+            for rule_id, v in timings.items()
+        }
+    return result
+
+
+def _on_redis(
+    path: Path, ruleset: RuleSet, per_rule: dict[str, list[float]], processes: int
+) -> dict[str, Any]:
+    """`measure_pipeline` on the Redis of `URL_VARIABLE`: partition `*`, no lease, a
+    prefix of its own, the server checked for safety as `detect replay` checks it; its
+    keys deleted afterwards, whatever happened."""
+    from engine.bench.redis_target import URL_VARIABLE, drop_keys, fresh_prefix, redis_settings
+    from engine.config import StateConfig
+    from engine.runs import build
+    from engine.state.redis_connect import open_redis
+
+    settings = redis_settings(os.environ[URL_VARIABLE], fresh_prefix())
+    store = build.open_redis_store(StateConfig(backend="redis", redis=settings))
+    try:
+        result = _timed(path, ruleset, store, per_rule, processes)
+    finally:
+        cleaner = open_redis(settings)
+        try:
+            keys = drop_keys(cleaner, settings.key_prefix)
+        finally:
+            cleaner.close()
+    return {**result, "state_rows": keys, "state_bytes": None, "round_trips": store.round_trips}
+
+
+def _timed(
+    path: Path,
+    ruleset: RuleSet,
+    store: StateStore,
+    per_rule: dict[str, list[float]],
+    processes: int,
+) -> dict[str, Any]:
+    """The timed part of `measure_pipeline`: the pipeline over the file into `store`,
+    which it closes (the last commit, and SQLite's fold of its journal, count); with
+    the rules' timings as `per_rule` (from the child, on two processes)."""
+    from engine.pipeline import collect_less
+    from engine.runs import build
+
+    delivered: list[Any] = []
+    # The null destination: alerts are handed over and dropped.
+    pipeline = build.pipeline(ruleset, store, [lambda change: delivered.clear()])
+    source = build.file_source([str(path)])
+    collect_less()  # as `detect run` and `detect replay` do
+    started = time.perf_counter()
+    watch = _MemoryWatch() if _pss_mb(os.getpid()) is not None else None
+    child_rss = 0.0
+    try:
         if processes > 1:
 
             def forked(pid: int) -> None:  # the watch starts after the fork, not before
@@ -134,13 +194,12 @@ def measure_pipeline(
                 watch.start()
             build.evaluate(pipeline, source)
         pipeline.finish()
-        store.close()  # folds the state journal into its table
-        seconds = time.perf_counter() - started
-        peak_pss = watch.stop() if watch is not None else None
-        state_rows = read_state_rows(db)
-        db_bytes = sum(f.stat().st_size for f in Path(folder).iterdir())
+    finally:
+        store.close()  # the last commit; SQLite folds its journal into its table
+    seconds = time.perf_counter() - started
+    peak_pss = watch.stop() if watch is not None else None
     stats = pipeline.stats
-    result: dict[str, Any] = {
+    return {
         "activities": stats.activities,
         "rejected": stats.rejected,
         "matches": stats.matches,
@@ -151,15 +210,8 @@ def measure_pipeline(
         # Two processes: the sum of both peaks (shared pages counted twice).
         "peak_rss_mb": peak_rss_mb() + child_rss,
         "peak_pss_mb": peak_pss,
-        "state_rows": state_rows,
-        "state_bytes": db_bytes,
+        "per_rule": per_rule,
     }
-    if profile:
-        result["per_rule"] = {
-            rule_id: {"evaluations": int(v[0]), "matches": int(v[1]), "seconds": v[2]}
-            for rule_id, v in per_rule.items()
-        }
-    return result
 
 
 def _instrument(rules: list[Any], per_rule: dict[str, list[float]]) -> None:

@@ -13,10 +13,17 @@ from pathlib import Path
 from typing import IO, Any
 
 from engine.bench.panther import panther_core_child
+from engine.bench.redis_target import URL_VARIABLE
+from engine.secrets import redact
 
 
 def _child(
-    kind: str, path: Path, rules: Sequence[Path], profile: bool = False, processes: int = 1
+    kind: str,
+    path: Path,
+    rules: Sequence[Path],
+    profile: bool = False,
+    processes: int = 1,
+    redis_url: str | None = None,
 ) -> dict[str, Any]:
     command = [sys.executable, "-m", "engine.bench", kind, str(path)]
     for folder in rules:
@@ -25,9 +32,14 @@ def _child(
         command.append("--profile")
     if processes > 1:
         command += ["--processes", str(processes)]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    env = None
+    if redis_url is not None:
+        # In the environment, not on the command line, where `ps` would show a password.
+        command.append("--redis")
+        env = {**os.environ, URL_VARIABLE: redis_url}
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
-        raise RuntimeError(f"bench child {kind} failed:\n{done.stderr.strip()}")
+        raise RuntimeError(f"bench child {kind} failed:\n{redact(done.stderr.strip())}")
     return json.loads(done.stdout)
 
 
@@ -50,12 +62,16 @@ def run_bench(
     panther_note: str = "",
     benign: Path | None = None,
     processes: int = 1,
+    redis_url: str | None = None,
 ) -> dict[str, Any]:
     """Measure and print; returns the figures (for tests and docs). With `panther_python`
     (not False: the rules are a Panther-format directory) the evaluator alone and, when
     that is an interpreter, panther_core's `Rule.run` are measured too, over the same
-    activities (None: panther_core is not available)."""
+    activities (None: panther_core is not available). With `redis_url` (a server checked
+    by `redis_target.check_server`), the full pipeline also runs with its state on that
+    Redis, interleaved with the SQLite runs, and is compared with them."""
     loads_runs, pipeline_runs = [], []
+    redis_runs: list[dict[str, Any]] = []
     panther = panther_python is not False
     eval_runs: list[dict[str, Any]] = []
     core_runs: list[dict[str, Any]] = []
@@ -65,6 +81,10 @@ def run_bench(
             # Interleaved, so a burst of noise hits both sides alike.
             loads_runs.append(_child("loads", path, rules))
             pipeline_runs.append(_child("pipeline", path, rules, processes=processes))
+            if redis_url is not None:
+                redis_runs.append(
+                    _child("pipeline", path, rules, processes=processes, redis_url=redis_url)
+                )
             if panther:
                 eval_runs.append(_child("panther-eval", path, rules))
                 if isinstance(panther_python, str) and not eval_runs[0]["python_rules"]:
@@ -105,6 +125,8 @@ def run_bench(
         "python": sys.version.split()[0],
         "cpus": os.cpu_count(),
     }
+    if redis_url is not None:
+        figures["redis"] = _redis_figures(redis_url, redis_runs, loads_rate, pipeline_rate)
     if benign is not None:
         # Noise: what the rules raise on ordinary activity (the generator, attacks off).
         quiet = _child("pipeline", benign, rules, processes=processes)
@@ -119,6 +141,29 @@ def run_bench(
     else:
         _print(figures, out)
     return figures
+
+
+def _redis_figures(
+    url: str, runs: list[dict[str, Any]], loads_rate: float, sqlite_rate: float
+) -> dict[str, Any]:
+    """The Redis runs next to the floor and to the SQLite runs of the same bench. The
+    server as host:port/db only: the URL may hold a password."""
+    from engine.state.redis_connect import server_of
+
+    rate = runs[0]["activities"] / _median(runs, "seconds")
+    trips = _median(runs, "round_trips")
+    return {
+        "server": server_of(url),
+        "pipeline_per_s": rate,
+        "ratio": rate / loads_rate,
+        "ratio_to_sqlite": rate / sqlite_rate,
+        "round_trips": trips,
+        "round_trips_per_activity": trips / runs[0]["activities"],
+        "keys": runs[0]["state_rows"],
+        "alerts": runs[0]["alerts"],
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+        "peak_pss_mb": _max_known(r["peak_pss_mb"] for r in runs),
+    }
 
 
 def _rate(runs: list[dict[str, Any]], key: str | None = None) -> float:
@@ -176,12 +221,23 @@ def _print(f: dict[str, Any], out: IO[str]) -> None:
         f"{'-':>14}",
         file=out,
     )
+    redis = f.get("redis")
     print(
-        f"{'full pipeline':24}{f['pipeline_per_s']:>14,.0f}{f['pipelinepeak_rss_mb']:>14.1f}"
+        f"{'full pipeline' if redis is None else 'full pipeline, SQLite':24}"
+        f"{f['pipeline_per_s']:>14,.0f}{f['pipelinepeak_rss_mb']:>14.1f}"
         f"{'-' if pss is None else f'{pss:.1f}':>14}",
         file=out,
     )
+    if redis is not None:
+        known = redis["peak_pss_mb"]
+        print(
+            f"{'full pipeline, Redis':24}{redis['pipeline_per_s']:>14,.0f}"
+            f"{redis['peak_rss_mb']:>14.1f}{'-' if known is None else f'{known:.1f}':>14}",
+            file=out,
+        )
     print(f"ratio     {f['ratio']:.2f} of the json.loads floor", file=out)
+    if redis is not None:
+        _print_redis(redis, f["alerts"], out)
     if f["processes"] > 1:
         print(
             f"processes {f['processes']}: one reads and evaluates, one correlates and stores"
@@ -213,6 +269,17 @@ def _print(f: dict[str, Any], out: IO[str]) -> None:
         )
     if "panther" in f:
         _print_panther(f["panther"], f.get("panther_note", ""), out)
+
+
+def _print_redis(r: dict[str, Any], sqlite_alerts: int, out: IO[str]) -> None:
+    same = "" if r["alerts"] == sqlite_alerts else f" (DIFFER: {r['alerts']:,} alerts)"
+    print(
+        f"redis     {r['server']}: {r['ratio']:.2f} of the json.loads floor, "
+        f"{r['ratio_to_sqlite']:.2f} of the SQLite pipeline{same}\n"
+        f"          {r['round_trips']:,.0f} round trips ({r['round_trips_per_activity']:.4f} per"
+        f" activity), {r['keys']:,} keys; a fresh key prefix per run, deleted after it",
+        file=out,
+    )
 
 
 def _print_panther(p: dict[str, Any], note: str, out: IO[str]) -> None:

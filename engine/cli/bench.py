@@ -1,5 +1,6 @@
 """`detect bench`: the pipeline's speed next to a bare json.loads loop, per rule; with
---panther, the evaluator alone and Panther's own engine on the same rules."""
+--redis, the same with its state on a Redis, with its round trips; with --panther, the
+evaluator alone and Panther's own engine on the same rules."""
 
 from __future__ import annotations
 
@@ -36,6 +37,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         local = Path("rules")
         rules = [local if local.is_dir() else bundled_rules_dir()]
     load_ruleset(rules, args)  # a missing path or an empty pack: one line, exit 2
+    if args.redis:
+        from engine.bench.redis_target import check_server
+
+        # A bad URL, a server out of reach or unsafe for state: one line, exit 2, now.
+        server = check_server(args.redis)
+        print(f"redis     {server}: persistent, no eviction", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="detect-bench-") as folder:
         benign = None
         if args.file:
@@ -68,6 +75,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             panther_note=panther_note,
             benign=benign if panther_python is False else None,
             processes=args.processes or default_processes(),
+            redis_url=args.redis,
         )
     return EXIT_OK
 
@@ -117,6 +125,14 @@ def register(commands: Any) -> None:
         choices=(1, 2),
         help="the full pipeline as `detect replay --processes N` runs it (default: as"
         " replay's default, 2 on Linux with two or more CPUs)",
+    )
+    bench.add_argument(
+        "--redis",
+        metavar="URL",
+        help="also run the full pipeline with its state on this Redis (redis://HOST:PORT/DB,"
+        " rediss:// for TLS; a password in it is never printed) and print its round trips"
+        " per activity and its speed against the SQLite runs; each run writes under a fresh"
+        " key prefix, deleted after it",
     )
     bench.add_argument("--repeat", type=int, default=3, help="runs per figure (median)")
     bench.add_argument("--json", action="store_true", help="print the figures as JSON")
