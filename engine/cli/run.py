@@ -128,10 +128,6 @@ def open_metrics(args: argparse.Namespace, config: Config) -> MetricsServer | No
         return None
     if not 0 <= port <= 65535:
         raise ConfigError(f"--metrics-port {port}: a port is 0 to 65535")
-    if config.state.backend != "sqlite":
-        raise ConfigError(
-            "metrics are served by the single-process run (state.backend: sqlite) for now"
-        )
     try:
         return MetricsServer(address, port)
     except OSError as error:

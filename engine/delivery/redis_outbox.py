@@ -454,6 +454,23 @@ class RedisOutbox:
         only."""
         return len(self._unrouted_ids(sys.maxsize, advance=False)), self.counts()
 
+    def pending_by_destination(self) -> dict[str, tuple[int, float]]:
+        """{destination: (pending deliveries, when the oldest was queued)}, as
+        `read_pending_by_destination` gives for a state file; for the metrics endpoint of
+        every worker (the outbox is shared, so each shows the same): reads only."""
+        names = self._destinations()
+        pipe = self._redis.pipeline(transaction=False)
+        for name in names:
+            pipe.zcard(f"{self._p}age:{name}")
+            pipe.zrange(f"{self._p}age:{name}", 0, 0, withscores=True)
+        answers = pipe.execute()
+        found: dict[str, tuple[int, float]] = {}
+        for index, name in enumerate(names):
+            count, oldest = answers[2 * index], answers[2 * index + 1]
+            if count and oldest:
+                found[name] = (int(count), float(oldest[0][1]))
+        return found
+
     # -- silences --------------------------------------------------------------------
 
     def add_silence(

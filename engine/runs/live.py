@@ -480,7 +480,14 @@ def run_from_config(
     from engine.runs.replay import Quarantine, summary
 
     if config.state.backend == "redis":
-        return run_workers(config, ruleset, once=once, out=out, deliver_timeout=deliver_timeout)
+        return run_workers(
+            config,
+            ruleset,
+            once=once,
+            out=out,
+            deliver_timeout=deliver_timeout,
+            metrics=metrics,
+        )
     require_secrets(config, "source", "destinations")  # every one missing, at once
     configure_logging()
     out = out or sys.stdout
@@ -586,10 +593,13 @@ def run_workers(
     once: bool,
     out: IO[str] | None = None,
     deliver_timeout: float = 120.0,
+    metrics: MetricsServer | None = None,
 ) -> int:
     """`detect run` with `state.backend: redis`: this process is one of N workers, each
     organization polled by the holder of its lease with the `LiveRunner` above, on a
-    state store confined to that organization (engine/runs/workers.py)."""
+    state store confined to that organization (engine/runs/workers.py). A bound
+    `metrics` server serves this worker's figures (engine/runs/metrics.py's
+    `WorkerMetrics`)."""
     from engine.runs.replay import Quarantine
     from engine.runs.workers import run_worker
 
@@ -612,6 +622,8 @@ def run_workers(
             out=out,
             deliver_timeout=deliver_timeout,
             watch=watch,
+            metrics=metrics,
+            rule_ids=[rule.id for rule in ruleset.rules],
         )
     finally:
         quarantine.close()

@@ -39,11 +39,13 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 from engine.config import Config
 from engine.durations import describe
 from engine.errors import LeaseLost
+from engine.pipeline import Stats
 from engine.runs.leases import Leases
 from engine.state.store import StateStore
 
 if TYPE_CHECKING:
     from engine.delivery.dispatcher import Dispatcher
+    from engine.runs.metrics import MetricsServer
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +134,14 @@ class Worker:
         self._current: Held | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
+        # For the metrics endpoint's thread (engine/runs/metrics.py): the counters of the
+        # partitions this worker ran and no longer runs (so its totals never go down when
+        # a partition moves away), and when a balance step last reached Redis. `running`
+        # changes, and `retired` grows, under `_tally` only: once per partition moved,
+        # never per activity.
+        self.retired = Stats()
+        self.balanced_at: float | None = None
+        self._tally = threading.Lock()
 
     # -- the lease thread --------------------------------------------------------------
 
@@ -143,6 +153,7 @@ class Worker:
             self._lost.update(step.lost)
             self._surplus.update(step.surplus)
             current = self._current
+        self.balanced_at = self.clock()
         for partition in step.lost:
             log.warning("lease of %s lost: its pass stops and its pipeline is dropped", partition)
             if current is not None and current.partition == partition:
@@ -179,6 +190,39 @@ class Worker:
         self._thread.start()
         return self
 
+    @property
+    def lease_loop_alive(self) -> bool:
+        """Whether the thread keeping the leases runs (it only ends with the worker)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def tally(self) -> tuple[dict[str, Held], Stats]:
+        """The partitions run now and a copy of the retired counters, taken together (a
+        partition moving away between two reads would otherwise count twice or not at
+        all). The running partitions' counters are read by the caller, as they are."""
+        with self._tally:
+            retired = self.retired
+            copy = Stats(
+                activities=retired.activities,
+                rejected=retired.rejected,
+                matches_by_rule=retired.matches_by_rule.copy(),
+                errors_by_rule=retired.errors_by_rule.copy(),
+                alerts_by_severity=retired.alerts_by_severity.copy(),
+            )
+            return dict(self.running), copy
+
+    def _remove(self, partition: str) -> Held | None:
+        """Stop running a partition; its counters join the retired ones."""
+        with self._tally:
+            held = self.running.pop(partition, None)
+            if held is not None:
+                stats, retired = held.runner.pipeline.stats, self.retired
+                retired.activities += stats.activities
+                retired.rejected += stats.rejected
+                retired.matches_by_rule.update(stats.matches_by_rule)
+                retired.errors_by_rule.update(stats.errors_by_rule)
+                retired.alerts_by_severity.update(stats.alerts_by_severity)
+        return held
+
     # -- the main loop -----------------------------------------------------------------
 
     def _settle(self) -> None:
@@ -207,12 +251,13 @@ class Worker:
         store = self.open_store(partition, lease)
         runner = self.make_runner(partition_config(self.config, partition), store)
         runner.after_commit.extend(self.after_commit)
-        self.running[partition] = Held(partition, runner, due=self.clock())
+        with self._tally:
+            self.running[partition] = Held(partition, runner, due=self.clock())
 
     def _drop(self, partition: str, release: bool = False) -> None:
         """Forget a partition's loop without writing anything: its lease is gone (or,
         with `release`, given back: its memory cannot be saved)."""
-        held = self.running.pop(partition, None)
+        held = self._remove(partition)
         with self._lock:
             if release:
                 self.leases.release(partition)
@@ -224,7 +269,7 @@ class Worker:
     def _save(self, partition: str) -> None:
         """A partition's loop ended between two pages: commit what only memory holds
         (threshold samples), under the lease still held."""
-        held = self.running.pop(partition, None)
+        held = self._remove(partition)
         if held is None:
             return
         try:
@@ -356,11 +401,15 @@ def run_worker(
     deliver_timeout: float = 120.0,
     worker_id: str | None = None,
     watch: Callable[[PassInHand], Any] | None = None,
+    metrics: MetricsServer | None = None,
+    rule_ids: Sequence[str] = (),
 ) -> int:
     """`detect run` with `state.backend: redis`. The Redis is checked first (persistence,
     no eviction of state), before any lease is taken or any request sent. `watch` starts
     the stalled-pipeline watchdog on the pass in hand (engine/runs/live.py's `Watchdog`;
-    anything with `stop()`)."""
+    anything with `stop()` and `stalled`). A bound `metrics` server starts serving this
+    worker's figures once its first balance step has taken its share (the caller closes
+    it); `rule_ids` seed its per-rule counters."""
     from engine.state.redis_connect import check_redis_safety, open_redis
     from engine.state.redis_store import RedisStore
 
@@ -405,6 +454,19 @@ def run_worker(
         worker.start()
         if watch is not None:
             watchdog = watch(PassInHand(worker))
+        if metrics is not None:
+            from engine.runs.metrics import WorkerMetrics
+
+            view = WorkerMetrics(
+                worker,
+                client,
+                rule_ids=rule_ids,
+                watchdog=watchdog,
+                dispatcher=dispatcher,
+                destinations=config.destinations,
+            )
+            url = metrics.serve(view).url
+            log.info("metrics: %s/metrics and %s/healthz", url, url)
         code = worker.run()
         interrupted = worker.stopping.is_set()  # a signal; `close` sets it too
         worker.close()
