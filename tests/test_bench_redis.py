@@ -46,6 +46,8 @@ def test_bench_on_redis_prints_round_trips_and_the_ratio_to_sqlite(
     assert re.search(r"^full pipeline, Redis\s+[\d,]+", out, re.M)
     ratio = re.search(r"of the json\.loads floor, ([\d.]+) of the SQLite pipeline\n", out)
     assert ratio is not None and float(ratio.group(1)) > 0, out
+    cpu = re.search(r"CPU: ([\d.]+) µs per activity here \+ ([\d.]+) in the Redis server", out)
+    assert cpu is not None and float(cpu.group(1)) > 0 and float(cpu.group(2)) > 0, out
     trips = re.search(r"([\d,]+) round trips \(([\d.]+) per activity\), ([\d,]+) keys", out)
     assert trips is not None, out
     # About one per commit of 1,000 activities, plus the partition's first reads.

@@ -112,6 +112,8 @@ def run_bench(
         "json_loads_per_s": loads_rate,
         "pipeline_per_s": pipeline_rate,
         "ratio": pipeline_rate / loads_rate,
+        "json_loads_cpu_us": _cpu_us(loads_runs),
+        "pipeline_cpu_us": _cpu_us(pipeline_runs),
         "pipelinepeak_rss_mb": max(r["peak_rss_mb"] for r in pipeline_runs),
         "pipeline_peak_pss_mb": _max_known(r["peak_pss_mb"] for r in pipeline_runs),
         "loadspeak_rss_mb": max(r["peak_rss_mb"] for r in loads_runs),
@@ -126,7 +128,9 @@ def run_bench(
         "cpus": os.cpu_count(),
     }
     if redis_url is not None:
-        figures["redis"] = _redis_figures(redis_url, redis_runs, loads_rate, pipeline_rate)
+        figures["redis"] = _redis_figures(
+            redis_url, redis_runs, loads_rate, pipeline_rate, figures["pipeline_cpu_us"]
+        )
     if benign is not None:
         # Noise: what the rules raise on ordinary activity (the generator, attacks off).
         quiet = _child("pipeline", benign, rules, processes=processes)
@@ -143,20 +147,35 @@ def run_bench(
     return figures
 
 
+def _cpu_us(runs: list[dict[str, Any]], key: str = "cpu_seconds") -> float:
+    """Median CPU µs per activity: what a busy neighbour moves least."""
+    return _median(runs, key) / max(1, runs[0]["activities"]) * 1e6
+
+
 def _redis_figures(
-    url: str, runs: list[dict[str, Any]], loads_rate: float, sqlite_rate: float
+    url: str,
+    runs: list[dict[str, Any]],
+    loads_rate: float,
+    sqlite_rate: float,
+    sqlite_cpu_us: float,
 ) -> dict[str, Any]:
-    """The Redis runs next to the floor and to the SQLite runs of the same bench. The
-    server as host:port/db only: the URL may hold a password."""
+    """The Redis runs next to the floor and to the SQLite runs of the same bench: wall
+    time, and CPU time with the server's share. The server as host:port/db only: the URL
+    may hold a password."""
     from engine.state.redis_connect import server_of
 
     rate = runs[0]["activities"] / _median(runs, "seconds")
     trips = _median(runs, "round_trips")
+    cpu_us = _cpu_us(runs)
+    server_cpu_us = _cpu_us(runs, "server_cpu_seconds")
     return {
         "server": server_of(url),
         "pipeline_per_s": rate,
         "ratio": rate / loads_rate,
         "ratio_to_sqlite": rate / sqlite_rate,
+        "cpu_us": cpu_us,
+        "server_cpu_us": server_cpu_us,
+        "cpu_to_sqlite": (cpu_us + server_cpu_us) / sqlite_cpu_us,
         "round_trips": trips,
         "round_trips_per_activity": trips / runs[0]["activities"],
         "keys": runs[0]["state_rows"],
@@ -215,24 +234,28 @@ def _print(f: dict[str, Any], out: IO[str]) -> None:
     print(f"machine   Python {f['python']}, {f['cpus']} CPUs; medians of {f['repeat']}", file=out)
     print("", file=out)
     pss = f["pipeline_peak_pss_mb"]
-    print(f"{'':24}{'activities/s':>14}{'peak RSS MB':>14}{'peak PSS MB':>14}", file=out)
     print(
-        f"{'json.loads loop':24}{f['json_loads_per_s']:>14,.0f}{f['loadspeak_rss_mb']:>14.1f}"
-        f"{'-':>14}",
+        f"{'':24}{'activities/s':>14}{'CPU µs each':>13}{'peak RSS MB':>14}{'peak PSS MB':>14}",
+        file=out,
+    )
+    print(
+        f"{'json.loads loop':24}{f['json_loads_per_s']:>14,.0f}{f['json_loads_cpu_us']:>13.1f}"
+        f"{f['loadspeak_rss_mb']:>14.1f}{'-':>14}",
         file=out,
     )
     redis = f.get("redis")
     print(
         f"{'full pipeline' if redis is None else 'full pipeline, SQLite':24}"
-        f"{f['pipeline_per_s']:>14,.0f}{f['pipelinepeak_rss_mb']:>14.1f}"
-        f"{'-' if pss is None else f'{pss:.1f}':>14}",
+        f"{f['pipeline_per_s']:>14,.0f}{f['pipeline_cpu_us']:>13.1f}"
+        f"{f['pipelinepeak_rss_mb']:>14.1f}{'-' if pss is None else f'{pss:.1f}':>14}",
         file=out,
     )
     if redis is not None:
         known = redis["peak_pss_mb"]
         print(
             f"{'full pipeline, Redis':24}{redis['pipeline_per_s']:>14,.0f}"
-            f"{redis['peak_rss_mb']:>14.1f}{'-' if known is None else f'{known:.1f}':>14}",
+            f"{redis['cpu_us']:>13.1f}{redis['peak_rss_mb']:>14.1f}"
+            f"{'-' if known is None else f'{known:.1f}':>14}",
             file=out,
         )
     print(f"ratio     {f['ratio']:.2f} of the json.loads floor", file=out)
@@ -276,6 +299,8 @@ def _print_redis(r: dict[str, Any], sqlite_alerts: int, out: IO[str]) -> None:
     print(
         f"redis     {r['server']}: {r['ratio']:.2f} of the json.loads floor, "
         f"{r['ratio_to_sqlite']:.2f} of the SQLite pipeline{same}\n"
+        f"          CPU: {r['cpu_us']:.1f} µs per activity here + {r['server_cpu_us']:.1f} in"
+        f" the Redis server = {r['cpu_to_sqlite']:.2f} of the SQLite pipeline's\n"
         f"          {r['round_trips']:,.0f} round trips ({r['round_trips_per_activity']:.4f} per"
         f" activity), {r['keys']:,} keys; a fresh key prefix per run, deleted after it",
         file=out,
