@@ -325,7 +325,11 @@ def _print_redis_status(report: dict[str, Any], now: datetime) -> None:
     print(f"{'organizations':<16} {len(organizations)}")
     for org in organizations:
         if org["holder"]:
-            lease = f"held by {org['holder']} ({org['lease_ttl_left']:.1f}s left)"
+            # No time left to show for a key set without an expiry (by hand, say).
+            left = org["lease_ttl_left"]
+            lease = f"held by {org['holder']}"
+            if left is not None:
+                lease += f" ({left:.1f}s left)"
         else:
             lease = "FREE (no worker holds it)"
         checkpoint = org["checkpoint"] or {}

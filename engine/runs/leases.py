@@ -111,7 +111,7 @@ class WorkerInfo:
 class LeaseInfo:
     partition: str
     holder: str | None
-    ttl_left: float | None  # seconds; None when the partition is free
+    ttl_left: float | None  # seconds; None when free, or held by a key without expiry
 
 
 class Leases:
@@ -168,16 +168,24 @@ class Leases:
         del self.held[partition]
         return False
 
-    def release(self, partition: str) -> None:
+    def release(self, partition: str, token: str | None = None) -> None:
         """Give a lease back now (a clean stop, a surplus): another worker may take it at
-        once instead of after its TTL."""
-        token = self.held.pop(partition, None)
-        if token is not None:
-            self._release(keys=[self.key(partition)], args=[token])
+        once instead of after its TTL. With `token`, only that lease: one the balance has
+        taken again since, under a new token, is kept."""
+        held = self.held.get(partition)
+        if held is None or (token is not None and held != token):
+            return
+        del self.held[partition]
+        self._release(keys=[self.key(partition)], args=[held])
 
-    def forget(self, partition: str) -> None:
-        """Drop a lease known lost (the store's fence refused a commit)."""
-        self.held.pop(partition, None)
+    def forget(self, partition: str, token: str) -> None:
+        """Drop a lease known lost (its renewal failed, or the store's fence refused a
+        commit), without a round trip. Only when `token`, the lost one, is still what we
+        hold: a balance step whose renewal failed may take the partition again at once
+        (Redis was away past the TTL), and forgetting that new token would leave the key
+        held by a token this worker no longer knows, the organization unpolled for a TTL."""
+        if self.held.get(partition) == token:
+            del self.held[partition]
 
     # -- the registry ------------------------------------------------------------------
 
@@ -291,7 +299,8 @@ def read_workers(client: Any, prefix: str, now: float, ttl: float) -> list[Worke
 def read_leases(client: Any, prefix: str, partitions: Iterable[str]) -> list[LeaseInfo]:
     """Each partition's holder and the seconds its lease has left."""
     names = list(partitions)
-    pipe = client.pipeline(transaction=False)
+    # MULTI: a lease read by GET can no longer expire before its PTTL is read.
+    pipe = client.pipeline(transaction=True)
     for partition in names:
         pipe.get(lease_key(prefix, partition))
         pipe.pttl(lease_key(prefix, partition))

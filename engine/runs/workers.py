@@ -90,10 +90,12 @@ def partition_config(config: Config, partition: str) -> Config:
 
 @dataclass
 class Held:
-    """One held partition's loop: its runner and when its next pass is due."""
+    """One held partition's loop: its runner, the lease token its store is fenced with,
+    and when its next pass is due."""
 
     partition: str
     runner: Runner
+    token: str
     due: float = 0.0
     passes: int = 0
 
@@ -252,19 +254,21 @@ class Worker:
         runner = self.make_runner(partition_config(self.config, partition), store)
         runner.after_commit.extend(self.after_commit)
         with self._tally:
-            self.running[partition] = Held(partition, runner, due=self.clock())
+            self.running[partition] = Held(partition, runner, lease[1], due=self.clock())
 
     def _drop(self, partition: str, release: bool = False) -> None:
         """Forget a partition's loop without writing anything: its lease is gone (or,
-        with `release`, given back: its memory cannot be saved)."""
+        with `release`, given back: its memory cannot be saved). Only the lease its store
+        was fenced with: one a balance step has taken again since is the next loop's."""
         held = self._remove(partition)
+        if held is None:
+            return
         with self._lock:
             if release:
-                self.leases.release(partition)
+                self.leases.release(partition, held.token)
             else:
-                self.leases.forget(partition)
-        if held is not None:
-            held.runner.poller.client.close()
+                self.leases.forget(partition, held.token)
+        held.runner.poller.client.close()
 
     def _save(self, partition: str) -> None:
         """A partition's loop ended between two pages: commit what only memory holds

@@ -160,6 +160,28 @@ def test_a_lease_taken_away_drops_the_partition_and_writes_nothing(
     assert stored(redis_client, redis_prefix) == replayed(ruleset, feeds)
 
 
+def test_a_lease_lost_and_taken_again_in_one_step_is_run_under_the_new_token(
+    api, feeds, ruleset, redis_server, redis_client, redis_prefix
+):
+    """Redis away past the TTL: one balance step finds org_a's lease lost and takes it
+    again. The stale pipeline is dropped, the new lease kept and run, and released at the
+    end (not left held by a token the worker forgot, the organization unpolled a TTL)."""
+    config = config_of(api, redis_server, redis_prefix)
+    one = worker(config, redis_client, ruleset, redis_prefix, name="again").start()
+    assert one.run() == 0
+    stale = one.running["org_a"]
+    redis_client.delete(lease_key(redis_prefix, "org_a"))  # expired while Redis was away
+    one.balance()
+    assert one.run() == 0
+    token = one.leases.held.get("org_a")
+    assert token is not None and token != stale.token
+    assert redis_client.get(lease_key(redis_prefix, "org_a")) == token.encode()
+    assert one.running["org_a"] is not stale and one.running["org_a"].passes == 1
+    one.close()
+    assert redis_client.get(lease_key(redis_prefix, "org_a")) is None
+    assert checkpoint(redis_client, redis_prefix, "org_a")["cursor"] == newest(feeds["org_a"])
+
+
 def test_status_shows_workers_leases_and_lag(
     api, ruleset, redis_server, redis_client, redis_prefix, tmp_path, cli
 ):
@@ -170,6 +192,8 @@ def test_status_shows_workers_leases_and_lag(
     holder = Leases(redis_client, prefix=redis_prefix, ttl=30, worker_id="status-w2")
     holder.acquire("org_a")
     holder.heartbeat()
+    # a lease key without an expiry (set by hand): a holder and no time left to show
+    redis_client.set(lease_key(redis_prefix, "org_c"), "by-hand/1")
     path = tmp_path / "detect.yaml"
     path.write_text(
         f"source:\n  base_url: {api.url}\n  organization_ids: {json.dumps(ORGS)}\n"
@@ -185,11 +209,13 @@ def test_status_shows_workers_leases_and_lag(
     assert set(by_org) == set(ORGS)
     assert by_org["org_a"]["holder"] == "status-w2" and by_org["org_a"]["lease_ttl_left"] > 0
     assert by_org["org_b"]["holder"] is None
+    assert by_org["org_c"]["holder"] == "by-hand" and by_org["org_c"]["lease_ttl_left"] is None
     assert all(o["lag_seconds"] is not None and o["lag_seconds"] >= 60 for o in by_org.values())
     assert sum(report["alerts"].values()) > 0
     code, out, _ = cli("status", "--config", str(path))
     assert code == 0
     assert "status-w2" in out and "held by status-w2" in out and "FREE" in out
+    assert "org_c  held by by-hand  " in out
     assert "lag" in out
 
 
