@@ -118,7 +118,8 @@ class RedisSettings(_Strict):
     @field_validator("url", mode="after")
     @classmethod
     def _redis_url(cls, value: str) -> str:
-        """Errors here quote the scheme at most: a URL may carry a password."""
+        """Errors here quote the scheme at most: a URL may carry a password, in its
+        user part or its query."""
         from urllib.parse import urlsplit
 
         try:
@@ -132,6 +133,14 @@ class RedisSettings(_Strict):
             raise ValueError(
                 "`url` holds credentials: put them in `username` and `password` "
                 "(password: ${DETECT_REDIS_PASSWORD}), where they are kept secret"
+            )
+        if parts.query or value.strip().endswith("?"):
+            # redis-py reads options (a password among them) from the query, which no
+            # message would redact: refused, and never quoted.
+            raise ValueError(
+                "`url` holds a query string (`?...`): put credentials in `username` and "
+                "`password` (password: ${DETECT_REDIS_PASSWORD}), where they are kept "
+                "secret; other options are not read from the URL"
             )
         if parts.path.strip("/") and not parts.path.strip("/").isdigit():
             raise ValueError("`url`'s path is the database number, e.g. /0")

@@ -81,6 +81,19 @@ def test_redis_settings_load_with_the_password_from_the_environment(tmp_path):
             "`url` holds credentials: put them in `username` and `password`",
         ),
         (
+            "backend: redis\n  redis:\n    url: redis://h:6379/0?password=hunter2",
+            5,
+            "state.redis.url",
+            "`url` holds a query string (`?...`): put credentials in `username` and "
+            "`password` (password: ${DETECT_REDIS_PASSWORD})",
+        ),
+        (
+            "backend: redis\n  redis:\n    url: redis://h:6379/0?ssl_cert_reqs=none",
+            5,
+            "state.redis.url",
+            "`url` holds a query string",
+        ),
+        (
             "backend: redis\n  redis:\n    url: http://h:6379/0",
             5,
             "state.redis.url",
@@ -121,7 +134,7 @@ def test_bad_state_settings_name_the_line_and_the_key(tmp_path, state, line, key
     text = str(refused.value)
     assert text.startswith(f"{path}:{line}: [{key}] "), text
     assert message in text
-    assert "hunter2" not in text
+    assert "hunter2" not in text and "ssl_cert_reqs" not in text
 
 
 def test_open_store_picks_the_configured_backend(tmp_path, redis_server, redis_prefix):
