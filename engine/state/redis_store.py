@@ -52,9 +52,14 @@ if TYPE_CHECKING:
 
 _DELETED = object()
 _MISSING = object()
-# Redis keeps a value with an event-time expiry this long past it (in the partition's
-# event time), so an abandoned partition's memory is freed even if no one purges it.
-SLACK_SECONDS = 86_400
+SLACK_SECONDS = 30 * 86_400
+"""How long past its event-time expiry (counted from the partition's watermark) Redis
+keeps a value: 30 days. The event time of a partition stands still while no one reads
+it, so wall-clock time passes between commits that the TTL cannot see: a replay kept
+open (`keep_open`) and continued weeks later, or an outage of a day or more, must find
+its windows, thresholds and sequences where it left them. The purge (daily, in event
+time) is what bounds a live partition's memory; this TTL only reclaims a partition no
+one writes any more, so it can be long."""
 # Values asked for per MGET.
 CHUNK = 1000
 # A partition of at most this many keys is read whole at its first read (`_prefetch`).

@@ -148,6 +148,17 @@ def test_expiring_values_carry_a_ttl_from_the_partitions_event_time(redis_client
     assert gone.purge(NOW + 7200) == 1  # and the purge drops its index entry
 
 
+def test_a_window_outlives_weeks_of_wall_clock_between_commits(redis_client, redis_prefix):
+    """A replay kept open and continued weeks later (or an outage over a day) finds its
+    windows: the TTL a value carries is its event-time lifetime plus 30 days."""
+    store = RedisStore(redis_client, redis_prefix, "org-1")
+    store.set_meta("watermark", WATERMARK)
+    store.put("dedup", "window", [1], expires=NOW + 60)
+    store.commit()
+    left = redis_client.pttl(f"{redis_prefix}p:org-1:v:dedup:window") / 1000
+    assert 29 * 86_400 < left <= 30 * 86_400 + 60
+
+
 def test_a_commit_applies_all_or_nothing(redis_client, redis_prefix):
     store = RedisStore(redis_client, redis_prefix, "org-1")
     store.put("ns", "k", 1)
