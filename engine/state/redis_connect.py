@@ -76,6 +76,10 @@ def open_redis(settings: RedisSettingsLike) -> redis.Redis:
         # a server that stays away fails the command, and the run says so.
         "retry": Retry(ExponentialBackoff(cap=0.25, base=0.05), 3),
     }
+    if settings.url.startswith("rediss://"):
+        # The certificate must name the host of the URL: redis-py 5 checks only that a
+        # trusted authority signed it unless told (6 and later check by default).
+        options["ssl_check_hostname"] = True
     if settings.ca_file is not None:
         options["ssl_ca_certs"] = str(settings.ca_file)
     server = server_of(settings.url)

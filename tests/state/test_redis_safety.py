@@ -130,8 +130,10 @@ def test_a_server_that_cannot_be_reached_is_one_line_naming_it(tmp_path):
 
 
 def test_tls_with_the_configured_ca_and_refused_without_it(tmp_path):
-    """rediss:// to a redis-server with a TLS port and a self-signed certificate: verified
-    with `ca_file`; without it, the system store refuses it in one line naming the server."""
+    """rediss:// to a redis-server with a TLS port and a self-signed certificate for
+    127.0.0.1: verified with `ca_file`, its name included (reached as localhost, it is
+    refused); without `ca_file`, the system store refuses it in one line naming the
+    server."""
     import shutil
     import subprocess
 
@@ -154,7 +156,13 @@ def test_tls_with_the_configured_ca_and_refused_without_it(tmp_path):
         client = open_redis(settings(url, ca_file=cert))
         check_redis_safety(client)
         assert client.connection_pool.connection_class.__name__ == "SSLConnection"
+        # the name is checked whatever the client's default (redis-py 5 checks none)
+        assert client.connection_pool.connection_kwargs["ssl_check_hostname"] is True
         client.close()
+        with pytest.raises(ConfigError) as misnamed:  # the certificate names 127.0.0.1 only
+            open_redis(settings(f"rediss://localhost:{port}/0", ca_file=cert))
+        assert str(misnamed.value).startswith(f"cannot reach Redis at localhost:{port}/0:")
+        assert "hostname" in str(misnamed.value) or "match" in str(misnamed.value)
         with pytest.raises(ConfigError) as refused:
             open_redis(settings(url))
         message = str(refused.value)
