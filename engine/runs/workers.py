@@ -65,6 +65,8 @@ class Runner(Protocol):
     after_commit: list[Callable[[], None]]
     in_hand: int
     health: Any
+    status: dict[str, Any]  # the source status of its last pass (the metrics read it)
+    failure: str | None  # the error of its failing pass, None once one succeeds
 
     def cycle(self) -> Any: ...
 
