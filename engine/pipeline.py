@@ -242,9 +242,8 @@ class Pipeline:
         return self.store.idle(budget)
 
     def suspend(self) -> Stats:
-        """A clean stop: commit, keeping what only memory held, so the next process on
-        the same store resumes exactly here."""
-        self.correlator.save_samples()
+        """A clean stop: commit, so the next process on the same store resumes exactly
+        here (every commit stores all it needs: a crash after one resumes there too)."""
         self.commit()
         return self.stats
 

@@ -1,11 +1,11 @@
-"""`learn_from: all`: the evaluator hands a repeated value to the correlator about once per
-1% of `forget`, and the alerts are the same as if it handed every one over."""
+"""`learn_from: all`: the evaluator hands a repeated value to the correlator once per span
+of 1% of `forget`, and the alerts are the same as if it handed every one over."""
 
 from __future__ import annotations
 
 from engine.activity import parse_activity
 from engine.detection.evaluator import Evaluator
-from tests.conftest import at, run_pipeline
+from tests.conftest import T0, at, run_pipeline
 
 RULE = """
 id: t.new_domain
@@ -26,10 +26,11 @@ def _chat(make_activity, seconds: float, email: str = "ana@corp.example") -> dic
     return make_activity("chat", created_at=at(seconds), actor=actor)
 
 
-def test_a_value_seen_on_every_activity_is_handed_over_once_per_slack(rules_dir, make_activity):
+def test_a_value_seen_on_every_activity_is_handed_over_once_per_span(rules_dir, make_activity):
     rules_dir.write("rule.yml", RULE)
     evaluator = Evaluator(rules_dir.load())
-    slack = 100 * 86400 * 0.01  # 1% of forget: one day
+    span = 100 * 86400 * 0.01  # 1% of forget: one day, cut from the epoch
+    next_span = (T0.timestamp() // span + 1) * span - T0.timestamp()  # seconds from T0
 
     def handed(seconds: float) -> list:
         record = parse_activity(_chat(make_activity, seconds))
@@ -37,8 +38,9 @@ def test_a_value_seen_on_every_activity_is_handed_over_once_per_slack(rules_dir,
 
     assert len(handed(0)) == 1
     assert handed(60) == []  # the same member's domain a minute later: nothing new
-    assert handed(slack) == []  # exactly at the slack: still nothing to move on
-    assert len(handed(slack + 1)) == 1  # stale by more than the slack: handed over again
+    assert handed(next_span - 1) == []  # the span's last second: still nothing to move on
+    assert len(handed(next_span)) == 1  # the next span: handed over again
+    assert handed(next_span + span - 1) == []
     assert len(handed(30)) == 1  # a late activity is always handed over
 
 

@@ -34,7 +34,6 @@ HELD_SAMPLES = "threshold_samples"
 # from their count lose theirs (see `_shed_samples`), which costs an alert examples, never
 # a count.
 MAX_HELD_SAMPLES = 10_000
-SAMPLE_LIFETIME = 7 * 86_400  # saved samples outlive any threshold window worth having
 # How often (event time, seconds) windows that slid out of use are dropped from memory.
 SWEEP_EVERY = 600.0
 SWEEP_ABOVE = 4096  # fewer windows than this are not worth a sweep's scan
@@ -108,14 +107,7 @@ class Correlator:
         self._swept = 0.0
         # (rule id, key, value) -> the last-seen time stored for new_value values lately.
         self._seen_lately: dict[tuple[str, str, str], float] = {}
-        for name, saved in store.items(HELD_SAMPLES):
-            if len(self._samples) >= MAX_HELD_SAMPLES:
-                break
-            # Saved as JSON text; stores written before that hold the decoded activity.
-            self._samples[name] = saved.encode() if isinstance(saved, str) else to_json(saved)
         self._rule_numbers: dict[str, int] = {}  # tells apart sample names per rule
-        # Saved samples no window in memory names yet (their windows load when counted).
-        self._orphans: set[str] = set(self._samples)
         # Open alerts by state key, and those changed since the last flush (with whether
         # they owe a notification).
         self._open: dict[str, Alert] = {}
@@ -188,15 +180,12 @@ class Correlator:
             self._sweep(now)
 
     def _shed_samples(self) -> None:
-        """Over the cap. First go samples a stopped process saved that no window in
-        memory names yet; then the samples of the half of the windows furthest from their
+        """Over the cap: the samples of the half of the windows furthest from their
         count, those that event time has left behind first. A window nearing its count
         (an attack) keeps its first activities; a burst that petered out, or one view in
         a window that counts fifty, loses its own. Halving the set at a time keeps this
         rare: well under a thousandth of a counted match's cost."""
         samples, sampled, windows = self._samples, self._sampled, self._windows
-        while self._orphans and len(samples) > MAX_HELD_SAMPLES:
-            samples.pop(self._orphans.pop(), None)
         now = self._watermark_epoch
 
         def progress(key: str) -> float:
@@ -213,6 +202,8 @@ class Correlator:
                 window = windows.get(key)
                 if window is not None:
                     window.forget_samples(samples)
+                    # Stored without them, so a process that loads it agrees.
+                    self._changed_windows.add(key)
 
     def _sweep(self, now: float) -> None:
         """Drop from memory the windows whose every entry is older than their width: what
@@ -223,16 +214,6 @@ class Correlator:
         for key in gone:
             self._windows.pop(key).release(self._samples)
             self._sampled.pop(key, None)
-
-    def save_samples(self) -> None:
-        """A clean stop: store the held sample activities, one row each (they expire with
-        the longest window they can belong to), for the next process to pick up. Stored
-        as their JSON text: decoding ten thousand activities at once to store them
-        would briefly take more memory than the whole run."""
-        expires = max(self._watermark_epoch, 0.0) + SAMPLE_LIFETIME
-        for name, raw in self._samples.items():
-            if name not in self._orphans:  # an orphan's row is still stored, as it was
-                self.store.put(HELD_SAMPLES, name, raw.decode(), expires=expires)
 
     # -- matches ----------------------------------------------------------------------
 
@@ -259,8 +240,9 @@ class Correlator:
     def learner(self, rule: Rule) -> Callable[[Any, Any, float], None]:
         """`learn_from: all` for one rule: a function that remembers a value for its key
         (`NewValue.values` of an activity the rule did not match) at an activity's epoch.
-        It runs on nearly every activity, so the usual case, a value stored as seen lately,
-        is answered from memory in one closure."""
+        It runs on nearly every activity, so the usual case, a value stored as seen in this
+        span of event time (`LAST_SEEN_SLACK`) or a later one, is answered from memory in
+        one closure."""
         spec = rule.new_value
         assert spec is not None
         slack = spec.forget_seconds * LAST_SEEN_SLACK
@@ -271,7 +253,7 @@ class Correlator:
         def learn(per: Any, value: Any, now: float) -> None:
             if type(value) is type(per) is str:
                 last = seen_lately.get((rule_id, per, value))
-                if last is not None and now - last <= slack:
+                if last is not None and now // slack <= last // slack:
                     return
             remember(rule, per, value, now)
 
@@ -459,10 +441,11 @@ class Correlator:
         spec = rule.new_value
         assert spec is not None
         forget = spec.forget_seconds
+        span = forget * LAST_SEEN_SLACK
         if type(value) is type(per) is str:
             last = self._seen_lately.get((rule.id, per, value))
-            if last is not None and now - last <= forget * LAST_SEEN_SLACK:
-                return False  # stored as seen lately: what follows would change nothing
+            if last is not None and now // span <= last // span:
+                return False  # stored as seen in this span: what follows changes nothing
         key = f"{rule.id}\x1f{per if type(per) is str else _text(per)}"
         text = value if type(value) is str else _text(value)
         seen: dict[str, float] | None = self.store.get(SEEN, key)
@@ -471,9 +454,9 @@ class Correlator:
         last = seen.get(text)
         if last is not None and now - last < forget:
             # The common case: a known value seen again. Its last-seen time is moved on
-            # only when it is 1% of `forget` stale, which spares a state write per
-            # activity at the price of forgetting up to 1% early.
-            if now - last > forget * LAST_SEEN_SLACK:
+            # only in a later span (`LAST_SEEN_SLACK`) than the stored one, which spares a
+            # state write per activity at the price of forgetting up to 1% early.
+            if now // span > last // span:
                 seen[text] = last = now
                 self.store.put(SEEN, key, seen, expires=now + forget)
             self._note_seen_lately(rule, per, value, last)
@@ -563,6 +546,17 @@ class Correlator:
                 self.store.delete(PARTIALS, key)
         return None
 
+    def _fetch_samples(self, window: Window) -> None:
+        """The stored samples a window loaded from the store names (one read each; the
+        stores answer a key never written without asking)."""
+        samples = self._samples
+        for _, _, name in window.live():
+            if name is not None and name not in samples:
+                saved = self.store.get(HELD_SAMPLES, name)
+                if saved is not None:
+                    # JSON text; stores written before that hold the decoded activity.
+                    samples[name] = saved.encode() if isinstance(saved, str) else to_json(saved)
+
     def _count(self, key: str, match: Match) -> Counted | None:
         """Add the match to its sliding window; the counted activities when it completes
         the threshold, else None."""
@@ -578,10 +572,9 @@ class Correlator:
             window = self._windows[key] = Window(
                 stored, width, threshold.count, threshold.distinct is not None
             )
-            if window.held:  # names samples a stopped process saved
+            if window.held:  # names samples an earlier process stored
                 self._sampled[key] = None
-                for entry in window.live():
-                    self._orphans.discard(entry[2])
+                self._fetch_samples(window)
         distinct = match.distinct_value
         if (
             type(distinct) is not str
@@ -589,10 +582,12 @@ class Correlator:
             and not isinstance(distinct, int | float)  # bool is an int
         ):
             distinct = repr(distinct)
-        # The first few entries of a window name a sample activity, held in memory:
+        # The first few entries of a window name a sample activity, held in memory and
+        # stored once, in its own row, with the commit that stores the entry naming it:
         # writing activities into the counter would rewrite kilobytes per busy key at every
-        # commit. A clean stop saves them (`save_samples`); after a crash an alert may carry
-        # fewer samples, while its count and times, from the durable counter, stay exact.
+        # commit. A process that takes the window over (a restart, a crash, another worker)
+        # fetches them, so the alert's events and the indicators taken from them are those
+        # of an uninterrupted run. The row expires as its entry leaves the window.
         sample = None
         samples = self._samples
         if window.held < MAX_SAMPLE_EVENTS:
@@ -602,8 +597,11 @@ class Correlator:
             sample = f"{activity.id}:{number}"
             # Encoded: a quarter of the memory of the decoded mapping (and free when the
             # reader kept the activity's own line).
-            samples[sample] = activity.text or to_json(activity.raw)
+            raw = samples[sample] = activity.text or to_json(activity.raw)
             self._sampled[key] = None
+            self.store.put(
+                HELD_SAMPLES, sample, raw.decode(), expires=activity.epoch + window.width
+            )
         full = window.add([activity.epoch, distinct, sample], samples)
         self._changed_windows.add(key)
         counted = None

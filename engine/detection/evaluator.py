@@ -117,12 +117,13 @@ def _learning(learners: list[Rule]) -> Callable[[ActivityRecord, list[Match]], l
     not match (its own matches are learned as they are judged). It runs on every activity,
     so the paths are read inline, not through `NewValue`.
 
-    A value handed over within `LAST_SEEN_SLACK` of its rule's `forget` is not handed over
-    again: the correlator would change nothing for it (it moves a last-seen time on only
-    when it is that stale), and the same member's domain or address on every activity
-    would otherwise cross to it, and through the pipe of a two-process replay, each time.
-    The one difference it can make: a value the correlator dropped meanwhile (a key's cap
-    of values) is learned again up to that 1% of `forget` late."""
+    A value handed over is not handed over again within the same span of event time
+    (`LAST_SEEN_SLACK` of its rule's `forget`, engine/detection/rule.py): the correlator
+    would change nothing for it (the hand-over left its stored last-seen time in that span
+    or a later one, and it moves it on only in a later span), and the same member's domain
+    or address on every activity would otherwise cross to it, and through the pipe of a
+    two-process replay, each time. The one difference it can make: a value the correlator
+    dropped meanwhile (a key's cap of values) is learned again up to a span late."""
     plan = [
         (index, rule, rule.new_value.of, rule.new_value.per)  # type: ignore[union-attr]
         for index, rule in enumerate(learners)
@@ -167,7 +168,8 @@ def _learning(learners: list[Rule]) -> Callable[[ActivityRecord, list[Match]], l
                 if type(value) is type(per) is str:
                     now = activity.epoch
                     last = handed.get((index, per, value))
-                    if last is not None and 0 <= now - last <= slack[index]:
+                    span = slack[index]
+                    if last is not None and last <= now and now // span == last // span:
                         continue
                     if len(handed) >= MAX_HANDED:
                         handed.clear()  # bounded: at worst a value is handed over again

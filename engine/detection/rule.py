@@ -43,11 +43,15 @@ class Threshold:
     anchored: bool = False
 
 
-# A value seen again within this share of `forget` changes nothing: its last-seen time is
-# moved on only when it is that stale (one state write per value per 1% of `forget`, not
-# per activity). The correlator applies it when it stores values, and the evaluator when
-# it hands `learn_from: all` values over, so a value repeated on every activity crosses to
-# the correlator (and, in a two-process replay, the pipe) about once per 1% of `forget`.
+# Event time is cut in spans of this share of `forget` (from the epoch): a value's
+# last-seen time is moved on only by its first sighting in a later span than the stored
+# one (one state write per value per 1% of `forget`, not per activity). The correlator
+# applies it when it stores values, and the evaluator when it hands `learn_from: all`
+# values over, so a value repeated on every activity crosses to the correlator (and, in a
+# two-process replay, the pipe) about once per span. Spans, not "1% stale since the last
+# write": what the correlator stores then depends only on what it stored before and the
+# activity, never on what a process remembers, so a restart (or a worker that takes an
+# organization over) stores what an uninterrupted run stores.
 LAST_SEEN_SLACK = 0.01
 
 
