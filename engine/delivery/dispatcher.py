@@ -20,7 +20,11 @@ attempt was in flight is retried once its lease (the attempt's longest time, con
 plus awaiting the answer, + 10 s) has passed. That, and a receiver that takes longer than
 `transport.ANSWER_TIMEOUT` (30 s) to answer a request it then accepts, are the cases in
 which a receiver can see a message twice (at-least-once delivery); a webhook's repeat
-carries the same `webhook-id`.
+carries the same `webhook-id`. An attempt's outcome is recorded only under the claim it
+ran under (`claim` returns the row with the lease it set; `finish` and `reschedule` take
+that lease back): a dispatcher that stalls past its lease while another claims the
+delivery again records nothing and logs one line, so it never overwrites the newer
+attempt nor frees its lease for a third.
 
 Digests (engine/delivery/digest.py): an alert below a destination's `digest.below` is
 routed into status `digest` instead of `pending`; once its period has closed on this
@@ -516,25 +520,18 @@ class Dispatcher:
         if delivery.purpose == DIGEST:
             # Rendered when it was sealed; its alerts were checked against silences then.
             if delivery.payload is None:
-                self.outbox.finish(delivery.delivery_id, DEAD, now, "the digest has no body")
-                report.dead += 1
-                return False
+                return self._settle(delivery, DEAD, now, "the digest has no body", report)
             payload, count = delivery.payload, int(delivery.event_count or 0)
         else:
             alert = self.outbox.alert(delivery.alert_id)
             if alert is None:
-                self.outbox.finish(
-                    delivery.delivery_id, DEAD, now, "the alert is no longer in the state database"
-                )
-                report.dead += 1
-                return False
+                reason = "the alert is no longer in the state database"
+                return self._settle(delivery, DEAD, now, reason, report)
             silence = self.outbox.silence_for(
                 str(alert.get("rule_id", "")), str(alert.get("dedup_key", "")), now
             )
             if silence is not None:
-                self.outbox.finish(delivery.delivery_id, SILENCED, now, silence_reason(silence))
-                report.silenced += 1
-                return False
+                return self._settle(delivery, SILENCED, now, silence_reason(silence), report)
             payload = delivery.payload
             if payload is None:
                 try:
@@ -542,9 +539,7 @@ class Dispatcher:
                 except Exception as error:  # noqa: BLE001 - one bad alert must not stop the queue
                     reason = f"could not render the message ({type(error).__name__})"
                     log.error("alert %s to %s: %s", delivery.alert_id, name, reason)
-                    self.outbox.finish(delivery.delivery_id, DEAD, now, reason)
-                    report.dead += 1
-                    return False
+                    return self._settle(delivery, DEAD, now, reason, report)
             count = int(alert.get("event_count") or 0)
         lease = now + attempt_seconds(channel.config.timeout.total_seconds()) + LEASE_MARGIN
         claimed = self.outbox.claim(delivery.delivery_id, now, lease, payload, count)
@@ -560,6 +555,20 @@ class Dispatcher:
         )
         self._inflight[name] = _InFlight(future, claimed, now)
         return True
+
+    def _settle(
+        self, delivery: Delivery, status: str, now: float, reason: str, report: DispatchReport
+    ) -> bool:
+        """Settle a due delivery without an attempt (dead or silenced before sending).
+        False (try the next one) when settled; True when another process claimed it in
+        the meantime, as a lost claim is: it is theirs now."""
+        if not self.outbox.finish(delivery.delivery_id, status, now, reason, lease=None):
+            return True
+        if status == SILENCED:
+            report.silenced += 1
+        else:
+            report.dead += 1
+        return False
 
     def _collect(self, report: DispatchReport) -> None:
         for name, item in list(self._inflight.items()):
@@ -588,16 +597,16 @@ class Dispatcher:
             summary = (config.summary_on_close or config.resolve_on_close) and (
                 delivery.purpose == OPENED
             )
-            self.outbox.finish(
-                delivery.delivery_id, SENT, now, "", outcome.status, summary_due=summary
-            )
-            report.sent += 1
+            if self._finish(name, delivery, SENT, now, "", outcome.status, summary):
+                report.sent += 1
             self._set_state(name, DestinationState(state.paused_until, 0, ""))
             return
         if outcome.kind == DEAD:
-            self.outbox.finish(delivery.delivery_id, DEAD, now, outcome.reason, outcome.status)
-            report.dead += 1
-            log.warning("dead letter: alert %s to %s: %s", delivery.alert_id, name, outcome.reason)
+            if self._finish(name, delivery, DEAD, now, outcome.reason, outcome.status):
+                report.dead += 1
+                log.warning(
+                    "dead letter: alert %s to %s: %s", delivery.alert_id, name, outcome.reason
+                )
             # The receiver answered, so the destination itself is reachable.
             self._set_state(name, DestinationState(state.paused_until, 0, ""))
             return
@@ -621,11 +630,21 @@ class Dispatcher:
             )
             if outcome.retry_after is not None and next_at > give_up_at:
                 reason += f" (the receiver asked to wait {human(outcome.retry_after)})"
-            self.outbox.finish(delivery.delivery_id, DEAD, now, reason, outcome.status)
-            report.dead += 1
-            log.warning("dead letter: alert %s to %s: %s", delivery.alert_id, name, reason)
+            if self._finish(name, delivery, DEAD, now, reason, outcome.status):
+                report.dead += 1
+                log.warning("dead letter: alert %s to %s: %s", delivery.alert_id, name, reason)
             return
-        self.outbox.reschedule(delivery.delivery_id, next_at, outcome.reason, outcome.status)
+        assert delivery.lease_until is not None  # a claimed delivery's
+        rescheduled = self.outbox.reschedule(
+            delivery.delivery_id,
+            next_at,
+            outcome.reason,
+            outcome.status,
+            lease=delivery.lease_until,
+        )
+        if not rescheduled:
+            _not_recorded(name, delivery, "retry")
+            return
         report.retried += 1
         log.info(
             "alert %s to %s: %s; attempt %d failed, next at %s",
@@ -635,6 +654,31 @@ class Dispatcher:
             delivery.attempts,
             format_timestamp(next_at, "seconds"),
         )
+
+    def _finish(
+        self,
+        name: str,
+        delivery: Delivery,
+        status: str,
+        now: float,
+        reason: str,
+        http_status: int | None,
+        summary_due: bool = False,
+    ) -> bool:
+        """Record a claimed attempt's final outcome under its claim (the lease it set);
+        False, said in one line, when the outbox refused it."""
+        recorded = self.outbox.finish(
+            delivery.delivery_id,
+            status,
+            now,
+            reason,
+            http_status,
+            summary_due,
+            lease=delivery.lease_until,
+        )
+        if not recorded:
+            _not_recorded(name, delivery, status)
+        return recorded
 
     def _set_state(self, name: str, state: DestinationState) -> None:
         if state != self._states[name]:
@@ -694,6 +738,20 @@ class Dispatcher:
         # by the request's own timeout) for one to finish before the clock may move, so
         # a run under a fake clock makes the decisions a real one would.
         wait(futures, return_when=FIRST_COMPLETED)
+
+
+def _not_recorded(name: str, delivery: Delivery, outcome: str) -> None:
+    """The outbox refuses an attempt's outcome when the dispatcher stalled past its claim's
+    lease and the delivery was claimed again (or settled) meanwhile: the newer record
+    stands, and this one is only logged."""
+    log.warning(
+        "delivery %d (alert %s to %s) was claimed again by another worker after this one's "
+        "lease ran out; its result (%s) is not recorded",
+        delivery.delivery_id,
+        delivery.alert_id,
+        name,
+        outcome,
+    )
 
 
 def deliver_pending(

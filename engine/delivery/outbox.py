@@ -233,10 +233,18 @@ class OutboxStore(Protocol):
         reason: str = "",
         http_status: int | None = None,
         summary_due: bool = False,
-    ) -> None: ...
+        *,
+        lease: float | None,
+    ) -> bool: ...
     def reschedule(
-        self, delivery_id: int, next_attempt_at: float, reason: str, http_status: int | None
-    ) -> None: ...
+        self,
+        delivery_id: int,
+        next_attempt_at: float,
+        reason: str,
+        http_status: int | None,
+        *,
+        lease: float,
+    ) -> bool: ...
     def expire(self, destination: str, limit: float, grace: float, now: float, why: str) -> int: ...
     def dead_letter_unconfigured(self, configured: set[str], now: float) -> int: ...
 
@@ -500,7 +508,8 @@ class Outbox:
     ) -> Delivery | None:
         """Take a delivery for one attempt (a lease, so a second process or a restart
         does not send it concurrently); the payload is stored on the first attempt and
-        reused by every later one."""
+        reused by every later one. The returned row's `lease_until` is the claim's token:
+        `finish` and `reschedule` record the attempt's outcome only under it."""
         with self._tx() as db:
             cursor = db.execute(
                 "UPDATE deliveries SET lease_until = ?, attempts = attempts + 1, "
@@ -525,24 +534,50 @@ class Outbox:
         reason: str = "",
         http_status: int | None = None,
         summary_due: bool = False,
-    ) -> None:
+        *,
+        lease: float | None,
+    ) -> bool:
+        """Settle a pending delivery. `lease` is the `lease_until` of the claim the
+        attempt ran under: a dispatcher that stalled past it may find the delivery
+        claimed again (or settled) by another, whose record must stand, so nothing
+        changes and the answer is False. With `lease=None` (settled without an attempt:
+        silenced, its alert gone) it applies only while no claim holds the row."""
+        if lease is None:
+            held = "(lease_until IS NULL OR lease_until <= ?)"
+            params: tuple[Any, ...] = (delivery_id, PENDING, now)
+        else:
+            held, params = "lease_until = ?", (delivery_id, PENDING, lease)
         with self._tx() as db:
-            db.execute(
+            cursor = db.execute(
                 "UPDATE deliveries SET status = ?, finished_at = ?, lease_until = NULL, "
-                "reason = ?, http_status = ?, summary_due = ? WHERE delivery_id = ?",
-                (status, now, reason, http_status, int(summary_due), delivery_id),
+                "reason = ?, http_status = ?, summary_due = ? WHERE delivery_id = ? "
+                f"AND status = ? AND {held}",
+                (status, now, reason, http_status, int(summary_due), *params),
             )
+            if cursor.rowcount != 1:
+                return False
             db.execute(_SETTLE_MEMBERS)
+        return True
 
     def reschedule(
-        self, delivery_id: int, next_attempt_at: float, reason: str, http_status: int | None
-    ) -> None:
+        self,
+        delivery_id: int,
+        next_attempt_at: float,
+        reason: str,
+        http_status: int | None,
+        *,
+        lease: float,
+    ) -> bool:
+        """Release a failed attempt's claim (`lease`: its `lease_until`) and set the next
+        attempt; False, and nothing changed, when the delivery is no longer pending under
+        that claim (a stale reschedule must not clear a newer holder's lease)."""
         with self._tx() as db:
-            db.execute(
+            cursor = db.execute(
                 "UPDATE deliveries SET next_attempt_at = ?, lease_until = NULL, reason = ?, "
-                "http_status = ? WHERE delivery_id = ?",
-                (next_attempt_at, reason, http_status, delivery_id),
+                "http_status = ? WHERE delivery_id = ? AND status = ? AND lease_until = ?",
+                (next_attempt_at, reason, http_status, delivery_id, PENDING, lease),
             )
+            return cursor.rowcount == 1
 
     def expire(self, destination: str, limit: float, grace: float, now: float, why: str) -> int:
         """Dead-letter what has waited `limit` seconds: never one an attempt holds, and a

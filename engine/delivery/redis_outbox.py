@@ -12,7 +12,9 @@ Every change is one Lua script (engine/delivery/redis_scripts.py), applied whole
 - `claim` takes a pending delivery whose lease has passed and sets a new lease, in one
   step, so of several dispatchers racing for one delivery exactly one gets it; a
   dispatcher that dies holding a claim leaves a lease that expires, and another retries
-  the delivery after it (the at-least-once case the dispatcher documents);
+  the delivery after it (the at-least-once case the dispatcher documents); `finish` and
+  `reschedule` apply only while the row is still pending under the claim (the lease) the
+  attempt ran under, so a stalled dispatcher cannot overwrite a newer attempt;
 - routing a batch, sealing a digest (checked free, then written), settling a digest's
   members with their message, and `requeue` each apply all their rows or none.
 Reads that span several keys (lists for `detect alerts`, figures for `detect status`) are
@@ -287,7 +289,8 @@ class RedisOutbox:
     ) -> Delivery | None:
         """Take a pending delivery whose lease (if any) has passed, for one attempt,
         under a lease until `lease_until`: one script, so exactly one of several racing
-        dispatchers gets it. The payload is stored on the first attempt and reused."""
+        dispatchers gets it. The payload is stored on the first attempt and reused. The
+        returned row's `lease_until` is the claim's token for `finish`/`reschedule`."""
         found = self._run(
             "claim", delivery_id, _time(now), _time(lease_until), payload, int(event_count)
         )
@@ -301,21 +304,46 @@ class RedisOutbox:
         reason: str = "",
         http_status: int | None = None,
         summary_due: bool = False,
-    ) -> None:
-        self._run(
-            "finish",
-            delivery_id,
-            status,
-            _time(now),
-            reason,
-            _optional(http_status),
-            int(summary_due),
+        *,
+        lease: float | None,
+    ) -> bool:
+        """Settle a pending delivery under its claim (`lease`: the claim's `lease_until`,
+        None when settled without an attempt), as the SQLite outbox's `finish`: False, and
+        nothing written, when another worker has claimed or settled it since."""
+        return bool(
+            self._run(
+                "finish",
+                delivery_id,
+                status,
+                _time(now),
+                reason,
+                _optional(http_status),
+                int(summary_due),
+                "" if lease is None else _time(lease),
+            )
         )
 
     def reschedule(
-        self, delivery_id: int, next_attempt_at: float, reason: str, http_status: int | None
-    ) -> None:
-        self._run("reschedule", delivery_id, _time(next_attempt_at), reason, _optional(http_status))
+        self,
+        delivery_id: int,
+        next_attempt_at: float,
+        reason: str,
+        http_status: int | None,
+        *,
+        lease: float,
+    ) -> bool:
+        """Release a failed attempt's claim and set the next attempt, only while the
+        delivery is still pending under that claim (as the SQLite outbox's)."""
+        return bool(
+            self._run(
+                "reschedule",
+                delivery_id,
+                _time(next_attempt_at),
+                reason,
+                _optional(http_status),
+                _time(lease),
+            )
+        )
 
     def expire(self, destination: str, limit: float, grace: float, now: float, why: str) -> int:
         """Dead-letter what has waited `limit` seconds: never one an attempt holds, and a

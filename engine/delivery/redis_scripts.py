@@ -254,10 +254,24 @@ put(row, new)
 return flatten(new)
 """
 
-FINISH = r"""
--- ARGV: prefix, id, status, now, reason, http_status ('' for none), summary_due (0|1)
+# The claim an outcome is recorded under: ARGV[i] is the `lease_until` the claim set, or
+# '' for a delivery settled without an attempt (then: no live claim at `now`, ARGV[j]).
+_UNDER_CLAIM = r"""
+local function under_claim(row, lease, now)
+  if row.status ~= 'pending' then return false end
+  local held = num(row.lease_until)
+  if lease == '' then return held == nil or held <= tonumber(now) end
+  return held ~= nil and held == tonumber(lease)
+end
+"""
+
+FINISH = (
+    _UNDER_CLAIM
+    + r"""
+-- ARGV: prefix, id, status, now, reason, http_status ('' for none), summary_due (0|1),
+-- lease. 0, and nothing written, unless the row is still pending under that claim.
 local row = load(ARGV[2])
-if not row then return 0 end
+if not row or not under_claim(row, ARGV[8], ARGV[4]) then return 0 end
 local new = copy(row)
 new.status = ARGV[3]
 new.finished_at = ARGV[4]
@@ -269,11 +283,15 @@ put(row, new)
 settle_members(new)
 return 1
 """
+)
 
-RESCHEDULE = r"""
--- ARGV: prefix, id, next_attempt_at, reason, http_status ('' for none)
+RESCHEDULE = (
+    _UNDER_CLAIM
+    + r"""
+-- ARGV: prefix, id, next_attempt_at, reason, http_status ('' for none), lease. 0, and
+-- nothing written, unless the row is still pending under that claim.
 local row = load(ARGV[2])
-if not row then return 0 end
+if not row or not under_claim(row, ARGV[6], '0') then return 0 end
 local new = copy(row)
 new.next_attempt_at = ARGV[3]
 new.lease_until = nil
@@ -282,6 +300,7 @@ new.http_status = optional(ARGV[5])
 put(row, new)
 return 1
 """
+)
 
 EXPIRE = (
     _EXPIRES_AT

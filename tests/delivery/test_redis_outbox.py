@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import re
+import threading
 from typing import Any
 
 import pytest
@@ -64,7 +65,7 @@ def test_claim_is_exclusive_until_its_lease_passes(backend):
         again = outbox.claim(first.delivery_id, WALL0 + 50, WALL0 + 100, "body-2", 9)
         assert again is not None
         assert (again.attempts, again.payload, again.event_count) == (2, "body-1", 3)
-        outbox.finish(first.delivery_id, "sent", WALL0 + 51, "", 200)
+        outbox.finish(first.delivery_id, "sent", WALL0 + 51, "", 200, lease=again.lease_until)
         assert outbox.claim(first.delivery_id, WALL0 + 200, WALL0 + 300, "x", 1) is None
         assert outbox.counts() == {"pending": 1, "sent": 1}
         sent = outbox.deliveries([alerts[0].alert_id])[alerts[0].alert_id]
@@ -84,7 +85,7 @@ def test_retry_times_expiry_and_grace(backend):
         assert one is not None
         outbox.claim(one.delivery_id, WALL0, WALL0 + 40, "p", 1)
         # The last attempt scheduled right at the limit gets the grace to happen.
-        outbox.reschedule(one.delivery_id, WALL0 + 600, "HTTP 503", 503)
+        outbox.reschedule(one.delivery_id, WALL0 + 600, "HTTP 503", 503, lease=WALL0 + 40)
         assert outbox.next_due("soar", WALL0 + 1).alert_id == alerts[1].alert_id
         assert outbox.queue_times("soar", 600, 40) == (WALL0, WALL0 + 600)
         assert outbox.expire("soar", 600, 40, WALL0 + 600, "gave up") == 1
@@ -269,7 +270,7 @@ def test_two_outboxes_never_seal_the_same_alerts_twice(backend, receivers):
         assert [(d.purpose, d.status, d.event_count) for d in message] == [("digest", "pending", 2)]
         assert second.deliveries(["dg_b"]) == {"dg_b": []}
         # The message's outcome is its members'.
-        first.finish(message[0].delivery_id, "sent", WALL0 + 2, "", 200)
+        first.finish(message[0].delivery_id, "sent", WALL0 + 2, "", 200, lease=None)
         settled = first.deliveries([_low(1).alert_id])[_low(1).alert_id][0]
         assert (settled.status, settled.reason) == ("sent", "sent in digest dg_a")
         assert first.counts() == {"sent": 3}
@@ -334,7 +335,9 @@ def test_a_summary_is_due_once_the_window_closes_and_settles_once(backend):
     try:
         routed(outbox, [alert], ["soar", "quiet"], WALL0)
         for delivery in outbox.deliveries([alert.alert_id])[alert.alert_id]:
-            outbox.finish(delivery.delivery_id, "sent", WALL0 + 1, "", 200, summary_due=True)
+            outbox.finish(
+                delivery.delivery_id, "sent", WALL0 + 1, "", 200, summary_due=True, lease=None
+            )
         assert outbox.summaries_due("2026-05-07T11:00:00.000000Z") == []
         due = outbox.summaries_due("2026-05-07T11:00:01.000000Z")
         assert [(d.destination, body["alert_id"]) for d, body in due] == [
@@ -357,5 +360,124 @@ def test_a_summary_is_due_once_the_window_closes_and_settles_once(backend):
         closed = [(d.destination, d.status, d.finished_at, d.reason) for d in rows[2:]]
         assert closed == [("soar", "pending", None, ""), ("quiet", "silenced", WALL0 + 9, "hush")]
         assert [d.purpose for d in rows] == ["opened", "opened", "closed", "closed"]
+    finally:
+        outbox.close()
+
+
+# -- an attempt's outcome is recorded only under its own claim ------------------------------
+
+
+def test_an_outcome_is_recorded_only_under_the_claim_it_ran_under(backend):
+    """A claims; its lease runs out and B claims; A, stalled until now, reports: neither
+    its retry nor its result is recorded, so B's lease still holds and C cannot claim."""
+    alert = make_alert(1)
+    backend.save([alert])
+    outbox = backend.open()
+    try:
+        routed(outbox, [alert], ["soar"], WALL0)
+        due = outbox.next_due("soar", WALL0)
+        assert due is not None
+        key = due.delivery_id
+        a = outbox.claim(key, WALL0, WALL0 + 50, "body", 1)
+        b = outbox.claim(key, WALL0 + 50, WALL0 + 100, "body", 1)
+        assert a is not None and b is not None
+        assert not outbox.reschedule(key, WALL0 + 70, "HTTP 503", 503, lease=WALL0 + 50)
+        assert outbox.claim(key, WALL0 + 60, WALL0 + 110, "body", 1) is None
+        assert not outbox.finish(key, "dead", WALL0 + 61, "HTTP 410", 410, lease=a.lease_until)
+        # Nor is it settled without an attempt (silenced, say) while B holds it.
+        assert not outbox.finish(key, "silenced", WALL0 + 62, "hush", lease=None)
+        row = outbox.deliveries([alert.alert_id])[alert.alert_id][0]
+        assert (row.status, row.attempts, row.lease_until, row.reason, row.http_status) == (
+            "pending",
+            2,
+            WALL0 + 100,
+            "",
+            None,
+        )
+        assert outbox.next_due("soar", WALL0 + 99) is None
+        # B's own outcome is recorded, once: its claim ends with it.
+        assert outbox.finish(key, "sent", WALL0 + 63, "", 200, lease=b.lease_until)
+        assert not outbox.reschedule(key, WALL0 + 70, "HTTP 503", 503, lease=WALL0 + 100)
+        assert not outbox.finish(key, "dead", WALL0 + 64, "late", 500, lease=b.lease_until)
+        row = outbox.deliveries([alert.alert_id])[alert.alert_id][0]
+        assert (row.status, row.http_status, row.reason, row.finished_at) == (
+            "sent",
+            200,
+            "",
+            WALL0 + 63,
+        )
+        assert outbox.counts() == {"sent": 1}
+    finally:
+        outbox.close()
+
+
+def test_a_rescheduled_claim_ends_and_a_stale_one_leaves_the_next_holder_alone(backend):
+    alert = make_alert(1)
+    backend.save([alert])
+    outbox = backend.open()
+    try:
+        routed(outbox, [alert], ["soar"], WALL0)
+        key = outbox.deliveries([alert.alert_id])[alert.alert_id][0].delivery_id
+        assert outbox.claim(key, WALL0, WALL0 + 50, "body", 1) is not None
+        assert outbox.reschedule(key, WALL0 + 5, "HTTP 503", 503, lease=WALL0 + 50)
+        assert not outbox.reschedule(key, WALL0 + 9, "HTTP 502", 502, lease=WALL0 + 50)
+        again = outbox.claim(key, WALL0 + 5, WALL0 + 55, "body", 1)
+        assert again is not None and again.lease_until == WALL0 + 55
+        assert not outbox.finish(key, "sent", WALL0 + 6, "", 200, lease=WALL0 + 50)
+        assert outbox.deliveries([alert.alert_id])[alert.alert_id][0].lease_until == WALL0 + 55
+    finally:
+        outbox.close()
+
+
+def test_a_dispatcher_stalled_past_its_lease_does_not_overwrite_the_next_attempt(
+    backend, receivers, caplog
+):
+    """Dispatcher A's request hangs past its claim's lease; B claims the delivery and sends
+    it; then A's request fails. A's retry is not recorded over B's success: one line says
+    why, and the delivery stays sent as B recorded it."""
+    arrived, release = threading.Event(), threading.Event()
+    answers = iter([503, 200])
+
+    def first_hangs(_request) -> tuple[int, str, dict[str, str]]:
+        status = next(answers)
+        if status == 503:
+            arrived.set()
+            release.wait(10)
+        return status, "ok" if status == 200 else "busy", {}
+
+    hook = receivers(first_hangs)
+    destinations = {"soar": webhook(hook.url)}
+    alert = make_alert(1)
+    backend.save([alert])
+    clock_a = FakeClock(WALL0)
+    reports: list[Any] = []
+    with Dispatcher(backend.open(), destinations, clock=clock_a, sleep=clock_a.sleep) as a:
+        stalled = threading.Thread(target=lambda: reports.append(a.dispatch_pending()))
+        stalled.start()
+        try:
+            assert arrived.wait(10)
+            reader = backend.open()
+            try:
+                held = reader.deliveries([alert.alert_id])[alert.alert_id][0]
+            finally:
+                reader.close()
+            assert held.lease_until is not None and held.lease_until > WALL0
+            clock_b = FakeClock(held.lease_until)
+            with Dispatcher(backend.open(), destinations, clock=clock_b, sleep=clock_b.sleep) as b:
+                assert b.dispatch_pending().sent == 1
+        finally:
+            release.set()
+            stalled.join(10)
+    assert [(r.sent, r.retried, r.dead) for r in reports] == [(0, 0, 0)]
+    lines = [r.getMessage() for r in caplog.records if "claimed again" in r.getMessage()]
+    assert len(lines) == 1
+    assert "was claimed again by another worker after this one's lease ran out" in lines[0]
+    assert "its result (retry) is not recorded" in lines[0]
+    outbox = backend.open()
+    try:
+        row = outbox.deliveries([alert.alert_id])[alert.alert_id][0]
+        assert (row.status, row.http_status, row.reason, row.attempts) == ("sent", 200, "", 2)
+        assert row.lease_until is None
+        assert len(hook.requests) == 2
     finally:
         outbox.close()
