@@ -28,12 +28,18 @@ from tests.delivery.redis_backends import open_redis_outbox, save_redis_alerts
 FORK = multiprocessing.get_context("fork")
 
 
-def _deliver_until_done(url: str, prefix: str, destinations: dict[str, Any], sent: Any) -> None:
+def _deliver_until_done(
+    url: str, prefix: str, destinations: dict[str, Any], sent: Any, start: Any = None
+) -> None:
     """A worker's dispatcher, as `detect run` drives it: bounded passes until the shared
-    outbox holds nothing unrouted or pending; reports how many it sent itself."""
+    outbox holds nothing unrouted or pending; reports how many it sent itself. With a
+    `start` barrier, the first pass waits until every worker is ready, so a process that
+    starts late still finds work to share."""
     outbox = open_redis_outbox(url, prefix)
     total = 0
     with Dispatcher(outbox, destinations) as dispatcher:
+        if start is not None:
+            start.wait(30)
         give_up = time.monotonic() + 30
         while time.monotonic() < give_up:
             total += dispatcher.dispatch_pending(deadline=time.time() + 0.2).sent
@@ -49,8 +55,11 @@ def test_three_processes_deliver_200_alerts_exactly_once(redis_server, redis_pre
     save_redis_alerts(redis_server, prefix, alerts)
     destinations = {"soar": webhook(hook.url)}
     sent = FORK.Queue()
+    start = FORK.Barrier(3)
     workers = [
-        FORK.Process(target=_deliver_until_done, args=(redis_server, prefix, destinations, sent))
+        FORK.Process(
+            target=_deliver_until_done, args=(redis_server, prefix, destinations, sent, start)
+        )
         for _ in range(3)
     ]
     for worker in workers:
