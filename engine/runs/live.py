@@ -335,6 +335,10 @@ class Watchdog:
         self._seen = -1
         self._since = clock()
         self.stalled = False
+        # The source health whose `stalled` episode this watchdog opened: the one to
+        # close, even when the runner now shows another's (a worker's pass in hand,
+        # engine/runs/workers.py's `PassInHand`, may have moved to the next organization).
+        self._stalled_health: Any = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -349,12 +353,14 @@ class Watchdog:
             self._since = now
             if self.stalled:
                 self.stalled = False
-                if health is not None:
-                    health.progressing(datetime.fromtimestamp(now, tz=UTC))
+                stalled, self._stalled_health = self._stalled_health, None
+                if stalled is not None:
+                    stalled.progressing(datetime.fromtimestamp(now, tz=UTC))
                 else:
                     log.info("the pipeline moves again")
         elif now - self._since >= self.after.total_seconds() and not self.stalled:
             self.stalled = True
+            self._stalled_health = health
             since = datetime.fromtimestamp(self._since, tz=UTC)
             if health is not None:
                 health.stalled(datetime.fromtimestamp(now, tz=UTC), since, pending, self.after)

@@ -264,7 +264,25 @@ def test_the_watchdog_watches_the_pass_in_hand(
     held.runner.pipeline.progress += 1
     now[0] += 1
     assert not watchdog.check()
+    assert "stalled" not in held.runner.health.store.get_meta("source_health")  # closed
+    # A stalled pass that ends before the watchdog looks again: the episode it opened is
+    # closed on that organization, not on the next pass's (nor left open for good).
+    now[0] += 31
+    assert watchdog.check()
+    assert "stalled" in held.runner.health.store.get_meta("source_health")
     held.runner.in_hand = 0
+    worker.stuck = worker.running["org_c"]
+    now[0] += 1
+    assert not watchdog.check()
+    assert "stalled" not in held.runner.health.store.get_meta("source_health")
+    # and again, with nothing in hand after it (between two passes)
+    worker.stuck, held.runner.in_hand = held, 50
+    assert not watchdog.check()
+    now[0] += 31
+    assert watchdog.check()
+    held.runner.in_hand, worker.stuck = 0, None
+    assert not watchdog.check()
+    assert "stalled" not in held.runner.health.store.get_meta("source_health")
     worker.close()
 
 
