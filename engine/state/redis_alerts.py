@@ -8,7 +8,8 @@ writes (docs/state.md):
 - `{prefix}alerts:opened` ZSET id -> opening time (epoch), for `recent`;
 - `{prefix}alerts:ids` ZSET of the ids at one score, for `ids_starting` (by prefix);
 - `{prefix}alerts:kinds` HASH kind -> how many alerts;
-- `{prefix}partitions` SET, and each partition's `{prefix}p:{partition}:meta` HASH.
+- `{prefix}partitions` SET, and each partition's `{prefix}p:{partition}:meta` HASH;
+- `{prefix}lease:{partition}`, whether a worker holds the partition (engine/runs/leases.py).
 """
 
 from __future__ import annotations
@@ -17,10 +18,14 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from engine.state.redis_store import CHUNK, text
+from engine.state.redis_store import CHUNK, COMMITTED_AT, text
 
 if TYPE_CHECKING:
     import redis
+
+LIVE_AFTER_COMMIT = 3600.0
+"""Seconds a partition no one holds still counts in `meta` after its last commit (on
+the server's clock, as the commit script records it)."""
 
 
 class RedisAlertRows:
@@ -97,15 +102,51 @@ class RedisAlertRows:
         return found[:limit]
 
     def meta(self, key: str) -> Any | None:
-        """A meta entry, the lowest over the partitions that hold it: the `watermark` is
-        the event time every organization has reached, so digests and summaries never
-        run ahead of a lagging one (watermarks are RFC 3339 text of one form, so they
-        compare as the times do)."""
-        values = [v for v in self.partition_meta(key).values() if v is not None]
+        """A meta entry, the lowest over the live partitions that hold it
+        (`live_partitions`): the `watermark` is the event time every organization at work
+        has reached, so digests and summaries never run ahead of a lagging one, and one
+        that stopped (no longer configured, or a replay's `*` done with) does not hold
+        them back for good. Watermarks are RFC 3339 text of one form, so they compare as
+        the times do."""
+        live = self.live_partitions()
+        values = [v for p, v in self.partition_meta(key).items() if v is not None and p in live]
         try:
             return min(values) if values else None
         except TypeError:  # values that do not compare: no lowest
             return None
+
+    def live_partitions(self) -> set[str]:
+        """The partitions a worker (or a replay) holds the lease of, and those that
+        committed within the last `LIVE_AFTER_COMMIT` seconds (the server's clock): an
+        organization between two holders (its worker died, or stopped and its
+        successor has not started yet) still counts for that long, and a partition no
+        one writes any more (no longer configured, a replay's `*`) stops counting an
+        hour after its last commit. With none held and none committed lately (a state
+        read well after its last run), those that committed within `LIVE_AFTER_COMMIT`
+        of the newest commit; every partition when none has a commit time (a state
+        written before commit times were kept)."""
+        partitions = self.partitions()
+        if not partitions:
+            return set()
+        pipe = self._client.pipeline(transaction=False)
+        pipe.time()
+        for partition in partitions:
+            pipe.exists(f"{self._prefix}lease:{partition}")
+            pipe.hget(f"{self._prefix}p:{partition}:meta", COMMITTED_AT)
+        (seconds, micro), *replies = pipe.execute()
+        live = {p for p, held in zip(partitions, replies[::2], strict=True) if held}
+        committed: dict[str, float] = {}
+        for partition, raw in zip(partitions, replies[1::2], strict=True):
+            try:
+                committed[partition] = float(json.loads(raw))
+            except (TypeError, ValueError):  # none (an older state's), or not a number
+                continue
+        now = seconds + micro / 1e6
+        live.update(p for p, at in committed.items() if at >= now - LIVE_AFTER_COMMIT)
+        if not live and committed:
+            newest = max(committed.values())
+            live = {p for p, at in committed.items() if at >= newest - LIVE_AFTER_COMMIT}
+        return live or set(partitions)
 
     def partitions(self) -> list[str]:
         """The partitions that have committed, sorted."""

@@ -45,7 +45,7 @@ local alerts_at = meta_at + nmeta * 2
 local want = {}
 want[base .. 'ns'] = 'set'
 want[prefix .. 'partitions'] = 'set'
-if nmeta > 0 then want[base .. 'meta'] = 'hash' end
+want[base .. 'meta'] = 'hash'
 if nalert > 0 then
   want[prefix .. 'alerts:seq'] = 'string'
   want[prefix .. 'alerts:notify'] = 'zset'
@@ -116,6 +116,10 @@ end
 for i = meta_at, alerts_at - 1, 2 do
   redis.call('HSET', base .. 'meta', ARGV[i], ARGV[i + 1])
 end
+-- When the partition last committed, on the server's clock (one clock for every
+-- worker): the shared watermark counts the partitions that committed lately.
+local now = redis.call('TIME')
+redis.call('HSET', base .. 'meta', 'committed_at', now[1] .. '.' .. string.format('%06d', now[2]))
 redis.call('SADD', prefix .. 'partitions', partition)
 
 -- Alerts are shared by every partition. A notification owed stays owed, and keeps the

@@ -65,6 +65,9 @@ CHUNK = 1000
 # A partition of at most this many keys is read whole at its first read (`_prefetch`).
 PREFETCH_KEYS = 20_000
 WATERMARK = "watermark"
+# The meta entry the commit script sets to the server's time (epoch seconds) at each
+# commit: which partitions are live (engine/state/redis_alerts.py).
+COMMITTED_AT = "committed_at"
 
 
 def dumps(value: Any) -> str:

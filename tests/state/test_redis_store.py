@@ -118,6 +118,58 @@ def test_partitions_keep_their_state_apart_and_share_the_alerts(redis_client, re
         RedisStore(redis_client, redis_prefix, "org:1")
 
 
+def test_the_shared_watermark_counts_only_the_live_partitions(redis_client, redis_prefix):
+    """The lowest watermark over the partitions held or lately committed: a replay's `*`
+    or an organization no longer configured, done with for over an hour, holds no one's
+    summaries back; one between two holders still counts."""
+    import json
+
+    def commit(partition: str, watermark: str) -> None:
+        store = RedisStore(redis_client, redis_prefix, partition)
+        store.set_meta("watermark", watermark)
+        store.commit()
+
+    def committed_at(partition: str) -> float:
+        return json.loads(redis_client.hget(f"{redis_prefix}p:{partition}:meta", "committed_at"))
+
+    def age(partition: str, seconds: float) -> None:
+        """As if the partition's last commit had been `seconds` earlier."""
+        at = committed_at(partition) - seconds
+        redis_client.hset(f"{redis_prefix}p:{partition}:meta", "committed_at", json.dumps(at))
+
+    commit("*", "2026-05-07T08:00:00.000000Z")  # a replay's
+    commit("org-gone", "2026-05-07T09:00:00.000000Z")  # no longer configured
+    commit("org-a", "2026-05-07T12:00:00.000000Z")
+    commit("org-b", "2026-05-07T11:00:00.000000Z")
+    seconds, micro = redis_client.time()  # the commit time is the server's
+    assert abs(committed_at("org-b") - (seconds + micro / 1e6)) < 5
+    rows = RedisAlertRows(redis_client, redis_prefix)
+    # all four committed just now (a replay with no workers): all four count
+    assert rows.meta("watermark") == "2026-05-07T08:00:00.000000Z"
+    age("*", 3601)
+    age("org-gone", 7200)
+    assert rows.live_partitions() == {"org-a", "org-b"}
+    assert rows.meta("watermark") == "2026-05-07T11:00:00.000000Z"
+    # workers hold org-a and org-b, whose last commits are old too (quiet): they count
+    for partition in ("org-a", "org-b"):
+        redis_client.set(f"{redis_prefix}lease:{partition}", "w1/token", px=30_000)
+        age(partition, 86_400)
+    assert rows.live_partitions() == {"org-a", "org-b"}
+    assert rows.meta("watermark") == "2026-05-07T11:00:00.000000Z"
+    # org-b's worker stopped; its successor has not started: org-b still counts
+    redis_client.delete(f"{redis_prefix}lease:org-b")
+    age("org-b", -86_400)
+    assert rows.meta("watermark") == "2026-05-07T11:00:00.000000Z"
+    # every worker gone a day: the partitions of the last hour of commits (`*`, org-gone)
+    redis_client.delete(f"{redis_prefix}lease:org-a")
+    age("org-b", 2 * 86_400)
+    assert rows.live_partitions() == {"*", "org-gone"}
+    # a state written before commit times were kept, nothing held: every partition
+    for partition in rows.partitions():
+        redis_client.hdel(f"{redis_prefix}p:{partition}:meta", "committed_at")
+    assert rows.meta("watermark") == "2026-05-07T08:00:00.000000Z"
+
+
 def test_expiring_values_carry_a_ttl_from_the_partitions_event_time(redis_client, redis_prefix):
     store = RedisStore(redis_client, redis_prefix, "org-1")
     store.set_meta("watermark", WATERMARK)
