@@ -32,6 +32,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Protocol
 
+from engine.delivery.outbox_alerts import OutboxAlerts
 from engine.state.files import create_private
 from engine.state.schema import check_file, file_version, reraise, rollback
 from engine.state.sqlite import AlertRows
@@ -296,7 +297,7 @@ def _delivery(row: Sequence[Any]) -> Delivery:
     return Delivery(*row)
 
 
-class Outbox:
+class Outbox(OutboxAlerts):
     def __init__(self, path: str | Path, create: bool = True) -> None:
         self.path = Path(path)
         if create:
@@ -368,25 +369,6 @@ class Outbox:
             routed = self._routed(ids)
             found.extend(alert_id for alert_id in ids if alert_id not in routed)
         return found[:limit]
-
-    def unrouted_alerts(self, limit: int = 500) -> list[dict[str, Any]]:
-        """New alerts owed a notification that routing has not seen, in commit order."""
-        ids = self._unrouted_ids(limit)
-        bodies = self._alerts.bodies(ids)
-        return [bodies[alert_id] for alert_id in ids if alert_id in bodies]
-
-    def alert(self, alert_id: str) -> dict[str, Any] | None:
-        return self._alerts.body(alert_id)
-
-    def find_alert_ids(self, prefix: str) -> list[str]:
-        return self._alerts.ids_starting(prefix, 5)
-
-    def recent_alerts(self, limit: int, rule: str | None = None) -> list[dict[str, Any]]:
-        return self._alerts.recent(limit, rule)
-
-    def watermark(self) -> str | None:
-        """Event time the pipeline has reached (its meta `watermark`), RFC 3339."""
-        return self._alerts.meta("watermark")
 
     # -- routing ---------------------------------------------------------------------
 

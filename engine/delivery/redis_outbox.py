@@ -31,7 +31,7 @@ import secrets
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
-from typing import Any, Protocol
+from typing import Any
 
 from engine.delivery.outbox import (
     DIGEST,
@@ -41,18 +41,8 @@ from engine.delivery.outbox import (
     PlannedDelivery,
     Silence,
 )
+from engine.delivery.outbox_alerts import AlertReader, OutboxAlerts
 from engine.delivery.redis_scripts import SCRIPTS
-
-
-class AlertReader(Protocol):
-    """The alerts the state store wrote: `RedisAlertRows` (engine/state/redis_alerts.py)."""
-
-    def notify_ids(self, after: int = 0, limit: int = ...) -> list[tuple[int, str]]: ...
-    def bodies(self, alert_ids: Sequence[str]) -> dict[str, dict[str, Any]]: ...
-    def body(self, alert_id: str) -> dict[str, Any] | None: ...
-    def ids_starting(self, prefix: str, limit: int = 5) -> list[str]: ...
-    def recent(self, limit: int, rule: str | None = None) -> list[dict[str, Any]]: ...
-    def meta(self, key: str) -> Any | None: ...
 
 
 def _text(value: Any) -> str:
@@ -108,7 +98,7 @@ def _delivery(row: Mapping[str, str]) -> Delivery:
     )
 
 
-class RedisOutbox:
+class RedisOutbox(OutboxAlerts):
     """The outbox under `{prefix}outbox:` of a Redis the workers share.
 
     `client` is a `redis.Redis` (`open_redis(settings)` builds one from the
@@ -180,25 +170,6 @@ class RedisOutbox:
         if advance and through > start:
             self._run("routed_through", through)
         return found[:limit]
-
-    def unrouted_alerts(self, limit: int = 500) -> list[dict[str, Any]]:
-        """New alerts owed a notification that routing has not seen, in commit order."""
-        ids = self._unrouted_ids(limit)
-        bodies = self._alerts.bodies(ids)
-        return [bodies[alert_id] for alert_id in ids if alert_id in bodies]
-
-    def alert(self, alert_id: str) -> dict[str, Any] | None:
-        return self._alerts.body(alert_id)
-
-    def find_alert_ids(self, prefix: str) -> list[str]:
-        return self._alerts.ids_starting(prefix, 5)
-
-    def recent_alerts(self, limit: int, rule: str | None = None) -> list[dict[str, Any]]:
-        return self._alerts.recent(limit, rule)
-
-    def watermark(self) -> str | None:
-        """Event time every partition has reached (the lowest watermark), RFC 3339."""
-        return self._alerts.meta("watermark")
 
     # -- routing ---------------------------------------------------------------------
 

@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 
 from engine.delivery.dispatcher import Dispatcher
-from engine.delivery.outbox import DestinationState, OutboxStore, PlannedDelivery
+from engine.delivery.outbox import DestinationState, Outbox, OutboxStore, PlannedDelivery
+from engine.delivery.outbox_alerts import OutboxAlerts
+from engine.delivery.redis_outbox import RedisOutbox
 from tests.delivery.conftest import WALL0, FakeClock, make_alert, webhook
 from tests.delivery.redis_backends import Backend, redis_backend, sqlite_backend
 
@@ -481,3 +483,11 @@ def test_a_dispatcher_stalled_past_its_lease_does_not_overwrite_the_next_attempt
         assert len(hook.requests) == 2
     finally:
         outbox.close()
+
+
+def test_both_outboxes_read_the_alerts_through_one_implementation():
+    """The alert reads are written once (`OutboxAlerts`), so the backends cannot drift:
+    only how each finds the unrouted alerts is its own."""
+    for name in ("unrouted_alerts", "alert", "find_alert_ids", "recent_alerts", "watermark"):
+        shared = getattr(OutboxAlerts, name)
+        assert getattr(Outbox, name) is shared and getattr(RedisOutbox, name) is shared, name
