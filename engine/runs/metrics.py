@@ -384,8 +384,8 @@ class WorkerMetrics:
     it ran before (`Worker.retired`), so they never go down when an organization moves
     to another worker; summed over the workers they give the whole. The time figures are
     one sample per organization held (label `organization`): an organization shows on
-    the worker that polls it. `outbox` (the shared `RedisOutbox`) gives the depth and
-    oldest age every worker shows alike."""
+    the worker that polls it. The dispatcher's outbox (the shared `RedisOutbox`) gives
+    the depth and oldest age every worker shows alike."""
 
     def __init__(
         self,
@@ -395,7 +395,6 @@ class WorkerMetrics:
         rule_ids: Iterable[str],
         watchdog: Watchdog | None = None,
         dispatcher: Dispatcher | None = None,
-        outbox: Any = None,
         destinations: Iterable[str] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -404,7 +403,7 @@ class WorkerMetrics:
         self.rule_ids = list(rule_ids)
         self.watchdog = watchdog
         self.dispatcher = dispatcher
-        self.outbox = outbox if outbox is not None else getattr(dispatcher, "outbox", None)
+        self.outbox: Any = dispatcher.outbox if dispatcher is not None else None
         self.destinations = sorted(destinations)
         self.clock = clock
         self.host = socket.gethostname()
