@@ -266,10 +266,13 @@ class Worker:
         if held is None:
             return
         with self._lock:
-            if release:
-                self.leases.release(partition, held.token)
-            else:
+            if not release:
                 self.leases.forget(partition, held.token)
+            else:
+                try:
+                    self.leases.release(partition, held.token)
+                except Exception:
+                    log.warning("releasing %s failed; its lease runs out", partition, exc_info=True)
         held.runner.poller.client.close()
 
     def _save(self, partition: str) -> None:
@@ -312,7 +315,9 @@ class Worker:
         held.due = self.clock() + self.poll_interval
         if runner.abandoned:
             # Stopped mid-page (a lost lease, a stop): its memory must never be committed.
-            self._drop(held.partition)
+            # A lease still ours (this worker stops) is given back, so another worker need
+            # not wait a TTL; one lost is no longer held, and the release touches nothing.
+            self._drop(held.partition, release=True)
             return
         if not result.ok and self.once:
             self.failed = True
@@ -348,7 +353,9 @@ class Worker:
 
     def close(self) -> None:
         """Save every partition between two pages, then release every lease (once). A
-        Redis that fails now is logged: the leases then run out by themselves."""
+        partition that fails to save is logged and released all the same (the next holder
+        reads its last page again); a Redis that fails now is logged: the leases then run
+        out by themselves."""
         if self._closed:
             return
         self._closed = True
@@ -357,14 +364,19 @@ class Worker:
             self._thread.join(timeout=self.leases.ttl)
         try:
             for partition in list(self.running):
-                if self.running[partition].runner.abandoned:
-                    self._drop(partition)
-                else:
-                    self._save(partition)
-            with self._lock:
-                self.leases.leave()
-        except Exception:
-            log.exception("stopping: the leases could not all be saved and released")
+                try:
+                    if self.running[partition].runner.abandoned:
+                        self._drop(partition, release=True)
+                    else:
+                        self._save(partition)
+                except Exception:
+                    log.exception("stopping: %s could not be saved", partition)
+        finally:
+            try:
+                with self._lock:
+                    self.leases.leave()
+            except Exception:
+                log.exception("stopping: the leases could not be released")
 
 
 class _Idle:

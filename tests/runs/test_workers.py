@@ -182,6 +182,75 @@ def test_a_lease_lost_and_taken_again_in_one_step_is_run_under_the_new_token(
     assert checkpoint(redis_client, redis_prefix, "org_a")["cursor"] == newest(feeds["org_a"])
 
 
+def test_a_stop_mid_page_releases_that_lease_too(
+    api, ruleset, redis_server, redis_client, redis_prefix
+):
+    """SIGTERM (`request_stop`) in the middle of a page: the page is dropped unsaved, and
+    its organization's lease released with the others, not left to run out a TTL."""
+    config = config_of(api, redis_server, redis_prefix)
+    stopping = []
+
+    def make_runner(partition, store):
+        runner = build_runner(partition, ruleset, store)
+        process = runner.pipeline.process
+
+        def stop_on_the_tenth(record):
+            stopping.append(record)
+            if len(stopping) == 10:
+                one.request_stop()
+            return process(record)
+
+        runner.pipeline.process = stop_on_the_tenth
+        return runner
+
+    leases = Leases(redis_client, prefix=redis_prefix, ttl=2, worker_id="stopped")
+    one = Worker(
+        config,
+        redis_client,
+        make_runner,
+        leases=leases,
+        open_store=lambda p, lease: RedisStore(
+            redis_client, redis_prefix, partition=p, lease=lease
+        ),
+        once=True,
+    ).start()
+    assert one.run() == 0
+    one.close()
+    assert len(stopping) == 10  # the stop came mid-page: nothing of it was committed
+    for org in ORGS:
+        assert redis_client.get(lease_key(redis_prefix, org)) is None
+        assert checkpoint(redis_client, redis_prefix, org) is None
+    assert not redis_client.zrange(f"{redis_prefix}workers", 0, -1)
+
+
+def test_a_save_that_fails_on_close_still_releases_every_lease(
+    api, ruleset, redis_server, redis_client, redis_prefix, caplog
+):
+    """One organization's state cannot be written on a clean stop: that is logged, and
+    every lease is released all the same (its own too: the next holder reads its last
+    page again)."""
+    from engine.errors import StateWriteError
+
+    class Failing(RedisStore):
+        failing = False
+
+        def commit(self) -> None:
+            if Failing.failing and self.partition == ORGS[0]:
+                raise StateWriteError("the disk is full")
+            super().commit()
+
+    config = config_of(api, redis_server, redis_prefix)
+    one = worker(config, redis_client, ruleset, redis_prefix, Failing, name="failing").start()
+    assert one.run() == 0
+    Failing.failing = True
+    with caplog.at_level(logging.ERROR, logger="engine.runs.workers"):
+        one.close()
+    for org in ORGS:
+        assert redis_client.get(lease_key(redis_prefix, org)) is None
+    assert not redis_client.zrange(f"{redis_prefix}workers", 0, -1)
+    assert f"{ORGS[0]} could not be saved" in caplog.text
+
+
 def test_status_shows_workers_leases_and_lag(
     api, ruleset, redis_server, redis_client, redis_prefix, tmp_path, cli
 ):
