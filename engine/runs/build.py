@@ -10,6 +10,7 @@ outbox holds.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
@@ -29,8 +30,11 @@ from engine.sources.reorder import reorder, sort_all
 from engine.state.store import MemoryStore, StateStore
 
 if TYPE_CHECKING:
+    from datetime import timedelta
+
     from engine.delivery.dispatcher import Dispatcher, DispatchReport
     from engine.runs.forked import ChildReport
+    from engine.runs.leases import Leases
     from engine.sources.health import SourceHealth
     from engine.sources.poller import Poller
 
@@ -40,9 +44,9 @@ Records = Iterator[ActivityRecord | Rejected]
 def open_store(path: Path | str | None, state: StateConfig | None = None) -> StateStore:
     """The state store of a run: the SQLite file at `path`, or memory without one; with
     `state` (the configuration's `state:`) of `backend: redis`, the configured Redis
-    instead, checked for persistence and eviction first, as partition `*` with no lease
-    (one process writes it, as a replay does; workers open their partitions' stores
-    themselves, each fenced by its lease)."""
+    instead, checked for persistence and eviction first, as partition `*` under its
+    lease (`open_redis_store`; workers open their partitions' stores themselves, each
+    fenced by its lease)."""
     if state is not None and state.backend == "redis":
         return open_redis_store(state)
     if path is None:
@@ -53,8 +57,12 @@ def open_store(path: Path | str | None, state: StateConfig | None = None) -> Sta
 
 
 def open_redis_store(state: StateConfig, partition: str = "*") -> StateStore:
-    """The configured Redis's store of `partition`, without a lease; it closes the
-    client with itself."""
+    """The configured Redis's store of `partition`, fenced by the partition's lease,
+    which it takes as a worker does (the same key, `state.redis.lease_ttl`, a token of
+    its own), keeps by a thread while open and gives back on close. Workers without
+    `organization_ids` hold `*` too: without the lease a replay would be a second,
+    unfenced writer of their partition. A lease held by anyone else is refused
+    (`StateInUseError`, one line). It closes the client with itself."""
     from engine.state.redis_connect import check_redis_safety, open_redis
     from engine.state.redis_store import RedisStore
 
@@ -64,10 +72,74 @@ def open_redis_store(state: StateConfig, partition: str = "*") -> StateStore:
     client = open_redis(settings)
     try:
         check_redis_safety(client)
+        held = _HeldLease.take(client, settings.key_prefix, partition, settings.lease_ttl)
     except BaseException:
         client.close()
         raise
-    return RedisStore(client, settings.key_prefix, partition, close_client=True)
+    return RedisStore(
+        client,
+        settings.key_prefix,
+        partition,
+        lease=held.lease,
+        close_client=True,
+        on_close=held.stop,
+    )
+
+
+class _HeldLease:
+    """One partition's lease, taken for a store outside worker mode (a replay, the
+    benchmark) and renewed every third of its TTL by a daemon thread until `stop`. A
+    renewal that finds the lease gone ends the thread: the store's fence then refuses
+    the next commit (`LeaseLost`)."""
+
+    def __init__(self, leases: Leases, partition: str) -> None:
+        self.leases = leases
+        self.partition = partition
+        self.lease: tuple[str, str] = leases.lease(partition)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(
+            target=self._renew, name=f"detect-lease-{partition}", daemon=True
+        )
+        self.thread.start()
+
+    @classmethod
+    def take(cls, client: Any, prefix: str, partition: str, ttl: timedelta) -> _HeldLease:
+        from engine.errors import StateInUseError
+        from engine.runs.leases import Leases, holder_of, new_worker_id
+
+        leases = Leases(
+            client, prefix=prefix, ttl=ttl.total_seconds(), worker_id=f"replay-{new_worker_id()}"
+        )
+        for _ in range(2):  # once more when the holder's lease ran out as we looked
+            if leases.acquire(partition):
+                return cls(leases, partition)
+            token = client.get(leases.key(partition))
+            if token is not None:
+                holder = holder_of(token.decode() if isinstance(token, bytes) else token)
+                raise StateInUseError(
+                    f"partition {partition} is held by worker {holder}: stop the workers "
+                    "or replay under another key_prefix"
+                )
+        raise StateInUseError(f"partition {partition}'s lease could not be taken: try again")
+
+    def _renew(self) -> None:
+        import redis
+
+        while not self.stopping.wait(self.leases.ttl / 3):
+            try:
+                if not self.leases.renew(self.partition):
+                    return
+            except redis.RedisError:
+                continue  # the next beat tries again; the fence guards the meantime
+
+    def stop(self) -> None:
+        """Stop renewing and give the lease back (another may take it at once)."""
+        import redis
+
+        self.stopping.set()
+        self.thread.join()
+        with contextlib.suppress(redis.RedisError):  # else it runs out by its TTL
+            self.leases.release(self.partition)
 
 
 def pipeline(

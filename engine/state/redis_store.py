@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -111,6 +111,7 @@ class RedisStore:
         *,
         cache_size: int = 100_000,
         close_client: bool = False,
+        on_close: Callable[[], None] | None = None,
     ) -> None:
         self.client = client
         self.prefix = prefix
@@ -118,6 +119,9 @@ class RedisStore:
         self.lease = lease
         self.cache_size = cache_size
         self.close_client = close_client
+        # Called by `close()` after the last commit, before the client closes: the opener
+        # lets go of what it holds for the store (`open_redis_store`'s lease).
+        self.on_close = on_close
         self.base = f"{prefix}p:{partition}:"
         self.round_trips = 0
         # The lease was found lost: every later commit raises `LeaseLost` at once.
@@ -383,11 +387,15 @@ class RedisStore:
 
     def close(self) -> None:
         """Commit what is buffered (after `LeaseLost`, drop it: the partition's new holder
-        writes it again from the checkpoint); close the client when the store was given it
-        to own (`open_store`)."""
+        writes it again from the checkpoint); then `on_close`; close the client when the
+        store was given it to own (`open_store`)."""
         try:
             if not self.lost:
                 self.commit()
         finally:
-            if self.close_client:
-                self.client.close()
+            try:
+                if self.on_close is not None:
+                    self.on_close()
+            finally:
+                if self.close_client:
+                    self.client.close()

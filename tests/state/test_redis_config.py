@@ -156,7 +156,8 @@ def test_open_store_picks_the_configured_backend(tmp_path, redis_server, redis_p
     redis = load_config(path)
     store = open_store(redis.state.path, redis.state)
     assert isinstance(store, RedisStore)
-    assert (store.prefix, store.partition, store.lease) == (redis_prefix, "*", None)
+    assert (store.prefix, store.partition) == (redis_prefix, "*")
+    assert store.lease[0] == f"{redis_prefix}lease:*"  # fenced (test_redis_replay_lease.py)
     store.put("ns", "k", 1)
     store.close()  # commits, and closes the client it owns
     again = open_store(None, redis.state)
