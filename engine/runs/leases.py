@@ -32,6 +32,7 @@ import secrets
 import socket
 import time
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,13 +86,19 @@ def fair_share(partitions: int, live_workers: int) -> int:
 class Balance:
     """What one `Leases.balance` step changed: partitions newly acquired, partitions whose
     renewal failed (another worker holds them now: stop at once, write nothing), and
-    partitions over the fair share (stop their pipeline, then `release`)."""
+    partitions over the fair share (stop their pipeline, then `release`). `eager`: this
+    worker is below its share and a partition may come free soon (one is free, or another
+    worker holds more than its share and hands the surplus back at the end of its pass),
+    so the next step is worth taking early; below the share with every partition held by
+    workers at or under theirs (ten organizations over three workers, 4/4/2), nothing
+    will come free until a worker joins or leaves."""
 
     acquired: list[str] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)
     surplus: list[str] = field(default_factory=list)
     share: int = 0
     live_workers: int = 1
+    eager: bool = False
 
 
 @dataclass(frozen=True)
@@ -250,7 +257,21 @@ class Leases:
                 if partition not in self.held and self.acquire(partition):
                     wanted.append(partition)
                     result.acquired.append(partition)
+            if len(wanted) < result.share:
+                result.eager = self._coming_free(partitions, result.share)
         return result
+
+    def _coming_free(self, partitions: Sequence[str], share: int) -> bool:
+        """Whether a partition this worker lacks is free, or held by a worker over the
+        share (one MGET)."""
+        others = [p for p in partitions if p not in self.held]
+        if not others:
+            return False
+        tokens = self.client.mget([self.key(p) for p in others])
+        holders = Counter(holder_of(_text(t)) if t is not None else None for t in tokens)
+        if holders.pop(None, 0):
+            return True
+        return any(count > share for count in holders.values())
 
     def _rotated(self, partitions: Sequence[str]) -> list[str]:
         """The partitions starting at an offset of this worker's own, so workers starting

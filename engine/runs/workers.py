@@ -50,8 +50,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 WHOLE_FEED = "*"
-# Seconds between balance steps while a worker holds less than its fair share: each step
-# is one SET NX per partition it lacks, cheap for Redis.
+# Seconds between balance steps while a worker holds less than its fair share and a
+# partition may come free soon (`Balance.eager`): each step is one SET NX per partition
+# it lacks and one MGET, cheap for Redis.
 EAGER_INTERVAL = 0.5
 
 
@@ -132,6 +133,7 @@ class Worker:
         self.changed = threading.Event()  # the balance thread has news for the main loop
         self.failed = False
         self.share = len(self.partitions)  # the fair share, as of the last balance step
+        self.eager = False  # whether the last step asks for the next one early
         self._lock = threading.Lock()  # `leases` and the lists below
         self._lost: set[str] = set()
         self._surplus: set[str] = set()
@@ -154,6 +156,7 @@ class Worker:
         with self._lock:
             step = self.leases.balance(self.partitions)
             self.share = step.share
+            self.eager = step.eager
             self._lost.update(step.lost)
             self._surplus.update(step.surplus)
             current = self._current
@@ -175,8 +178,10 @@ class Worker:
 
     def _keep_leases(self) -> None:
         """A balance step every TTL/3; every `EAGER_INTERVAL` while this worker holds less
-        than its share, so a partition another worker hands back (or a dead one's) is
-        taken within a fraction of a second rather than a third of the TTL."""
+        than its share and a partition may come free (another worker is over its share),
+        so a partition handed back is taken within a fraction of a second rather than a
+        third of the TTL. Below the share with nothing to come free (ten organizations
+        over three workers: 4/4/2), the steps stay TTL/3 apart."""
         interval = self.leases.ttl / 3
         while not self.stopping.wait(interval):
             try:
@@ -185,8 +190,8 @@ class Worker:
                 # Redis unreachable: the leases run out on their own and the fence refuses
                 # the commits; keep trying, the next step may get through.
                 log.exception("renewing the leases failed; trying again in %.1fs", interval)
-            wanting = len(self.leases.held) < self.share
-            interval = min(self.leases.ttl / 3, EAGER_INTERVAL) if wanting else self.leases.ttl / 3
+            eager = self.eager and len(self.leases.held) < self.share
+            interval = min(self.leases.ttl / 3, EAGER_INTERVAL) if eager else self.leases.ttl / 3
 
     def start(self) -> Worker:
         self.balance()

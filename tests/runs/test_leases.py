@@ -84,6 +84,26 @@ def test_a_first_worker_hands_back_its_surplus_when_others_join(redis_client, re
     assert sum(len(w.held) for w in (first, second, third)) == 10
 
 
+def test_below_its_share_a_worker_is_eager_only_while_a_partition_may_come_free(
+    redis_client, redis_prefix
+):
+    """A worker joining one that holds everything is below its share and the other is
+    over it: the surplus comes back soon, worth a step every half second. Once ten are
+    spread over three (4/4/2 or 4/3/3) a worker below its share of 4 stays there, and
+    nothing comes free until a worker joins or leaves: no eager steps (it took one
+    every half second, for good)."""
+    clock = Clock()
+    first, second, third = workers(redis_client, redis_prefix, clock, 3)
+    assert not first.balance(ORGS).eager and len(first.held) == 10
+    step = second.balance(ORGS)
+    assert step.share == 5 and not second.held and step.eager
+    settle([first, second, third], ORGS)
+    steps = {w.worker_id: w.balance(ORGS) for w in (first, second, third)}
+    below = [w for w in (first, second, third) if len(w.held) < steps[w.worker_id].share]
+    assert below and sum(len(w.held) for w in (first, second, third)) == 10
+    assert not any(step.eager for step in steps.values())
+
+
 def test_a_dead_workers_partitions_are_taken_over_after_their_ttl(redis_client, redis_prefix):
     clock = Clock()
     group = workers(redis_client, redis_prefix, clock, 3)
