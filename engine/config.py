@@ -107,7 +107,8 @@ class RedisSettings(_Strict):
     # A CA bundle to verify a rediss:// server with instead of the system store.
     ca_file: Path | None = None
     key_prefix: str = Field(default="detect:", min_length=1, max_length=64)
-    # A worker's lease on a partition lasts this long unless renewed (DESIGN.md §8).
+    # A worker's lease on a partition (an organization, or `*`) lasts this long unless
+    # renewed; another worker takes the partition over once it runs out (docs/scaling.md).
     lease_ttl: timedelta = timedelta(seconds=30)
     # One command's connect and reply timeout.
     timeout: timedelta = timedelta(seconds=10)

@@ -1,5 +1,5 @@
 """The Redis state store: one partition (an organization, or `*` for a key's whole feed)
-of a state shared by several workers (DESIGN.md §8, docs/state.md).
+of a state shared by several workers (docs/state.md, docs/scaling.md).
 
 Like the SQLite store, writes are buffered in memory and applied at `commit()`, here as
 ONE Lua script (engine/state/redis_scripts.py) that first checks the partition's lease
@@ -28,8 +28,10 @@ Round trips to Redis (`round_trips` counts them, for `detect bench`):
 - `alerts()`: a commit, then two.
 So a replay costs about one round trip per commit (1000 activities), plus, over the
 state of an earlier run larger than `PREFETCH_KEYS`, one per stored key it reads.
-Measured (20,000 generated activities, the bundled rules, a local server): 34 round
-trips into a fresh partition, 36 over the first run's 4,507 keys.
+Measured (20,000 generated activities, seed 1, the bundled rules, a local server): 32
+round trips into a fresh partition, 34 over the first run's 4,465 value keys, by
+`python benchmarks/redis_round_trips.py` (the first also by `detect bench --generate
+20000 --redis URL`).
 """
 
 from __future__ import annotations
