@@ -28,6 +28,9 @@ def test_the_url_s_credentials_become_settings_and_are_never_quoted():
     with pytest.raises(ConfigError) as bad:
         redis_settings("https://ops:hunter2-secret@example.com/0")
     assert "hunter2" not in str(bad.value) and str(bad.value).startswith("--redis:")
+    with pytest.raises(ConfigError, match="query string") as bad:
+        redis_settings("redis://10.0.0.5:6380/0?password=in-the-query")
+    assert "in-the-query" not in str(bad.value)
 
 
 def test_bench_on_redis_prints_round_trips_and_the_ratio_to_sqlite(

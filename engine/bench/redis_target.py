@@ -49,7 +49,8 @@ def redis_settings(url: str, prefix: str = PREFIX_ROOT) -> RedisSettings:
     if ":" in host:
         host = f"[{host}]"  # an IPv6 address, bracketed again in the rebuilt URL
     netloc = host if port is None else f"{host}:{port}"
-    bare = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    # The query stays, for the settings to refuse (redis-py reads options from it).
+    bare = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
     try:
         return RedisSettings(
             url=bare,
