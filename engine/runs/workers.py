@@ -84,10 +84,19 @@ def partitions_of(config: Config) -> list[str]:
 
 
 def partition_config(config: Config, partition: str) -> Config:
-    """The configuration one partition's poller reads with: its organization only."""
+    """The configuration one partition's poller reads with: its organization only, and its
+    part of `source.max_requests_per_minute` (that figure over the number of configured
+    organizations, at least 1). The API's 600 requests a minute are per parent
+    organization, shared by every key and integration: each organization's client with
+    the whole budget would let ten organizations send ten times it. Split, all workers
+    together never exceed the configured figure, whoever holds what (unless there are
+    more organizations than that figure: each still gets one a minute)."""
     if partition == WHOLE_FEED:
         return config
-    source = config.source.model_copy(update={"organization_ids": [partition]})
+    budget = max(1, config.source.max_requests_per_minute // len(partitions_of(config)))
+    source = config.source.model_copy(
+        update={"organization_ids": [partition], "max_requests_per_minute": budget}
+    )
     return config.model_copy(update={"source": source})
 
 

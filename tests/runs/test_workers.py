@@ -118,6 +118,24 @@ def test_one_worker_reads_every_organization_as_replays_do(
     assert asked == {(org,) for org in ORGS}
 
 
+@pytest.mark.parametrize("budget", [300, 200])
+def test_the_organizations_share_the_request_budget(
+    api, ruleset, redis_server, redis_client, redis_prefix, budget
+):
+    """The API's 600 requests a minute are the parent organization's, whatever key or
+    organization asks: each organization's client gets `max_requests_per_minute` over
+    the number of organizations, so together they never send more than configured."""
+    config = config_of(api, redis_server, redis_prefix)
+    source = config.source.model_copy(update={"max_requests_per_minute": budget})
+    config = config.model_copy(update={"source": source})
+    one = worker(config, redis_client, ruleset, redis_prefix, name=f"budget-{budget}").start()
+    assert one.run() == 0
+    budgets = [held.runner.poller.client.budget.per_minute for held in one.running.values()]
+    one.close()
+    assert len(budgets) == len(ORGS)
+    assert sum(budgets) == budget - budget % len(ORGS) and set(budgets) == {budget // len(ORGS)}
+
+
 def test_a_lease_taken_away_drops_the_partition_and_writes_nothing(
     api, feeds, ruleset, redis_server, redis_client, redis_prefix, caplog
 ):
