@@ -145,9 +145,9 @@ def measure_pipeline(
 def _on_redis(
     path: Path, ruleset: RuleSet, per_rule: dict[str, list[float]], processes: int
 ) -> dict[str, Any]:
-    """`measure_pipeline` on the Redis of `URL_VARIABLE`: partition `*`, no lease, a
-    prefix of its own, the server checked for safety as `detect replay` checks it; its
-    keys deleted afterwards, whatever happened."""
+    """`measure_pipeline` on the Redis of `URL_VARIABLE`: partition `*` of a prefix of
+    its own, opened as `detect replay` opens it (the server checked for safety, the
+    partition's lease taken); its keys deleted afterwards, whatever happened."""
     from engine.bench.redis_target import URL_VARIABLE, drop_keys, fresh_prefix, redis_settings
     from engine.config import StateConfig
     from engine.runs import build

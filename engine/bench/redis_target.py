@@ -5,10 +5,10 @@ become the settings' `username` and `password` (registered for redaction), and n
 printed names more than host:port/db. The children get the URL in their environment
 (`URL_VARIABLE`), not on their command line, where `ps` would show it.
 
-Each run writes under a key prefix of its own (`fresh_prefix`), as partition `*` with no
-lease (one writer, as a replay), and deletes its keys afterwards (`drop_keys`), so runs
-start from an empty state, as the SQLite runs start from a new file, and leave nothing
-behind.
+Each run writes under a key prefix of its own (`fresh_prefix`), as partition `*` opened
+as a replay opens it (`build.open_redis_store`: its lease taken, so every commit is
+fenced as a worker's is), and deletes its keys afterwards (`drop_keys`), so runs start
+from an empty state, as the SQLite runs start from a new file, and leave nothing behind.
 """
 
 from __future__ import annotations
