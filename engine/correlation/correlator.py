@@ -90,6 +90,29 @@ def _from_epoch(value: float) -> datetime:
         return _LATEST
 
 
+class _HeldSamples(dict[str, bytes]):
+    """Held sample activities by name (JSON-encoded). Each is stored in its own row while
+    held (`Correlator._count`); one dropped from here (its entry left the window, the
+    window was dropped or lost its samples) has its row deleted with the next commit, so
+    the stored samples stay those the stored windows name."""
+
+    __slots__ = ("store",)
+
+    def __init__(self, store: StateStore) -> None:
+        super().__init__()
+        self.store = store
+
+    def pop(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        found = super().pop(name, _ABSENT)
+        if found is _ABSENT:
+            return default
+        self.store.delete(HELD_SAMPLES, name)
+        return found
+
+
+_ABSENT = object()
+
+
 class Correlator:
     def __init__(self, store: StateStore) -> None:
         self.store = store
@@ -97,7 +120,7 @@ class Correlator:
         self._watermark_epoch = _NEVER
         # (window end, state key): open alerts to close when event time passes their end.
         self._closing: list[tuple[float, str, str]] = []
-        self._samples: dict[str, bytes] = {}
+        self._samples = _HeldSamples(store)
         # Threshold windows by state key, those changed since the last flush, and when
         # windows that event time has left behind were last dropped from memory.
         self._windows: dict[str, Window] = {}
@@ -587,7 +610,7 @@ class Correlator:
         # writing activities into the counter would rewrite kilobytes per busy key at every
         # commit. A process that takes the window over (a restart, a crash, another worker)
         # fetches them, so the alert's events and the indicators taken from them are those
-        # of an uninterrupted run. The row expires as its entry leaves the window.
+        # of an uninterrupted run. The row goes when the sample leaves memory.
         sample = None
         samples = self._samples
         if window.held < MAX_SAMPLE_EVENTS:
