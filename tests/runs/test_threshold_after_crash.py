@@ -12,7 +12,9 @@ by no one). Each cut point of the password-spraying fixture is tried.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from engine.activity import parse_activity
 from engine.runs import build
@@ -28,15 +30,34 @@ def spray() -> list:
     return [parse_activity(json.loads(line)) for line in lines if line.strip()]
 
 
-def alerts(store: SqliteStore) -> dict[str, dict]:
+def alerts(store: Any) -> dict[str, dict]:
     return {alert["alert_id"]: alert for alert in store.alerts()}
 
 
 def test_a_threshold_alert_after_a_crash_equals_the_uninterrupted_runs(tmp_path, rules_dir):
+    def opened(name: str) -> SqliteStore:
+        return SqliteStore(tmp_path / f"{name}.db")
+
+    crash_at_every_cut(rules_dir, opened)
+
+
+def test_a_worker_taking_over_raises_the_uninterrupted_runs_alert(
+    rules_dir, redis_client, redis_prefix
+):
+    """The same on Redis: the second store is the next holder's (its own cache)."""
+    from engine.state.redis_store import RedisStore
+
+    def opened(name: str) -> RedisStore:
+        return RedisStore(redis_client, f"{redis_prefix}{name}:", "org_a")
+
+    crash_at_every_cut(rules_dir, opened)
+
+
+def crash_at_every_cut(rules_dir: Any, opened: Callable[[str], Any]) -> None:
     rules_dir.write("password_spraying.yml", RULE.read_text(encoding="utf-8"))
     ruleset = rules_dir.load()
     activities = spray()
-    whole = SqliteStore(tmp_path / "whole.db")
+    whole = opened("whole")
     build.pipeline(ruleset, whole, live=True).run(iter(activities))
     expected = alerts(whole)
     whole.close()
@@ -45,14 +66,13 @@ def test_a_threshold_alert_after_a_crash_equals_the_uninterrupted_runs(tmp_path,
     assert alert["event_count"] >= 5 and len(alert["indicators"]["emails"]) >= 5
 
     for cut in range(1, len(activities)):
-        path = tmp_path / f"cut{cut}.db"
-        first = SqliteStore(path)
+        first = opened(f"cut{cut}")
         killed = build.pipeline(ruleset, first, live=True)
         for activity in activities[:cut]:
             killed.process(activity)
         killed.commit()  # the page's commit; the process dies right after it
         first.close()  # nothing is buffered any more: what SIGKILL would leave
-        second = SqliteStore(path)
+        second = opened(f"cut{cut}")
         build.pipeline(ruleset, second, live=True).run(iter(activities[cut:]))
         found = alerts(second)
         second.close()
