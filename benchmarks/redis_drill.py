@@ -4,6 +4,7 @@ Redis, ten organizations with a backlog on the mock Compliance API, two workers 
     python benchmarks/redis_drill.py               # the long drill (10 x 20,000 activities)
     python benchmarks/redis_drill.py --quick       # the suite's (10 x 600 activities)
     python benchmarks/redis_drill.py --redis-url redis://127.0.0.1:PORT/0
+    python benchmarks/redis_drill.py --seed 9300    # other feeds (each organization: seed + n)
 
 What it does, with the real `detect` command in subprocesses:
 1. generates each organization's activities with the project's generator (attacks
@@ -73,10 +74,10 @@ def orgs_of(count: int) -> list[str]:
     return [f"org_drill_{n:02d}" for n in range(count)]
 
 
-def feeds(orgs: list[str], per_org: int) -> dict[str, list[dict[str, Any]]]:
+def feeds(orgs: list[str], per_org: int, seed: int = 9100) -> dict[str, list[dict[str, Any]]]:
     """Each organization's own generated feed (its seed), every activity stamped with it."""
     return {
-        org: [dict(a, organization_id=org) for a in generate(per_org, seed=9100 + n)]
+        org: [dict(a, organization_id=org) for a in generate(per_org, seed=seed + n)]
         for n, org in enumerate(orgs)
     }
 
@@ -186,6 +187,7 @@ class Figures:
     activities: int = 0
     workers: int = 0
     ttl: float = 0.0
+    seed: int = 0
     takeovers: list[tuple[str, float, int]] = field(default_factory=list)
     mid_run: tuple[int, int] = (0, 0)  # the first victim's organizations, and unfinished
     # the stalled worker's organizations, leases it found lost, commits the fence refused
@@ -299,17 +301,20 @@ def drill(
     delivery_wait: float,
     spread: bool = False,
     stall: bool = False,
+    seed: int = 9100,
 ) -> Figures:
     import redis
 
-    figures = Figures(orgs=orgs_count, activities=orgs_count * per_org, workers=3, ttl=ttl)
+    figures = Figures(
+        orgs=orgs_count, activities=orgs_count * per_org, workers=3, ttl=ttl, seed=seed
+    )
     started = time.monotonic()
 
     def phase(name: str) -> None:
         figures.phases.append((name, time.monotonic() - started))
 
     orgs = orgs_of(orgs_count)
-    feed = feeds(orgs, per_org)
+    feed = feeds(orgs, per_org, seed)
     newest = {
         org: max(acts, key=lambda a: (a["created_at"], a["id"]))["id"] for org, acts in feed.items()
     }
@@ -567,7 +572,7 @@ def verdicts(f: Figures) -> list[tuple[str, str, bool]]:
 def table(f: Figures) -> str:
     lines = [
         f"{f.orgs} organizations x {f.activities // max(1, f.orgs):,} activities, "
-        f"{f.workers} workers, lease TTL {f.ttl:.0f} s, {f.seconds:.1f} s in all",
+        f"{f.workers} workers, lease TTL {f.ttl:.0f} s, seed {f.seed}, {f.seconds:.1f} s in all",
         "",
         "| check | figure | verdict |",
         "|---|---|---|",
@@ -588,6 +593,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--orgs", type=int, default=10)
     parser.add_argument("--per-org", type=int, help="activities per organization")
     parser.add_argument("--ttl", type=int, default=2, help="lease TTL in seconds")
+    parser.add_argument(
+        "--seed", type=int, default=9100, help="the generator's seed of the first organization"
+    )
     args = parser.parse_args(argv)
     per_org = args.per_org or (600 if args.quick else 20_000)
     page = 20 if args.quick else 200
@@ -616,6 +624,7 @@ def main(argv: list[str] | None = None) -> int:
                 delivery_wait=delivery_wait,
                 spread=not args.quick,
                 stall=not args.quick,
+                seed=args.seed,
             )
         except TimeoutError:
             for log in sorted(folder.glob("worker*.log")):
