@@ -80,15 +80,27 @@ class NamedLists:
         self.lists: dict[str, NamedList] = dict(lists or {})
         self._store: StateStore = MemoryStore()
 
-    def attach(self, store: StateStore) -> None:
-        """Load the learned entries of `store` (and forget those of a previous store)."""
+    def attach(self, store: StateStore, learned: dict[str, set[str]] | None = None) -> None:
+        """Learn into `store` from now on, with its learned entries: read from it (and a
+        previous store's forgotten), or, given `learned`, those sets as they are, what
+        `attached()` returned while `store` was last attached. A worker's organizations
+        take turns on one rule set (engine/runs/workers.py): only an organization's lease
+        holder writes its entries, and every change goes through `learn`, which updates
+        the sets and the store alike, so reading them all again before each turn (a scan
+        and a read of every value) would only find the same."""
         self._store = store
-        for named in self.lists.values():
-            named.learned.clear()
-        for key, _ in store.items(LEARNED):
-            name, _, value = key.partition("\x1f")
-            if name in self.lists:
-                self.lists[name].learned.add(value)
+        if learned is None:
+            learned = {name: set() for name in self.lists}
+            for key, _ in store.items(LEARNED):
+                name, _, value = key.partition("\x1f")
+                if name in learned:
+                    learned[name].add(value)
+        for name, named in self.lists.items():
+            named.learned = learned.setdefault(name, set())
+
+    def attached(self) -> dict[str, set[str]]:
+        """The learned sets of the store attached now (the sets themselves, not copies)."""
+        return {name: named.learned for name, named in self.lists.items()}
 
     def keep_in_memory(self) -> None:
         """Go on learning, but store nothing: for a process that evaluates for another,

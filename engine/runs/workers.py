@@ -103,11 +103,13 @@ def partition_config(config: Config, partition: str) -> Config:
 @dataclass
 class Held:
     """One held partition's loop: its runner, the lease token its store is fenced with,
-    and when its next pass is due."""
+    its named lists' learned values (read once, when the loop opens) and when its next
+    pass is due."""
 
     partition: str
     runner: Runner
     token: str
+    learned: dict[str, set[str]]
     due: float = 0.0
     passes: int = 0
 
@@ -269,8 +271,10 @@ class Worker:
         store = self.open_store(partition, lease)
         runner = self.make_runner(partition_config(self.config, partition), store)
         runner.after_commit.extend(self.after_commit)
+        # The pipeline has just attached the named lists to its store: its learned values.
+        learned = runner.pipeline.ruleset.lists.attached()
         with self._tally:
-            self.running[partition] = Held(partition, runner, lease[1], due=self.clock())
+            self.running[partition] = Held(partition, runner, lease[1], learned, due=self.clock())
 
     def _drop(self, partition: str, release: bool = False) -> None:
         """Forget a partition's loop without writing anything: its lease is gone (or,
@@ -311,7 +315,7 @@ class Worker:
             self._current = held
         try:
             # The named lists are the rules' (shared): give them this partition's values.
-            runner.pipeline.ruleset.lists.attach(runner.store)
+            runner.pipeline.ruleset.lists.attach(runner.store, held.learned)
             result = runner.cycle()
         except LeaseLost as error:
             log.warning("%s: the partition's pipeline is dropped", error)

@@ -136,6 +136,35 @@ def test_the_organizations_share_the_request_budget(
     assert sum(budgets) == budget - budget % len(ORGS) and set(budgets) == {budget // len(ORGS)}
 
 
+def test_learned_lists_are_read_once_per_organization_not_per_pass(
+    api, feeds, ruleset, redis_server, redis_client, redis_prefix
+):
+    """The named lists are shared by the organizations' pipelines; each organization's
+    learned values are read from Redis when its loop opens, and its later passes get
+    back the same sets, not a scan and a read of every value again."""
+    from engine.detection.functions import LEARNED
+
+    reads: list[str] = []
+
+    class Counting(RedisStore):
+        def items(self, namespace):
+            if namespace == LEARNED:
+                reads.append(self.partition)
+            return super().items(namespace)
+
+    config = config_of(api, redis_server, redis_prefix)
+    one = worker(config, redis_client, ruleset, redis_prefix, Counting, name="lists")
+    one.start()
+    for _ in range(3):
+        for held in one.running.values():
+            held.passes = 0  # another round of passes
+        assert one.run() == 0
+    assert all(held.passes == 1 for held in one.running.values())
+    one.close()
+    assert sorted(reads) == sorted(ORGS)
+    assert stored(redis_client, redis_prefix) == replayed(ruleset, feeds)
+
+
 def test_a_lease_taken_away_drops_the_partition_and_writes_nothing(
     api, feeds, ruleset, redis_server, redis_client, redis_prefix, caplog
 ):
