@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import sys
 import threading
 import time
@@ -33,6 +32,7 @@ from engine.durations import describe
 from engine.pipeline import Pipeline, Stats
 from engine.runs import build
 from engine.runs.progress import StatusLine
+from engine.runs.stopping import install_stop_handlers, restore_handlers
 from engine.secrets import install_log_redaction, redact, redact_value
 from engine.sources.compliance_api import ComplianceAPIError, PollingStopped
 from engine.sources.health import SourceHealth
@@ -508,7 +508,9 @@ def run_from_config(
     if not once:
         dispatcher.start()
         runner.after_commit.append(dispatcher.wake)
-    previous = _install_signal_handlers(runner)
+    previous = install_stop_handlers(
+        runner.stopping.is_set, runner.request_stop, " (a second signal stops at once)"
+    )
     watchdog = Watchdog(
         runner,
         after=config.source.stall_alert_after,
@@ -543,11 +545,11 @@ def run_from_config(
         # Never close (= commit) the store here: that would write half a page without its
         # checkpoint. Nothing uncommitted has reached the file; a restart reads it again.
         watchdog.stop()
-        _restore_signal_handlers(previous)
+        restore_handlers(previous)
         dispatcher.close()
         raise
     watchdog.stop()
-    _restore_signal_handlers(previous)
+    restore_handlers(previous)
     dispatcher.close()
     if runner.abandoned:
         # The half-evaluated page's state is only in memory: closing the store would
@@ -563,30 +565,6 @@ def run_from_config(
     runner.poller.client.close()
     print(summary(runner.pipeline.stats, len(ruleset.rules)), file=sys.stderr)
     return code
-
-
-def _install_signal_handlers(runner: LiveRunner) -> dict[int, Any]:
-    previous: dict[int, Any] = {}
-    if threading.current_thread() is not threading.main_thread():
-        return previous
-
-    def handler(signum: int, _frame: Any) -> None:
-        if runner.stopping.is_set():
-            raise KeyboardInterrupt  # a second signal: stop now
-        log.info(
-            "received %s: stopping before the next activity (a second signal stops at once)",
-            signal.Signals(signum).name,
-        )
-        runner.request_stop()
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        previous[signum] = signal.signal(signum, handler)
-    return previous
-
-
-def _restore_signal_handlers(previous: dict[int, Any]) -> None:
-    for signum, handler in previous.items():
-        signal.signal(signum, handler)
 
 
 # -- workers on a shared Redis --------------------------------------------------------

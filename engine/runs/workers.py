@@ -29,7 +29,6 @@ thresholds and sequences see only its organization.
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -41,6 +40,7 @@ from engine.durations import describe
 from engine.errors import LeaseLost
 from engine.pipeline import Stats
 from engine.runs.leases import Leases
+from engine.runs.stopping import install_stop_handlers, restore_handlers
 from engine.state.store import StateStore
 
 if TYPE_CHECKING:
@@ -471,7 +471,9 @@ def run_worker(
         after_commit=[] if once else [dispatcher.wake],
         once=once,
     )
-    previous = _install_signal_handlers(worker)
+    previous = install_stop_handlers(
+        worker.stopping.is_set, worker.request_stop, ", then releasing the leases"
+    )
     partitions = worker.partitions
     log.info(
         "worker %s: %d partition%s to share (%s), lease TTL %s, polling every %s%s",
@@ -514,7 +516,7 @@ def run_worker(
             watchdog.stop()
         worker.close()
         dispatcher.close()
-        _restore_signal_handlers(previous)
+        restore_handlers(previous)
         client.close()
     log.info("worker %s stopped; its leases are released", leases.worker_id)
     return code
@@ -531,27 +533,3 @@ def shared_dispatcher(config: Config, client: Any, prefix: str, out: IO[str] | N
     register_secrets(config)
     outbox = RedisOutbox(client, prefix, alerts=RedisAlertRows(client, prefix))
     return Dispatcher(outbox, config.destinations, stream=out)
-
-
-def _install_signal_handlers(worker: Worker) -> dict[int, Any]:
-    previous: dict[int, Any] = {}
-    if threading.current_thread() is not threading.main_thread():
-        return previous
-
-    def handler(signum: int, _frame: Any) -> None:
-        if worker.stopping.is_set():
-            raise KeyboardInterrupt  # a second signal: stop now
-        log.info(
-            "received %s: stopping before the next activity, then releasing the leases",
-            signal.Signals(signum).name,
-        )
-        worker.request_stop()
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        previous[signum] = signal.signal(signum, handler)
-    return previous
-
-
-def _restore_signal_handlers(previous: dict[int, Any]) -> None:
-    for signum, handler in previous.items():
-        signal.signal(signum, handler)
