@@ -85,9 +85,9 @@ def feeds(orgs: list[str], per_org: int, seed: int = 9100) -> dict[str, list[dic
 def replay_alerts(ruleset: Any, feed: dict[str, list[dict[str, Any]]]) -> dict[str, dict]:
     """What one process replaying each organization's activities alone stores."""
     found: dict[str, dict] = {}
-    for activities in feed.values():
+    for organization, activities in feed.items():
         store = MemoryStore()
-        run = build.pipeline(ruleset, store)
+        run = build.pipeline(ruleset, store, scope=organization)
         run.run(iter([parse_activity(a) for a in activities]))
         run.suspend()
         found.update((a["alert_id"], a) for a in store.alerts())

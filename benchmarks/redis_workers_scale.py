@@ -130,7 +130,7 @@ def round_trips(client: Any, url: str, mock: str, orgs: list[str]) -> tuple[int,
     from engine.config import Config, RedisSettings, SourceConfig, StateConfig
     from engine.rule_formats import load_rules
     from engine.runs.leases import Leases
-    from engine.runs.live import build_runner
+    from engine.runs.live import partition_runner
     from engine.runs.workers import Worker
     from engine.state.redis_store import RedisStore
 
@@ -165,7 +165,7 @@ def round_trips(client: Any, url: str, mock: str, orgs: list[str]) -> tuple[int,
     worker = Worker(
         config,
         client,
-        lambda partition, store: build_runner(partition, ruleset, store),
+        partition_runner(ruleset),
         leases=Leases(client, prefix=prefix, ttl=10),
         open_store=open_store,
         once=True,

@@ -16,9 +16,15 @@ MAX_SAMPLE_EVENTS = 10
 MAX_INDICATORS = 50
 
 
-def alert_id_for(rule_id: str, dedup_key: str, opened_at: datetime) -> str:
-    """Stable for (rule, key, opening time): a replay or a restart gets the same id."""
+def alert_id_for(rule_id: str, dedup_key: str, opened_at: datetime, scope: str = "") -> str:
+    """Stable for (rule, key, opening time): a replay or a restart gets the same id.
+    `scope` is the organization a worker on Redis correlates alone: two organizations'
+    alerts with one dedup key and opening time are two alerts in the shared outbox, not
+    one id written twice. Empty (a single process, which correlates across
+    organizations) leaves the id what it always was."""
     material = f"{rule_id}\x1f{dedup_key}\x1f{format_timestamp(opened_at)}"
+    if scope:
+        material += f"\x1f{scope}"
     return "al_" + hashlib.sha256(material.encode("utf-8")).hexdigest()[:24]
 
 

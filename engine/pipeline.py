@@ -91,11 +91,12 @@ class Pipeline:
         sinks: Iterable[Sink] = (),
         on_rejected: Callable[[Rejected], None] | None = None,
         commit_every: int = 1000,
+        scope: str = "",
     ) -> None:
         self.ruleset = ruleset
         self.store = store
         self.evaluator = Evaluator(ruleset)
-        self.correlator = Correlator(store)
+        self.correlator = Correlator(store, scope)
         # What each `learn_from: all` rule remembers its values with, in the order of
         # `Evaluator.learners` (the indexes `Evaluator.learned` gives).
         self._learn = [self.correlator.learner(rule) for rule in self.evaluator.learners]

@@ -114,8 +114,11 @@ _ABSENT = object()
 
 
 class Correlator:
-    def __init__(self, store: StateStore) -> None:
+    def __init__(self, store: StateStore, scope: str = "") -> None:
         self.store = store
+        # The organization this correlator alone correlates (a worker's partition), part
+        # of every alert id it makes (engine/alerts.py `alert_id_for`); empty otherwise.
+        self.scope = scope
         # Event time reached so far, as an epoch.
         self._watermark_epoch = _NEVER
         # (window end, state key): open alerts to close when event time passes their end.
@@ -301,7 +304,7 @@ class Correlator:
             return [self._save(key, existing, "joined")]
         opened = activity.created_at
         alert = Alert(
-            alert_id=alert_id_for(alert_key, "rule_error", opened),
+            alert_id=alert_id_for(alert_key, "rule_error", opened, self.scope),
             kind="rule_error",
             rule_id=rule.id,
             rule_name=rule.name,
@@ -340,7 +343,7 @@ class Correlator:
         orders it where it happened), written to the outbox with the next commit and owed
         a notification. Its id is stable for (rule, dedup key, time)."""
         alert = Alert(
-            alert_id=alert_id_for(rule_id, dedup_key, at),
+            alert_id=alert_id_for(rule_id, dedup_key, at, self.scope),
             kind=kind,
             rule_id=rule_id,
             rule_name=name,
@@ -423,7 +426,7 @@ class Correlator:
             # Its window has passed but event time has not closed it yet (a late batch).
             changes.append(AlertChange("closed", previous))
         alert = Alert(
-            alert_id=alert_id_for(rule.id, match.dedup_key, moment),
+            alert_id=alert_id_for(rule.id, match.dedup_key, moment, self.scope),
             kind="detection",
             rule_id=rule.id,
             rule_name=rule.name,

@@ -149,13 +149,20 @@ def pipeline(
     *,
     on_rejected: Callable[[Rejected], None] | None = None,
     live: bool = False,
+    scope: str = "",
 ) -> Pipeline:
     """The stages after the source. A live run commits only at page ends (a page, its
     alerts and its checkpoint are one unit); a finite input commits every 1000
-    activities."""
+    activities. `scope`: the organization a worker on Redis correlates alone, part of its
+    alert ids (engine/alerts.py)."""
     commit_every = sys.maxsize if live else 1000
     return Pipeline(
-        ruleset, store or MemoryStore(), sinks, on_rejected=on_rejected, commit_every=commit_every
+        ruleset,
+        store or MemoryStore(),
+        sinks,
+        on_rejected=on_rejected,
+        commit_every=commit_every,
+        scope=scope,
     )
 
 
@@ -241,10 +248,11 @@ def live_source(
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], None] | None = None,
     health: bool = True,
+    scope: str = "",
 ) -> LiveParts:
     """The Compliance API as a source, from the configuration: its client and
-    checkpointed poller on `store`, the pipeline, and (with `health`) the monitor whose
-    alerts go to the pipeline's sinks."""
+    checkpointed poller on `store`, the pipeline (its alert ids in `scope`), and (with
+    `health`) the monitor whose alerts go to the pipeline's sinks."""
     from engine.sources.compliance_api import ComplianceClient
     from engine.sources.health import SourceHealth
     from engine.sources.poller import Poller
@@ -283,7 +291,7 @@ def live_source(
         overlap=source.overlap,
         clock=clock,
     )
-    run = pipeline(ruleset, store, sinks, on_rejected=on_rejected, live=True)
+    run = pipeline(ruleset, store, sinks, on_rejected=on_rejected, live=True, scope=scope)
 
     def emit(change: AlertChange) -> None:
         for sink in run.sinks:

@@ -430,8 +430,10 @@ def build_runner(
     sleep: Callable[[float], None] | None = None,
     progress: Progress | None = None,
     health: bool = True,
+    scope: str = "",
 ) -> LiveRunner:
-    """Everything `detect run` needs, from the configuration (engine/runs/build.py)."""
+    """Everything `detect run` needs, from the configuration (engine/runs/build.py);
+    `scope`: the organization a worker correlates alone, part of its alert ids."""
     parts = build.live_source(
         config,
         ruleset,
@@ -441,6 +443,7 @@ def build_runner(
         clock=clock,
         sleep=sleep,
         health=health,
+        scope=scope,
     )
     return LiveRunner(
         pipeline=parts.pipeline,
@@ -452,6 +455,21 @@ def build_runner(
         progress=progress,
         stopping=parts.stopping,
     )
+
+
+def partition_runner(
+    ruleset: RuleSet, **options: Any
+) -> Callable[[Config, StateStore], LiveRunner]:
+    """How a worker on Redis builds one partition's runner (`options` go to
+    `build_runner`). Each organization's alert ids carry it: two organizations' alerts
+    with one dedup key and opening time are two alerts in the shared outbox, not one id
+    written twice (the whole feed, one partition, keeps a single process's ids)."""
+
+    def make(partition: Config, store: StateStore) -> LiveRunner:
+        scope = ",".join(partition.source.organization_ids)
+        return build_runner(partition, ruleset, store, scope=scope, **options)
+
+    return make
 
 
 def configure_logging(level: int = logging.INFO) -> None:
@@ -591,8 +609,7 @@ def run_workers(
     configure_logging()
     quarantine = Quarantine(config.quarantine, sys.stderr)
 
-    def make_runner(partition: Config, store: StateStore) -> LiveRunner:
-        return build_runner(partition, ruleset, store, sinks=[], on_rejected=quarantine)
+    make_runner = partition_runner(ruleset, on_rejected=quarantine)
 
     def watch(pass_in_hand: Any) -> Watchdog:
         # No `.pipeline` file: `detect status` on Redis shows each organization's last poll.

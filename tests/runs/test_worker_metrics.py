@@ -27,7 +27,7 @@ import requests
 from engine.config import Config, RedisSettings, SourceConfig, StateConfig
 from engine.rule_formats import load_rules
 from engine.runs.leases import Leases
-from engine.runs.live import build_runner
+from engine.runs.live import partition_runner
 from engine.runs.metrics import SHARED, WorkerMetrics
 from engine.runs.workers import Worker
 from engine.state.redis_store import RedisStore
@@ -246,7 +246,7 @@ def _worker(api, redis_server, client, prefix, name, partitions=ORGS) -> Worker:
     return Worker(
         config,
         client,
-        lambda partition, store: build_runner(partition, ruleset, store),
+        partition_runner(ruleset),
         leases=Leases(client, prefix=prefix, ttl=2, worker_id=name),
         open_store=lambda p, lease: RedisStore(client, prefix, partition=p, lease=lease),
         once=True,

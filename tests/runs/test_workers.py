@@ -19,7 +19,7 @@ from engine.resources import bundled_rules_dir
 from engine.rule_formats import load_rules
 from engine.runs import build
 from engine.runs.leases import Leases, lease_key
-from engine.runs.live import build_runner
+from engine.runs.live import partition_runner
 from engine.runs.workers import Worker
 from engine.sources.poller import CHECKPOINT_KEY
 from engine.state.redis_store import RedisStore
@@ -71,7 +71,7 @@ def worker(config, client, ruleset, prefix, store_class=RedisStore, name="w1") -
     return Worker(
         config,
         client,
-        lambda partition, store: build_runner(partition, ruleset, store),
+        partition_runner(ruleset),
         leases=leases,
         open_store=lambda p, lease: store_class(client, prefix, partition=p, lease=lease),
         once=True,
@@ -80,9 +80,9 @@ def worker(config, client, ruleset, prefix, store_class=RedisStore, name="w1") -
 
 def replayed(ruleset, feeds) -> dict[str, dict]:
     found = {}
-    for activities in feeds.values():
+    for organization, activities in feeds.items():
         store = MemoryStore()
-        run = build.pipeline(ruleset, store)
+        run = build.pipeline(ruleset, store, scope=organization)
         run.run(iter([parse_activity(a) for a in activities]))
         run.suspend()
         found.update((a["alert_id"], a) for a in store.alerts())
@@ -238,7 +238,7 @@ def test_a_stop_mid_page_releases_that_lease_too(
     stopping = []
 
     def make_runner(partition, store):
-        runner = build_runner(partition, ruleset, store)
+        runner = partition_runner(ruleset)(partition, store)
         process = runner.pipeline.process
 
         def stop_on_the_tenth(record):
@@ -357,7 +357,7 @@ def test_the_watchdog_watches_the_pass_in_hand(
     worker = Stuck(
         config,
         redis_client,
-        lambda partition, store: build_runner(partition, ruleset, store),
+        partition_runner(ruleset),
         leases=leases,
         open_store=lambda p, lease: RedisStore(
             redis_client, redis_prefix, partition=p, lease=lease
@@ -430,3 +430,27 @@ def test_run_once_on_redis_catches_up_delivers_and_releases(
         assert checkpoint(redis_client, redis_prefix, org)["cursor"] == newest(feeds[org])
         assert redis_client.get(lease_key(redis_prefix, org)) is None
     assert not redis_client.zrange(f"{redis_prefix}workers", 0, -1)
+
+
+def test_two_organizations_alike_raise_two_alerts_not_one(
+    ruleset, redis_server, redis_client, redis_prefix
+):
+    """Two organizations whose activities differ only in their organization (the same
+    people, addresses, times: so the same dedup keys and opening times) raise two
+    alerts each time in the shared outbox, each organization's id its own; without the
+    organization in the id, the second overwrote the first."""
+    twins = {
+        org: [dict(a, organization_id=org, id=f"{a['id']}-{org}") for a in generate(300, seed=9)]
+        for org in ("org_a", "org_b")
+    }
+    with MockComplianceAPI([a for f in twins.values() for a in f], api_key=KEY) as api:
+        config = config_of(api, redis_server, redis_prefix)
+        source = config.source.model_copy(update={"organization_ids": list(twins)})
+        config = config.model_copy(update={"source": source})
+        one = worker(config, redis_client, ruleset, redis_prefix).start()
+        assert one.run() == 0
+        one.close()
+    expected = replayed(ruleset, twins)
+    alone = replayed(ruleset, {"org_a": twins["org_a"]})
+    assert alone and len(expected) == 2 * len(alone)
+    assert stored(redis_client, redis_prefix) == expected
