@@ -157,7 +157,7 @@ def test_learned_lists_are_read_once_per_organization_not_per_pass(
     one.start()
     for _ in range(3):
         for held in one.running.values():
-            held.passes = 0  # another round of passes
+            held.passes, held.due = 0, 0.0  # another round of passes, due now
         assert one.run() == 0
     assert all(held.passes == 1 for held in one.running.values())
     one.close()
