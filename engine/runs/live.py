@@ -186,8 +186,11 @@ class LiveRunner:
 
     # -- one pass --------------------------------------------------------------------
 
-    def cycle(self) -> CycleResult:
-        """Read from the checkpoint up to a minute ago, committing page by page."""
+    def cycle(self, until: float | None = None) -> CycleResult:
+        """Read from the checkpoint up to a minute ago, committing page by page. With
+        `until` (this runner's clock), the pass ends at the first page boundary past it,
+        incomplete (`complete` false): a worker's organizations take turns in slices, so
+        one long catch-up does not keep the others it holds unread (engine/runs/workers.py)."""
         now = self._now()
         status = self._status()
         status.setdefault("first_poll_at", format_timestamp(now))
@@ -221,6 +224,8 @@ class LiveRunner:
                 if self.stopping.is_set() and not batch.complete:
                     log.info("stopping: the pass ends at the last committed page")
                     return result
+                if until is not None and not batch.complete and self.clock() >= until:
+                    return result  # its slice is over; the next pass goes on from here
         except PollingStopped:
             log.info("stopping: no further request; the checkpoint is the last committed page")
             return result

@@ -8,14 +8,15 @@ partition and fenced by the lease (`RedisStore(partition=org, lease=(key, token)
 
 - **One thread evaluates.** Rules with code are timed by a `SIGALRM` timer, which only
   the main thread can arm (engine/detection/budget.py), so the held partitions take
-  turns on the main thread: each pass reads one organization up to the present, then
+  turns on the main thread: each pass reads one organization up to the present, or for
+  `PASS_SLICE` seconds when it has more to catch up (to the next page boundary), then
   the next whose poll is due goes. Named lists are re-attached to the partition's store
   before its pass, so what one organization's rules learned never leaks into another's.
 - **A background thread keeps the leases**: every TTL/3 it renews them, beats the
   registry, and moves toward the fair share. A lease it fails to renew is lost: the
   partition's pass is stopped before its next activity and its pipeline dropped unsaved
   (its memory is stale; the new holder resumes from the checkpoint). A partition over the
-  share is handed back after its pass ends, saved, then released.
+  share is handed back when its pass (or slice) ends, saved, then released.
 - **Fencing**: when the store's fence refuses a commit (`LeaseLost`), the pipeline is
   dropped the same way. Nothing of that page was written; the new holder reads it again.
 - **A clean stop** (SIGTERM, SIGINT) saves every partition that is between two pages,
@@ -69,12 +70,17 @@ class Runner(Protocol):
     status: dict[str, Any]  # the source status of its last pass (the metrics read it)
     failure: str | None  # the error of its failing pass, None once one succeeds
 
-    def cycle(self) -> Any: ...
+    def cycle(self, until: float | None = None) -> Any: ...
 
     def request_stop(self) -> None: ...
 
 
 MakeRunner = Callable[[Config, StateStore], Runner]
+
+# Seconds of one organization's pass before the next due one gets its turn (it ends at
+# the next page boundary): a long catch-up of one organization neither keeps the others
+# this worker holds unread nor keeps its surplus from the workers that joined later.
+PASS_SLICE = 5.0
 
 
 def partitions_of(config: Config) -> list[str]:
@@ -128,6 +134,7 @@ class Worker:
         after_commit: Sequence[Callable[[], None]] = (),
         clock: Callable[[], float] = time.time,
         once: bool = False,
+        pass_slice: float = PASS_SLICE,
     ) -> None:
         self.config = config
         self.client = client
@@ -137,6 +144,7 @@ class Worker:
         self.after_commit = list(after_commit)
         self.clock = clock
         self.once = once
+        self.pass_slice = pass_slice
         self.partitions = partitions_of(config)
         self.poll_interval = config.source.poll_interval.total_seconds()
         self.running: dict[str, Held] = {}
@@ -316,7 +324,7 @@ class Worker:
         try:
             # The named lists are the rules' (shared): give them this partition's values.
             runner.pipeline.ruleset.lists.attach(runner.store, held.learned)
-            result = runner.cycle()
+            result = runner.cycle(until=self.clock() + self.pass_slice)
         except LeaseLost as error:
             log.warning("%s: the partition's pipeline is dropped", error)
             self._drop(held.partition)
@@ -329,6 +337,10 @@ class Worker:
         finally:
             with self._lock:
                 self._current = None
+        if result.ok and not result.complete and not runner.abandoned:
+            # Its slice ended mid catch-up: due again at once, after the others now due.
+            held.due = self.clock()
+            return
         held.passes += 1
         held.due = self.clock() + self.poll_interval
         if runner.abandoned:

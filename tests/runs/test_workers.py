@@ -454,3 +454,45 @@ def test_two_organizations_alike_raise_two_alerts_not_one(
     alone = replayed(ruleset, {"org_a": twins["org_a"]})
     assert alone and len(expected) == 2 * len(alone)
     assert stored(redis_client, redis_prefix) == expected
+
+
+def test_organizations_catching_up_take_turns_page_by_page(
+    api, feeds, ruleset, redis_server, redis_client, redis_prefix
+):
+    """A pass catching up yields after its slice, at a page boundary: with a slice of
+    zero each turn is one page, and the organizations a worker holds are read in turns
+    rather than one to the end before the next starts. The result is the same."""
+    config = config_of(api, redis_server, redis_prefix)
+    turns: list[str] = []
+    make = partition_runner(ruleset)
+
+    def recording(partition, store):
+        runner = make(partition, store)
+        cycle = runner.cycle
+
+        def counted(until=None):
+            turns.append(store.partition)
+            return cycle(until)
+
+        runner.cycle = counted
+        return runner
+
+    leases = Leases(redis_client, prefix=redis_prefix, ttl=2, worker_id="turns")
+    one = Worker(
+        config,
+        redis_client,
+        recording,
+        leases=leases,
+        open_store=lambda p, lease: RedisStore(
+            redis_client, redis_prefix, partition=p, lease=lease
+        ),
+        once=True,
+        pass_slice=0.0,
+    ).start()
+    assert one.run() == 0
+    one.close()
+    assert sorted(turns[:3]) == sorted(ORGS)  # each had a page before any had two
+    assert len(turns) > len(ORGS)  # more than one page each: more than one turn
+    for org in ORGS:
+        assert checkpoint(redis_client, redis_prefix, org)["cursor"] == newest(feeds[org])
+    assert stored(redis_client, redis_prefix) == replayed(ruleset, feeds)
