@@ -161,6 +161,30 @@ class Silence:
     created_at: float
     lifted_at: float | None
 
+    @classmethod
+    def new(
+        cls,
+        rule_id: str | None,
+        dedup_key: str | None,
+        starts_at: float,
+        ends_at: float,
+        reason: str,
+        created_by: str,
+        now: float,
+    ) -> Silence:
+        """A silence just made, with a fresh id: what either outbox then stores."""
+        return cls(
+            "sil_" + secrets.token_hex(6),
+            rule_id,
+            dedup_key,
+            starts_at,
+            ends_at,
+            reason,
+            created_by,
+            now,
+            None,
+        )
+
     def active(self, now: float) -> bool:
         return self.lifted_at is None and self.starts_at <= now < self.ends_at
 
@@ -786,17 +810,7 @@ class Outbox(OutboxAlerts):
         created_by: str,
         now: float,
     ) -> Silence:
-        silence = Silence(
-            "sil_" + secrets.token_hex(6),
-            rule_id,
-            dedup_key,
-            starts_at,
-            ends_at,
-            reason,
-            created_by,
-            now,
-            None,
-        )
+        silence = Silence.new(rule_id, dedup_key, starts_at, ends_at, reason, created_by, now)
         with self._tx() as db:
             db.execute(
                 "INSERT INTO silences (silence_id, rule_id, dedup_key, starts_at, ends_at, "

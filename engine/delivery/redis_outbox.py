@@ -27,7 +27,6 @@ the alerts owed a notification in commit order.
 from __future__ import annotations
 
 import json
-import secrets
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
@@ -482,17 +481,7 @@ class RedisOutbox(OutboxAlerts):
         created_by: str,
         now: float,
     ) -> Silence:
-        silence = Silence(
-            "sil_" + secrets.token_hex(6),
-            rule_id,
-            dedup_key,
-            starts_at,
-            ends_at,
-            reason,
-            created_by,
-            now,
-            None,
-        )
+        silence = Silence.new(rule_id, dedup_key, starts_at, ends_at, reason, created_by, now)
         record = asdict(silence)
         del record["lifted_at"]  # kept in its own hash, set once
         self._redis.hset(f"{self._p}silences", silence.silence_id, json.dumps(record))
