@@ -48,6 +48,7 @@ from pydantic_core import to_json
 from engine.errors import LeaseLost, StateWriteError
 from engine.secrets import redact
 from engine.state.redis_scripts import COMMIT, PURGE
+from engine.state.store import ReadCache
 
 if TYPE_CHECKING:
     import redis
@@ -135,7 +136,7 @@ class RedisStore:
         self._pending_meta: dict[str, Any] = {}
         # Every value read or written lately (None: known absent), bounded as the SQLite
         # store's is: what is dropped is still in `_pending` or in Redis.
-        self._values: dict[tuple[str, str], Any] = {}
+        self._values = ReadCache(cache_size)
         # Which (namespace, key) Redis may hold, loaded at the first read; None before.
         self._present: set[tuple[str, str]] | None = None
         self._meta: dict[str, str] | None = None  # committed meta, as JSON text
@@ -194,7 +195,7 @@ class RedisStore:
             found = [v for reply in pipe.execute() for v in reply]
         for name, raw in zip(names, found, strict=True):
             if name not in self._values and name not in self._pending:
-                self._keep(name, None if raw is None else json.loads(raw))
+                self._values.keep(name, None if raw is None else json.loads(raw))
 
     # -- the protocol ------------------------------------------------------------------
 
@@ -212,26 +213,19 @@ class RedisStore:
             with self._talking():
                 raw = self.client.get(self._value_key(namespace, key))
             value = None if raw is None else json.loads(raw)
-        self._keep(name, value)
+        self._values.keep(name, value)
         return value
-
-    def _keep(self, name: tuple[str, str], value: Any) -> None:
-        values = self._values
-        values[name] = value
-        if len(values) > self.cache_size:
-            for old in list(itertools.islice(values, self.cache_size // 10 + 1)):
-                del values[old]
 
     def put(self, namespace: str, key: str, value: Any, expires: float | None = None) -> None:
         self._value_key(namespace, key)  # checks the namespace
         name = (namespace, key)
         self._pending[name] = (value, expires)
-        self._keep(name, value)
+        self._values.keep(name, value)
 
     def delete(self, namespace: str, key: str) -> None:
         name = (namespace, key)
         self._pending[name] = (_DELETED, None)
-        self._keep(name, None)
+        self._values.keep(name, None)
 
     def items(self, namespace: str) -> Iterator[tuple[str, Any]]:
         with self._talking(2):
@@ -254,7 +248,7 @@ class RedisStore:
         for key, raw in zip(stored, found, strict=True):
             if raw is not None:  # gone by its TTL since the index was read
                 value = json.loads(raw)
-                self._keep((namespace, key), value)
+                self._values.keep((namespace, key), value)
                 yield key, value
 
     def save_alert(self, alert: dict[str, Any], notify: bool) -> None:

@@ -39,6 +39,7 @@ from pydantic_core import to_json
 from engine.errors import StateInUseError, StateWriteError
 from engine.state.files import create_private, open_private, restrict
 from engine.state.schema import check_file, file_version, migrate, reraise, rollback
+from engine.state.store import ReadCache
 
 log = logging.getLogger(__name__)
 _DELETED = object()
@@ -189,7 +190,7 @@ class SqliteStore:
         # `put`, so a read is one dict lookup. Bounded by dropping the oldest tenth when
         # full: cheaper per read than an LRU's reordering, and the store stays right
         # because what is dropped is still in `_pending`, `_unfolded` or the table.
-        self._values: dict[tuple[str, str], Any] = {}
+        self._values = ReadCache(self.cache_size)
         # Hashes of the keys the database may hold (this process is its only writer): most
         # lookups of a new user's state are for keys that were never written.
         self._present: set[int] = {
@@ -212,25 +213,18 @@ class SqliteStore:
                 "SELECT value FROM state WHERE namespace = ? AND key = ?", name
             ).fetchone()
             value = json.loads(row[0]) if row else None
-        self._keep(name, value)
+        self._values.keep(name, value)
         return value
-
-    def _keep(self, name: tuple[str, str], value: Any) -> None:
-        values = self._values
-        values[name] = value
-        if len(values) > self.cache_size:
-            for old in list(itertools.islice(values, self.cache_size // 10 + 1)):
-                del values[old]
 
     def put(self, namespace: str, key: str, value: Any, expires: float | None = None) -> None:
         name = (namespace, key)
         self._pending[name] = (value, expires)
-        self._keep(name, value)
+        self._values.keep(name, value)
 
     def delete(self, namespace: str, key: str) -> None:
         name = (namespace, key)
         self._pending[name] = (_DELETED, None)
-        self._keep(name, None)
+        self._values.keep(name, None)
 
     def items(self, namespace: str) -> Iterator[tuple[str, Any]]:
         seen: set[str] = set()

@@ -8,6 +8,7 @@ commits loses nothing that was acknowledged and repeats nothing that was notifie
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Iterator
 from typing import Any, Protocol
 
@@ -110,3 +111,21 @@ class MemoryStore:
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+class ReadCache(dict[tuple[str, str], Any]):
+    """The values a store read or wrote lately, at most `size`: past it the oldest tenth
+    (in insertion order) is dropped at once, so memory stays bounded without an LRU's
+    bookkeeping on every read. The SQLite and Redis stores each keep one."""
+
+    __slots__ = ("size",)
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def keep(self, name: tuple[str, str], value: Any) -> None:
+        self[name] = value
+        if len(self) > self.size:
+            for old in list(itertools.islice(self, self.size // 10 + 1)):
+                del self[old]
