@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import argparse
 import io
-import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from redis_drill import start_redis
 
 from engine.config import RedisSettings, StateConfig
 from engine.detection.loader import load_rules
@@ -30,20 +31,6 @@ from engine.feedgen import generate, write_jsonl
 from engine.resources import bundled_rules_dir
 from engine.runs import build
 from engine.runs.replay import ReplayOptions, replay
-
-
-def start_redis(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server not installed (apt-get install redis-server)")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [
-        binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
-        "--appendonly", "yes", "--save", "", "--logfile", str(folder / "redis.log"),
-    ]  # fmt: skip
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL), f"redis://127.0.0.1:{port}/0"
 
 
 def wait_until_up(url: str) -> None:
